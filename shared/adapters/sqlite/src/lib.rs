@@ -1,0 +1,12 @@
+//! SQLite adapters for the local runtime: the durable [`Store`](oblivious_ports::Store)
+//! and an outbox-backed [`Queue`](oblivious_ports::Queue). WAL mode lets the CLI
+//! and a running server share one database file.
+
+mod db;
+mod queue;
+mod rows;
+mod store;
+
+pub use db::Db;
+pub use queue::{OutboxJob, SqliteQueue};
+pub use store::SqliteStore;

@@ -1,0 +1,113 @@
+//! The in-process queue: `publish` writes the job to the `outbox` table (so a
+//! crash loses nothing) and wakes the consumer loop, which deletes the row once
+//! the job is done, retries with backoff, and parks a job after too many tries.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use oblivious_core::job::Job;
+use oblivious_ports::{PortError, Queue, StoreError};
+use rusqlite::params;
+use tokio::sync::Notify;
+
+use crate::db::Db;
+
+/// Attempts before a job is parked as dead (kept for inspection).
+pub const MAX_ATTEMPTS: i64 = 8;
+
+#[derive(Clone)]
+pub struct SqliteQueue {
+    db: Db,
+    wake: Arc<Notify>,
+}
+
+#[derive(Debug)]
+pub struct OutboxJob {
+    pub id: i64,
+    pub job: Job,
+    pub attempts: i64,
+}
+
+impl SqliteQueue {
+    pub fn new(db: Db) -> Self {
+        SqliteQueue { db, wake: Arc::new(Notify::new()) }
+    }
+
+    /// Jobs due at `now_ms`, oldest first. Unparseable rows are parked.
+    pub async fn due(&self, now_ms: i64, limit: i64) -> Result<Vec<OutboxJob>, StoreError> {
+        self.db
+            .write(move |c| {
+                let mut st =
+                    c.prepare("SELECT id, payload, attempts FROM outbox WHERE dead = 0 AND next_at <= ?1 ORDER BY id LIMIT ?2")?;
+                let rows = st
+                    .query_map(params![now_ms, limit], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?, r.get::<_, i64>(2)?)))?
+                    .collect::<Result<Vec<_>, _>>()?;
+                drop(st);
+                let mut jobs = Vec::with_capacity(rows.len());
+                for (id, payload, attempts) in rows {
+                    match serde_json::from_str(&payload) {
+                        Ok(job) => jobs.push(OutboxJob { id, job, attempts }),
+                        Err(e) => {
+                            c.execute("UPDATE outbox SET dead = 1, last_error = ?1 WHERE id = ?2", params![e.to_string(), id])?;
+                        }
+                    }
+                }
+                Ok(jobs)
+            })
+            .await
+    }
+
+    pub async fn ack(&self, id: i64) -> Result<(), StoreError> {
+        self.db.write(move |c| Ok(c.execute("DELETE FROM outbox WHERE id = ?1", [id]).map(|_| ())?)).await
+    }
+
+    /// Records a failed attempt; retries later with backoff, or parks the job.
+    pub async fn fail(&self, id: i64, error: String, now_ms: i64) -> Result<(), StoreError> {
+        self.db
+            .write(move |c| {
+                let attempts: i64 = c.query_row("UPDATE outbox SET attempts = attempts + 1, last_error = ?1 WHERE id = ?2 RETURNING attempts", params![error, id], |r| r.get(0))?;
+                let dead = attempts >= MAX_ATTEMPTS;
+                let delay = 250i64 << attempts.min(10);
+                c.execute("UPDATE outbox SET dead = ?1, next_at = ?2 WHERE id = ?3", params![dead, now_ms + delay, id])?;
+                if dead {
+                    tracing::error!(id, attempts, "job parked after repeated failures");
+                }
+                Ok(())
+            })
+            .await
+    }
+
+    /// Jobs waiting (not parked), and parked.
+    pub async fn depth(&self) -> Result<(i64, i64), StoreError> {
+        self.db
+            .read(|c| {
+                Ok(c.query_row("SELECT COALESCE(SUM(dead = 0), 0), COALESCE(SUM(dead = 1), 0) FROM outbox", [], |r| {
+                    Ok((r.get(0)?, r.get(1)?))
+                })?)
+            })
+            .await
+    }
+
+    /// Resolves when a job is published (or `max` elapses, to pick up retries).
+    pub async fn wait(&self, max: Duration) {
+        let _ = tokio::time::timeout(max, self.wake.notified()).await;
+    }
+}
+
+impl Queue for SqliteQueue {
+    async fn publish(&self, job: Job) -> Result<(), PortError> {
+        let payload = serde_json::to_string(&job).map_err(|e| PortError(e.to_string()))?;
+        self.db
+            .write(move |c| {
+                c.execute(
+                    "INSERT INTO outbox (payload, created_at) VALUES (?1, CAST(strftime('%s','now') AS INTEGER) * 1000)",
+                    [payload],
+                )?;
+                Ok(())
+            })
+            .await
+            .map_err(|e| PortError(e.to_string()))?;
+        self.wake.notify_one();
+        Ok(())
+    }
+}

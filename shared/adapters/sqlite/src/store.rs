@@ -1,0 +1,643 @@
+//! [`Store`] over SQLite.
+
+use oblivious_core::model::{Channel, ChannelSpec, ChannelStatus, Group, Id, Price, Source, Token, TokenStatus, UsageRecord, User};
+use oblivious_ports::{
+    ConfigSnapshot, NewToken, NewUser, Page, Paged, Store, StoreError, StoreResult, TokenFilter, TokenPatch, UsageFilter,
+    UserPatch,
+};
+use rusqlite::types::Value;
+use rusqlite::{params, params_from_iter, Connection, OptionalExtension, TransactionBehavior};
+
+use crate::db::{Db, DbResult};
+use crate::rows::{self, CHANNEL_COLS, TOKEN_COLS, USAGE_COLS, USER_COLS};
+
+#[derive(Clone)]
+pub struct SqliteStore {
+    db: Db,
+}
+
+impl SqliteStore {
+    pub fn new(db: Db) -> Self {
+        SqliteStore { db }
+    }
+
+    pub fn db(&self) -> &Db {
+        &self.db
+    }
+
+    /// A value from the `meta` table (e.g. whether the admin was bootstrapped).
+    pub async fn meta(&self, key: &str) -> StoreResult<Option<String>> {
+        let key = key.to_string();
+        self.db
+            .read(move |c| Ok(c.query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0)).optional()?))
+            .await
+    }
+
+    /// Sets `key` only if it is unset; true when this call set it.
+    pub async fn set_meta_once(&self, key: &str, value: &str) -> StoreResult<bool> {
+        let (key, value) = (key.to_string(), value.to_string());
+        self.db
+            .write(move |c| Ok(c.execute("INSERT OR IGNORE INTO meta (key, value) VALUES (?1, ?2)", [key, value])? == 1))
+            .await
+    }
+}
+
+fn user_by_id(c: &Connection, id: Id) -> DbResult<Option<User>> {
+    Ok(c.query_row(&format!("SELECT {USER_COLS} FROM users WHERE id = ?1"), [id], rows::user).optional()?)
+}
+
+fn token_by_id(c: &Connection, id: Id) -> DbResult<Option<Token>> {
+    Ok(c.query_row(&format!("SELECT {TOKEN_COLS} FROM tokens WHERE id = ?1"), [id], rows::token).optional()?)
+}
+
+fn channel_by_id(c: &Connection, id: Id) -> DbResult<Option<Channel>> {
+    Ok(c.query_row(&format!("SELECT {CHANNEL_COLS} FROM channels WHERE id = ?1"), [id], rows::channel).optional()?)
+}
+
+fn found<T>(v: Option<T>, what: impl FnOnce() -> String) -> DbResult<T> {
+    v.ok_or_else(|| StoreError::NotFound(what()).into())
+}
+
+fn limit_offset(page: Page) -> (i64, i64) {
+    (page.limit.min(i64::MAX as u64) as i64, page.offset.min(i64::MAX as u64) as i64)
+}
+
+fn put_channel_config(tx: &Connection, spec: &ChannelSpec, now_ms: i64) -> DbResult<()> {
+    let json = serde_json::to_string(spec)?;
+    let existing: Option<(Id, String, String)> = tx
+        .query_row("SELECT id, spec, source FROM channels WHERE name = ?1", [&spec.name], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .optional()?;
+    match existing {
+        None => {
+            tx.execute(
+                "INSERT INTO channels (name, spec, status, source, updated_at) VALUES (?1, ?2, 'enabled', 'config', ?3)",
+                params![spec.name, json, now_ms],
+            )?;
+        }
+        // Same spec: leave the row (and its runtime status) alone.
+        Some((_, old, source)) if old == json && source == "config" => {}
+        Some((id, _, _)) => {
+            tx.execute("UPDATE channels SET spec = ?1, source = 'config', updated_at = ?2 WHERE id = ?3", params![json, now_ms, id])?;
+        }
+    }
+    Ok(())
+}
+
+impl Store for SqliteStore {
+    async fn revision(&self) -> StoreResult<i64> {
+        self.db.read(|c| Ok(c.query_row("SELECT value FROM revision WHERE id = 1", [], |r| r.get(0))?)).await
+    }
+
+    async fn user(&self, id: Id) -> StoreResult<Option<User>> {
+        self.db.read(move |c| user_by_id(c, id)).await
+    }
+
+    async fn user_by_name(&self, name: &str) -> StoreResult<Option<User>> {
+        let name = name.to_string();
+        self.db
+            .read(move |c| Ok(c.query_row(&format!("SELECT {USER_COLS} FROM users WHERE name = ?1"), [name], rows::user).optional()?))
+            .await
+    }
+
+    async fn users(&self, page: Page) -> StoreResult<Paged<User>> {
+        self.db
+            .read(move |c| {
+                let (limit, offset) = limit_offset(page);
+                let mut st = c.prepare(&format!("SELECT {USER_COLS} FROM users ORDER BY id LIMIT ?1 OFFSET ?2"))?;
+                let items = st.query_map([limit, offset], rows::user)?.collect::<Result<Vec<_>, _>>()?;
+                let total: i64 = c.query_row("SELECT COUNT(*) FROM users", [], |r| r.get(0))?;
+                Ok(Paged { items, total: total as u64 })
+            })
+            .await
+    }
+
+    async fn create_user(&self, u: NewUser, now_ms: i64) -> StoreResult<User> {
+        self.db
+            .write(move |c| {
+                c.execute(
+                    "INSERT INTO users (name, role, grp, quota, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+                    params![u.name, rows::role_str(u.role), u.group, u.quota, now_ms],
+                )?;
+                found(user_by_id(c, c.last_insert_rowid())?, || "user".into())
+            })
+            .await
+    }
+
+    async fn update_user(&self, id: Id, p: UserPatch) -> StoreResult<User> {
+        self.db
+            .write(move |c| {
+                let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+                found(user_by_id(&tx, id)?, || format!("user {id}"))?;
+                if let Some(role) = p.role {
+                    tx.execute("UPDATE users SET role = ?1 WHERE id = ?2", params![rows::role_str(role), id])?;
+                }
+                if let Some(group) = p.group {
+                    tx.execute("UPDATE users SET grp = ?1 WHERE id = ?2", params![group, id])?;
+                }
+                if let Some(status) = p.status {
+                    tx.execute("UPDATE users SET status = ?1 WHERE id = ?2", params![rows::user_status_str(status), id])?;
+                }
+                if let Some(quota) = p.quota {
+                    tx.execute("UPDATE users SET quota = ?1 WHERE id = ?2", params![quota, id])?;
+                }
+                let user = found(user_by_id(&tx, id)?, || format!("user {id}"))?;
+                tx.commit()?;
+                Ok(user)
+            })
+            .await
+    }
+
+    async fn delete_user(&self, id: Id) -> StoreResult<()> {
+        self.db
+            .write(move |c| {
+                let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+                // Keep token rows (usage history points at them) but make them unusable.
+                tx.execute("UPDATE tokens SET status = 'deleted' WHERE user_id = ?1", [id])?;
+                tx.execute("UPDATE users SET status = 'disabled', name = name || '#deleted-' || id WHERE id = ?1", [id])?;
+                if tx.changes() == 0 {
+                    return Err(StoreError::NotFound(format!("user {id}")).into());
+                }
+                tx.commit()?;
+                Ok(())
+            })
+            .await
+    }
+
+    async fn token(&self, id: Id) -> StoreResult<Option<Token>> {
+        self.db.read(move |c| token_by_id(c, id)).await
+    }
+
+    async fn token_by_hash(&self, key_hash: &str) -> StoreResult<Option<Token>> {
+        let key_hash = key_hash.to_string();
+        self.db
+            .read(move |c| {
+                Ok(c.query_row(&format!("SELECT {TOKEN_COLS} FROM tokens WHERE key_hash = ?1"), [key_hash], rows::token).optional()?)
+            })
+            .await
+    }
+
+    async fn tokens(&self, filter: TokenFilter, page: Page) -> StoreResult<Paged<Token>> {
+        self.db
+            .read(move |c| {
+                let (limit, offset) = limit_offset(page);
+                let filter_sql = "(?1 IS NULL OR user_id = ?1) AND (?2 OR status != 'deleted')";
+                let mut st = c.prepare(&format!(
+                    "SELECT {TOKEN_COLS} FROM tokens WHERE {filter_sql} ORDER BY id LIMIT ?3 OFFSET ?4"
+                ))?;
+                let items = st
+                    .query_map(params![filter.user_id, filter.include_deleted, limit, offset], rows::token)?
+                    .collect::<Result<Vec<_>, _>>()?;
+                let total: i64 = c.query_row(
+                    &format!("SELECT COUNT(*) FROM tokens WHERE {filter_sql}"),
+                    params![filter.user_id, filter.include_deleted],
+                    |r| r.get(0),
+                )?;
+                Ok(Paged { items, total: total as u64 })
+            })
+            .await
+    }
+
+    async fn create_token(&self, t: NewToken, now_ms: i64) -> StoreResult<Token> {
+        self.db
+            .write(move |c| {
+                found(user_by_id(c, t.user_id)?, || format!("user {}", t.user_id))?;
+                c.execute(
+                    "INSERT INTO tokens (user_id, name, key_hash, key_hint, status, unlimited, remaining_quota, models, ips, expires_at, created_at)
+                     VALUES (?1, ?2, ?3, ?4, 'normal', ?5, ?6, ?7, ?8, ?9, ?10)",
+                    params![
+                        t.user_id,
+                        t.name,
+                        t.key_hash,
+                        t.key_hint,
+                        t.unlimited,
+                        t.remaining_quota,
+                        serde_json::to_string(&t.models)?,
+                        serde_json::to_string(&t.ips)?,
+                        t.expires_at,
+                        now_ms
+                    ],
+                )?;
+                found(token_by_id(c, c.last_insert_rowid())?, || "token".into())
+            })
+            .await
+    }
+
+    async fn update_token(&self, id: Id, p: TokenPatch) -> StoreResult<Token> {
+        self.db
+            .write(move |c| {
+                let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+                found(token_by_id(&tx, id)?, || format!("token {id}"))?;
+                if let Some(name) = p.name {
+                    tx.execute("UPDATE tokens SET name = ?1 WHERE id = ?2", params![name, id])?;
+                }
+                if let Some(status) = p.status {
+                    let stored = match status {
+                        TokenStatus::Normal | TokenStatus::Disabled | TokenStatus::Deleted => status.as_str(),
+                        TokenStatus::Expired | TokenStatus::Exhausted => {
+                            return Err(StoreError::Conflict(format!("`{}` is derived and cannot be set", status.as_str())).into())
+                        }
+                    };
+                    tx.execute("UPDATE tokens SET status = ?1 WHERE id = ?2", params![stored, id])?;
+                }
+                if let Some(unlimited) = p.unlimited {
+                    tx.execute("UPDATE tokens SET unlimited = ?1 WHERE id = ?2", params![unlimited, id])?;
+                }
+                if let Some(q) = p.remaining_quota {
+                    tx.execute("UPDATE tokens SET remaining_quota = ?1 WHERE id = ?2", params![q, id])?;
+                }
+                if let Some(models) = p.models {
+                    tx.execute("UPDATE tokens SET models = ?1 WHERE id = ?2", params![serde_json::to_string(&models)?, id])?;
+                }
+                if let Some(ips) = p.ips {
+                    tx.execute("UPDATE tokens SET ips = ?1 WHERE id = ?2", params![serde_json::to_string(&ips)?, id])?;
+                }
+                if let Some(expires_at) = p.expires_at {
+                    tx.execute("UPDATE tokens SET expires_at = ?1 WHERE id = ?2", params![expires_at, id])?;
+                }
+                let token = found(token_by_id(&tx, id)?, || format!("token {id}"))?;
+                tx.commit()?;
+                Ok(token)
+            })
+            .await
+    }
+
+    async fn channels(&self) -> StoreResult<Vec<Channel>> {
+        self.db
+            .read(|c| {
+                let mut st = c.prepare(&format!("SELECT {CHANNEL_COLS} FROM channels ORDER BY id"))?;
+                let v = st.query_map([], rows::channel)?.collect::<Result<Vec<_>, _>>()?;
+                Ok(v)
+            })
+            .await
+    }
+
+    async fn channel(&self, id: Id) -> StoreResult<Option<Channel>> {
+        self.db.read(move |c| channel_by_id(c, id)).await
+    }
+
+    async fn create_channel(&self, spec: ChannelSpec, now_ms: i64) -> StoreResult<Channel> {
+        self.db
+            .write(move |c| {
+                c.execute(
+                    "INSERT INTO channels (name, spec, status, source, updated_at) VALUES (?1, ?2, 'enabled', 'api', ?3)",
+                    params![spec.name, serde_json::to_string(&spec)?, now_ms],
+                )?;
+                found(channel_by_id(c, c.last_insert_rowid())?, || "channel".into())
+            })
+            .await
+    }
+
+    async fn update_channel(&self, id: Id, spec: ChannelSpec, now_ms: i64) -> StoreResult<Channel> {
+        self.db
+            .write(move |c| {
+                let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+                let ch = found(channel_by_id(&tx, id)?, || format!("channel {id}"))?;
+                if ch.source == Source::Config {
+                    return Err(StoreError::Conflict(format!(
+                        "channel `{}` is declared in the config file; edit the file instead",
+                        ch.spec.name
+                    ))
+                    .into());
+                }
+                tx.execute(
+                    "UPDATE channels SET name = ?1, spec = ?2, updated_at = ?3 WHERE id = ?4",
+                    params![spec.name, serde_json::to_string(&spec)?, now_ms, id],
+                )?;
+                let ch = found(channel_by_id(&tx, id)?, || format!("channel {id}"))?;
+                tx.commit()?;
+                Ok(ch)
+            })
+            .await
+    }
+
+    async fn delete_channel(&self, id: Id) -> StoreResult<()> {
+        self.db
+            .write(move |c| {
+                let source: Option<String> =
+                    c.query_row("SELECT source FROM channels WHERE id = ?1", [id], |r| r.get(0)).optional()?;
+                match source.as_deref() {
+                    None => Err(StoreError::NotFound(format!("channel {id}")).into()),
+                    Some("config") => Err(StoreError::Conflict(
+                        "this channel is declared in the config file; remove it there".into(),
+                    )
+                    .into()),
+                    Some(_) => {
+                        c.execute("DELETE FROM channels WHERE id = ?1", [id])?;
+                        Ok(())
+                    }
+                }
+            })
+            .await
+    }
+
+    async fn set_channel_status(&self, id: Id, status: ChannelStatus, reason: Option<String>, now_ms: i64) -> StoreResult<()> {
+        self.db
+            .write(move |c| {
+                let n = c.execute(
+                    "UPDATE channels SET status = ?1, status_reason = ?2, updated_at = ?3 WHERE id = ?4",
+                    params![status.as_str(), reason, now_ms, id],
+                )?;
+                if n == 0 {
+                    return Err(StoreError::NotFound(format!("channel {id}")).into());
+                }
+                Ok(())
+            })
+            .await
+    }
+
+    async fn groups(&self) -> StoreResult<Vec<Group>> {
+        self.db
+            .read(|c| {
+                let mut st = c.prepare("SELECT name, ratio_bp, description FROM user_groups ORDER BY name")?;
+                let v = st
+                    .query_map([], |r| Ok(Group { name: r.get(0)?, ratio_bp: r.get(1)?, description: r.get(2)? }))?
+                    .collect::<Result<Vec<_>, _>>()?;
+                Ok(v)
+            })
+            .await
+    }
+
+    async fn put_group(&self, g: Group) -> StoreResult<()> {
+        self.db
+            .write(move |c| {
+                c.execute(
+                    "INSERT INTO user_groups (name, ratio_bp, description, source) VALUES (?1, ?2, ?3, 'api')
+                     ON CONFLICT (name) DO UPDATE SET ratio_bp = excluded.ratio_bp, description = excluded.description",
+                    params![g.name, g.ratio_bp, g.description],
+                )?;
+                Ok(())
+            })
+            .await
+    }
+
+    async fn delete_group(&self, name: &str) -> StoreResult<()> {
+        let name = name.to_string();
+        self.db
+            .write(move |c| {
+                if c.execute("DELETE FROM user_groups WHERE name = ?1", [&name])? == 0 {
+                    return Err(StoreError::NotFound(format!("group {name}")).into());
+                }
+                Ok(())
+            })
+            .await
+    }
+
+    async fn prices(&self) -> StoreResult<Vec<Price>> {
+        self.db
+            .read(|c| {
+                let mut st = c.prepare("SELECT model, input_per_m, output_per_m, per_request FROM prices ORDER BY model")?;
+                let v = st
+                    .query_map([], |r| {
+                        Ok(Price { model: r.get(0)?, input_per_m: r.get(1)?, output_per_m: r.get(2)?, per_request: r.get(3)? })
+                    })?
+                    .collect::<Result<Vec<_>, _>>()?;
+                Ok(v)
+            })
+            .await
+    }
+
+    async fn put_price(&self, p: Price) -> StoreResult<()> {
+        self.db
+            .write(move |c| {
+                c.execute(
+                    "INSERT INTO prices (model, input_per_m, output_per_m, per_request, source) VALUES (?1, ?2, ?3, ?4, 'api')
+                     ON CONFLICT (model) DO UPDATE SET input_per_m = excluded.input_per_m,
+                        output_per_m = excluded.output_per_m, per_request = excluded.per_request",
+                    params![p.model, p.input_per_m, p.output_per_m, p.per_request],
+                )?;
+                Ok(())
+            })
+            .await
+    }
+
+    async fn delete_price(&self, model: &str) -> StoreResult<()> {
+        let model = model.to_string();
+        self.db
+            .write(move |c| {
+                if c.execute("DELETE FROM prices WHERE model = ?1", [&model])? == 0 {
+                    return Err(StoreError::NotFound(format!("price for {model}")).into());
+                }
+                Ok(())
+            })
+            .await
+    }
+
+    async fn sync_config(&self, cfg: ConfigSnapshot, now_ms: i64) -> StoreResult<()> {
+        self.db
+            .write(move |c| {
+                let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+                for g in &cfg.groups {
+                    tx.execute(
+                        "INSERT INTO user_groups (name, ratio_bp, description, source) VALUES (?1, ?2, ?3, 'config')
+                         ON CONFLICT (name) DO UPDATE SET ratio_bp = excluded.ratio_bp, description = excluded.description,
+                            source = 'config'
+                         WHERE ratio_bp != excluded.ratio_bp OR description != excluded.description OR source != 'config'",
+                        params![g.name, g.ratio_bp, g.description],
+                    )?;
+                }
+                let names: Vec<Value> = cfg.groups.iter().map(|g| Value::Text(g.name.clone())).collect();
+                delete_missing(&tx, "user_groups", "name", &names)?;
+                for p in &cfg.prices {
+                    tx.execute(
+                        "INSERT INTO prices (model, input_per_m, output_per_m, per_request, source) VALUES (?1, ?2, ?3, ?4, 'config')
+                         ON CONFLICT (model) DO UPDATE SET input_per_m = excluded.input_per_m,
+                            output_per_m = excluded.output_per_m, per_request = excluded.per_request, source = 'config'
+                         WHERE input_per_m != excluded.input_per_m OR output_per_m != excluded.output_per_m
+                            OR per_request != excluded.per_request OR source != 'config'",
+                        params![p.model, p.input_per_m, p.output_per_m, p.per_request],
+                    )?;
+                }
+                let models: Vec<Value> = cfg.prices.iter().map(|p| Value::Text(p.model.clone())).collect();
+                delete_missing(&tx, "prices", "model", &models)?;
+                for spec in &cfg.channels {
+                    put_channel_config(&tx, spec, now_ms)?;
+                }
+                let names: Vec<Value> = cfg.channels.iter().map(|c| Value::Text(c.name.clone())).collect();
+                delete_missing(&tx, "channels", "name", &names)?;
+                tx.commit()?;
+                Ok(())
+            })
+            .await
+    }
+
+    async fn record_usage(&self, u: &UsageRecord) -> StoreResult<bool> {
+        let u = u.clone();
+        self.db
+            .write(move |c| {
+                let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+                let inserted = tx.execute(
+                    &format!(
+                        "INSERT OR IGNORE INTO usage_log ({USAGE_COLS}) VALUES
+                         (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20)"
+                    ),
+                    params![
+                        u.request_id,
+                        u.created_at,
+                        u.endpoint,
+                        u.user_id,
+                        u.token_id,
+                        u.channel_id,
+                        u.key_index,
+                        u.requested_model,
+                        u.upstream_model,
+                        u.prompt_tokens,
+                        u.completion_tokens,
+                        u.total_tokens,
+                        u.usage_estimated,
+                        u.cost,
+                        u.latency_ms,
+                        u.ttfb_ms,
+                        u.status,
+                        u.stream,
+                        u.retries,
+                        u.error
+                    ],
+                )? == 1;
+                if inserted && u.cost > 0 {
+                    tx.execute(
+                        "UPDATE tokens SET used_quota = used_quota + ?1,
+                            remaining_quota = CASE WHEN unlimited THEN remaining_quota ELSE remaining_quota - ?1 END
+                         WHERE id = ?2",
+                        params![u.cost, u.token_id],
+                    )?;
+                    tx.execute("UPDATE users SET used_quota = used_quota + ?1 WHERE id = ?2", params![u.cost, u.user_id])?;
+                }
+                tx.commit()?;
+                Ok(inserted)
+            })
+            .await
+    }
+
+    async fn usage(&self, f: UsageFilter, page: Page) -> StoreResult<Paged<UsageRecord>> {
+        self.db
+            .read(move |c| {
+                let (limit, offset) = limit_offset(page);
+                let where_sql = "(?1 IS NULL OR user_id = ?1) AND (?2 IS NULL OR token_id = ?2) AND (?3 IS NULL OR channel_id = ?3)
+                    AND (?4 IS NULL OR requested_model = ?4) AND (?5 IS NULL OR status = ?5)
+                    AND (?6 IS NULL OR created_at >= ?6) AND (?7 IS NULL OR created_at < ?7)";
+                let args = params![f.user_id, f.token_id, f.channel_id, f.model, f.status, f.since, f.until];
+                let total: i64 = c.query_row(&format!("SELECT COUNT(*) FROM usage_log WHERE {where_sql}"), args, |r| r.get(0))?;
+                let mut st = c.prepare(&format!(
+                    "SELECT {USAGE_COLS} FROM usage_log WHERE {where_sql} ORDER BY created_at DESC, request_id LIMIT ?8 OFFSET ?9"
+                ))?;
+                let items = st
+                    .query_map(
+                        params![f.user_id, f.token_id, f.channel_id, f.model, f.status, f.since, f.until, limit, offset],
+                        rows::usage,
+                    )?
+                    .collect::<Result<Vec<_>, _>>()?;
+                Ok(Paged { items, total: total as u64 })
+            })
+            .await
+    }
+}
+
+/// Deletes config-owned rows of `table` whose `key` is not in `keep`.
+fn delete_missing(tx: &Connection, table: &str, key: &str, keep: &[Value]) -> DbResult<()> {
+    let placeholders = vec!["?"; keep.len()].join(",");
+    let sql = if keep.is_empty() {
+        format!("DELETE FROM {table} WHERE source = 'config'")
+    } else {
+        format!("DELETE FROM {table} WHERE source = 'config' AND {key} NOT IN ({placeholders})")
+    };
+    tx.execute(&sql, params_from_iter(keep.iter()))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use oblivious_core::model::{ChannelType, KeySelection, Role};
+
+    fn spec(name: &str) -> ChannelSpec {
+        ChannelSpec {
+            name: name.into(),
+            kind: ChannelType::Openai,
+            base_url: "http://127.0.0.1:1/v1".into(),
+            keys: vec!["k".into()],
+            models: vec!["m".into()],
+            model_mapping: Default::default(),
+            weight: 1,
+            priority: 0,
+            groups: vec!["default".into()],
+            key_selection: KeySelection::Random,
+        }
+    }
+
+    fn temp_db() -> (tempdir::Dir, SqliteStore) {
+        let dir = tempdir::Dir::new();
+        let db = Db::open(&dir.0.join("t.db")).unwrap();
+        (dir, SqliteStore::new(db))
+    }
+
+    mod tempdir {
+        pub struct Dir(pub std::path::PathBuf);
+        impl Dir {
+            pub fn new() -> Self {
+                let p = std::env::temp_dir().join(format!("obl-sqlite-{}-{:?}", std::process::id(), std::thread::current().id()));
+                let _ = std::fs::remove_dir_all(&p);
+                std::fs::create_dir_all(&p).unwrap();
+                Dir(p)
+            }
+        }
+        impl Drop for Dir {
+            fn drop(&mut self) {
+                let _ = std::fs::remove_dir_all(&self.0);
+            }
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn usage_is_recorded_and_charged_once() {
+        let (_d, s) = temp_db();
+        let user = s.create_user(NewUser { name: "u".into(), role: Role::User, group: "default".into(), quota: 0 }, 1).await.unwrap();
+        let t = s
+            .create_token(
+                NewToken {
+                    user_id: user.id,
+                    name: "t".into(),
+                    key_hash: "h".into(),
+                    key_hint: "sk-…".into(),
+                    unlimited: false,
+                    remaining_quota: 100,
+                    models: vec![],
+                    ips: vec![],
+                    expires_at: None,
+                },
+                1,
+            )
+            .await
+            .unwrap();
+        let rev = s.revision().await.unwrap();
+        let rec = UsageRecord { request_id: "r1".into(), user_id: user.id, token_id: t.id, cost: 60, ..Default::default() };
+        assert!(s.record_usage(&rec).await.unwrap());
+        assert!(!s.record_usage(&rec).await.unwrap());
+        let t2 = s.token(t.id).await.unwrap().unwrap();
+        assert_eq!((t2.remaining_quota, t2.used_quota), (40, 60));
+        assert_eq!(s.revision().await.unwrap(), rev, "spending without running out does not invalidate caches");
+        let rec2 = UsageRecord { request_id: "r2".into(), cost: 60, ..rec };
+        assert!(s.record_usage(&rec2).await.unwrap());
+        assert!(s.revision().await.unwrap() > rev, "running out does");
+        assert_eq!(s.usage(UsageFilter::default(), Page { offset: 0, limit: 10 }).await.unwrap().total, 2);
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn config_sync_keeps_runtime_status_and_api_rows() {
+        let (_d, s) = temp_db();
+        let snap = |chs: Vec<ChannelSpec>| ConfigSnapshot { groups: vec![], prices: vec![], channels: chs };
+        s.sync_config(snap(vec![spec("a"), spec("b")]), 1).await.unwrap();
+        let api = s.create_channel(spec("c"), 1).await.unwrap();
+        let a = s.channels().await.unwrap().into_iter().find(|c| c.spec.name == "a").unwrap();
+        s.set_channel_status(a.id, ChannelStatus::AutoDisabled, Some("5 failures".into()), 2).await.unwrap();
+        let rev = s.revision().await.unwrap();
+        s.sync_config(snap(vec![spec("a"), spec("b")]), 3).await.unwrap();
+        assert_eq!(s.revision().await.unwrap(), rev, "an unchanged file changes nothing");
+        s.sync_config(snap(vec![spec("a")]), 3).await.unwrap();
+        let all = s.channels().await.unwrap();
+        let names: Vec<_> = all.iter().map(|c| c.spec.name.as_str()).collect();
+        assert_eq!(names, ["a", "c"]);
+        assert_eq!(all[0].status, ChannelStatus::AutoDisabled);
+        assert!(matches!(s.update_channel(all[0].id, spec("a"), 4).await, Err(StoreError::Conflict(_))));
+        assert!(s.update_channel(api.id, spec("c2"), 4).await.is_ok());
+    }
+}

@@ -1,0 +1,352 @@
+//! Config-as-code: one TOML file declares relay settings, groups, prices and
+//! channels. Parsing is pure: the caller passes the file text and an environment
+//! lookup, and every error names the file, the key and what is wrong.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+
+use serde::Deserialize;
+
+use crate::model::{ChannelSpec, ChannelType, Group, KeySelection, Price};
+
+/// Relay behaviour; every field has a default so an empty file is valid.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RelaySettings {
+    /// Requests with larger bodies get 413.
+    pub max_body_bytes: usize,
+    /// How long to wait for an upstream's response headers.
+    pub upstream_timeout_ms: u64,
+    /// A `: keep-alive` comment is sent when a stream is silent this long.
+    pub keepalive_interval_ms: u64,
+    /// Upstream attempts per request, over all channels.
+    pub max_attempts: u32,
+    /// Failed attempts on one channel before moving to another.
+    pub attempts_per_channel: u32,
+    pub retry_base_ms: u64,
+    pub retry_max_ms: u64,
+    /// Consecutive failures after which a channel is disabled automatically.
+    pub channel_failure_threshold: u32,
+    /// Consecutive failures after which a key rests.
+    pub key_failure_threshold: u32,
+    pub key_rest_seconds: u64,
+}
+
+impl Default for RelaySettings {
+    fn default() -> Self {
+        RelaySettings {
+            max_body_bytes: 32 * 1024 * 1024,
+            upstream_timeout_ms: 120_000,
+            keepalive_interval_ms: 15_000,
+            max_attempts: 6,
+            attempts_per_channel: 2,
+            retry_base_ms: 200,
+            retry_max_ms: 5_000,
+            channel_failure_threshold: 5,
+            key_failure_threshold: 3,
+            key_rest_seconds: 300,
+        }
+    }
+}
+
+/// The validated file.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Config {
+    pub listen: Option<String>,
+    pub relay: RelaySettings,
+    pub groups: Vec<Group>,
+    pub prices: Vec<Price>,
+    pub channels: Vec<ChannelSpec>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConfigError {
+    pub file: String,
+    /// Dotted path of the offending key, e.g. `channels[1].base_url`.
+    pub key: String,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.key.is_empty() {
+            write!(f, "{}: {}", self.file, self.message)
+        } else {
+            write!(f, "{}: {}: {}", self.file, self.key, self.message)
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFile {
+    #[serde(default)]
+    server: RawServer,
+    #[serde(default)]
+    relay: RelaySettings,
+    #[serde(default)]
+    groups: BTreeMap<String, RawGroup>,
+    #[serde(default)]
+    prices: BTreeMap<String, RawPrice>,
+    #[serde(default)]
+    channels: Vec<RawChannel>,
+}
+
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawServer {
+    listen: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawGroup {
+    ratio: f64,
+    #[serde(default)]
+    description: String,
+}
+
+/// Prices in USD per 1M tokens (and USD per request), converted to integer units.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPrice {
+    input: f64,
+    output: f64,
+    #[serde(default)]
+    per_request: f64,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawChannel {
+    name: String,
+    #[serde(rename = "type")]
+    kind: String,
+    base_url: String,
+    #[serde(default)]
+    keys: Vec<String>,
+    #[serde(default)]
+    models: Vec<String>,
+    #[serde(default)]
+    model_mapping: BTreeMap<String, String>,
+    #[serde(default = "one")]
+    weight: i64,
+    #[serde(default)]
+    priority: i64,
+    group: Option<OneOrMany>,
+    #[serde(default)]
+    key_selection: Option<String>,
+}
+
+fn one() -> i64 {
+    1
+}
+
+pub const DEFAULT_GROUP: &str = "default";
+
+/// Parses and validates `text` (read from `file`), expanding `${VAR}` and
+/// `${VAR:-fallback}` in channel keys and base URLs through `env`.
+pub fn parse(file: &str, text: &str, env: impl Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
+    let err = |key: String, message: String| ConfigError { file: file.to_string(), key, message };
+    let raw: RawFile = toml::from_str(text).map_err(|e| {
+        let place = e
+            .span()
+            .map(|s| {
+                let before = &text[..s.start.min(text.len())];
+                let line = before.matches('\n').count() + 1;
+                let col = before.rsplit('\n').next().map_or(0, str::len) + 1;
+                format!("line {line}, column {col}")
+            })
+            .unwrap_or_default();
+        err(place, e.message().to_string())
+    })?;
+
+    let mut groups = vec![];
+    for (name, g) in &raw.groups {
+        if !(g.ratio.is_finite() && g.ratio > 0.0) {
+            return Err(err(format!("groups.{name}.ratio"), "must be a number greater than 0".into()));
+        }
+        groups.push(Group { name: name.clone(), ratio_bp: (g.ratio * 10_000.0).round() as i64, description: g.description.clone() });
+    }
+    if !raw.groups.contains_key(DEFAULT_GROUP) {
+        groups.push(Group { name: DEFAULT_GROUP.into(), ratio_bp: 10_000, description: String::new() });
+    }
+    let group_names: BTreeSet<&str> = groups.iter().map(|g| g.name.as_str()).collect();
+
+    let mut prices = vec![];
+    for (model, p) in &raw.prices {
+        let units = |field: &str, usd: f64| {
+            if usd.is_finite() && usd >= 0.0 {
+                Ok((usd * 1_000_000.0).round() as i64)
+            } else {
+                Err(err(format!("prices.\"{model}\".{field}"), "must be a number ≥ 0 (USD)".into()))
+            }
+        };
+        prices.push(Price {
+            model: model.clone(),
+            input_per_m: units("input", p.input)?,
+            output_per_m: units("output", p.output)?,
+            per_request: units("per_request", p.per_request)?,
+        });
+    }
+
+    let mut channels = vec![];
+    let mut names = BTreeSet::new();
+    for (i, c) in raw.channels.iter().enumerate() {
+        let at = |field: &str| format!("channels[{i}].{field}");
+        if c.name.trim().is_empty() {
+            return Err(err(at("name"), "must not be empty".into()));
+        }
+        if !names.insert(c.name.as_str()) {
+            return Err(err(at("name"), format!("`{}` is declared twice", c.name)));
+        }
+        let kind = ChannelType::parse(&c.kind)
+            .ok_or_else(|| err(at("type"), format!("unknown channel type `{}` (known: openai)", c.kind)))?;
+        let base_url = expand(&c.base_url, &env).map_err(|m| err(at("base_url"), m))?;
+        let base_url = base_url.trim_end_matches('/').to_string();
+        if !(base_url.starts_with("http://") || base_url.starts_with("https://")) {
+            return Err(err(at("base_url"), format!("`{base_url}` must start with http:// or https://")));
+        }
+        let mut keys = vec![];
+        for (k, key) in c.keys.iter().enumerate() {
+            let v = expand(key, &env).map_err(|m| err(format!("channels[{i}].keys[{k}]"), m))?;
+            if !v.trim().is_empty() {
+                keys.push(v.trim().to_string());
+            }
+        }
+        if c.models.is_empty() && c.model_mapping.is_empty() {
+            return Err(err(at("models"), "list at least one model (exact name or `prefix*`)".into()));
+        }
+        if let Some(m) = c.models.iter().find(|m| m.is_empty() || m[..m.len() - 1].contains('*')) {
+            return Err(err(at("models"), format!("`{m}` is not a model name or `prefix*` pattern")));
+        }
+        let weight = u32::try_from(c.weight).map_err(|_| err(at("weight"), "must be between 0 and 4294967295".into()))?;
+        let groups = match &c.group {
+            None => vec![DEFAULT_GROUP.to_string()],
+            Some(OneOrMany::One(s)) => s.split(',').map(|g| g.trim().to_string()).filter(|g| !g.is_empty()).collect(),
+            Some(OneOrMany::Many(v)) => v.clone(),
+        };
+        if let Some(g) = groups.iter().find(|g| !group_names.contains(g.as_str())) {
+            return Err(err(at("group"), format!("group `{g}` is not declared under [groups]")));
+        }
+        let key_selection = match c.key_selection.as_deref() {
+            None | Some("random") => KeySelection::Random,
+            Some("round_robin") => KeySelection::RoundRobin,
+            Some(other) => return Err(err(at("key_selection"), format!("`{other}` is not one of random, round_robin"))),
+        };
+        channels.push(ChannelSpec {
+            name: c.name.clone(),
+            kind,
+            base_url,
+            keys,
+            models: c.models.clone(),
+            model_mapping: c.model_mapping.clone(),
+            weight,
+            priority: c.priority,
+            groups,
+            key_selection,
+        });
+    }
+
+    let relay = raw.relay;
+    if relay.max_attempts == 0 || relay.attempts_per_channel == 0 {
+        return Err(err("relay.max_attempts".into(), "max_attempts and attempts_per_channel must be at least 1".into()));
+    }
+    if relay.keepalive_interval_ms == 0 {
+        return Err(err("relay.keepalive_interval_ms".into(), "must be at least 1".into()));
+    }
+    Ok(Config { listen: raw.server.listen, relay, groups, prices, channels })
+}
+
+/// Expands `${VAR}` and `${VAR:-fallback}`; a missing variable without a fallback is an error.
+fn expand(value: &str, env: &impl Fn(&str) -> Option<String>) -> Result<String, String> {
+    let mut out = String::with_capacity(value.len());
+    let mut rest = value;
+    while let Some(start) = rest.find("${") {
+        out.push_str(&rest[..start]);
+        let after = &rest[start + 2..];
+        let end = after.find('}').ok_or_else(|| "unclosed `${` in value".to_string())?;
+        let expr = &after[..end];
+        let (name, fallback) = match expr.split_once(":-") {
+            Some((n, f)) => (n, Some(f)),
+            None => (expr, None),
+        };
+        match (env(name), fallback) {
+            (Some(v), _) => out.push_str(&v),
+            (None, Some(f)) => out.push_str(f),
+            (None, None) => return Err(format!("environment variable `{name}` is not set")),
+        }
+        rest = &after[end + 1..];
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(name: &str) -> Option<String> {
+        (name == "KEY").then(|| "sk-env".to_string())
+    }
+
+    #[test]
+    fn parses_a_full_file() {
+        let text = r#"
+[relay]
+max_attempts = 3
+[groups.vip]
+ratio = 0.8
+[prices."gpt-4o"]
+input = 2.5
+output = 10
+[[channels]]
+name = "a"
+type = "openai"
+base_url = "http://127.0.0.1:9/v1/"
+keys = ["${KEY}", "lit", "${NOPE:-}"]
+models = ["gpt-4o", "text-*"]
+model_mapping = { "fast" = "gpt-4o-mini" }
+group = "default,vip"
+key_selection = "round_robin"
+"#;
+        let c = parse("o.toml", text, env).unwrap();
+        assert_eq!(c.relay.max_attempts, 3);
+        assert_eq!(c.relay.attempts_per_channel, 2);
+        assert_eq!(c.groups.len(), 2);
+        assert_eq!(c.groups.iter().find(|g| g.name == "vip").unwrap().ratio_bp, 8000);
+        assert_eq!(c.prices[0].input_per_m, 2_500_000);
+        let ch = &c.channels[0];
+        assert_eq!(ch.base_url, "http://127.0.0.1:9/v1");
+        assert_eq!(ch.keys, vec!["sk-env", "lit"]);
+        assert_eq!(ch.groups, vec!["default", "vip"]);
+        assert_eq!(ch.weight, 1);
+        assert_eq!(ch.key_selection, KeySelection::RoundRobin);
+    }
+
+    #[test]
+    fn errors_name_file_key_and_problem() {
+        let base = "[[channels]]\nname = \"a\"\ntype = \"openai\"\nmodels = [\"m\"]\n";
+        let e = parse("o.toml", &format!("{base}base_url = \"ftp://x\"\n"), env).unwrap_err();
+        assert_eq!(e.to_string(), "o.toml: channels[0].base_url: `ftp://x` must start with http:// or https://");
+        let e = parse("o.toml", &format!("{base}base_url = \"http://x\"\nkeys = [\"${{MISSING}}\"]\n"), env).unwrap_err();
+        assert_eq!(e.key, "channels[0].keys[0]");
+        assert!(e.message.contains("MISSING"));
+        let e = parse("o.toml", &format!("{base}base_url = \"http://x\"\ngroup = \"gold\"\n"), env).unwrap_err();
+        assert!(e.message.contains("gold"));
+        let e = parse("o.toml", &format!("{base}base_url = \"http://x\"\nwieght = 3\n"), env).unwrap_err();
+        assert_eq!(e.key, "line 6, column 1");
+        assert!(e.message.contains("wieght"), "{e}");
+        let e = parse("o.toml", "[groups.vip]\nratio = -1\n", env).unwrap_err();
+        assert_eq!(e.key, "groups.vip.ratio");
+    }
+}

@@ -1,0 +1,18 @@
+//! Oblivious domain core: plain types and pure functions with no I/O, no clock
+//! and no randomness of their own (callers pass `now` and random numbers in), so
+//! everything here runs unchanged on native and on `wasm32-unknown-unknown`.
+
+pub mod apikey;
+pub mod authz;
+pub mod config;
+pub mod count;
+pub mod error;
+pub mod job;
+pub mod model;
+pub mod pattern;
+pub mod pricing;
+pub mod retry;
+pub mod select;
+pub mod sse;
+
+pub use error::{ApiError, ErrorKind};

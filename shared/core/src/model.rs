@@ -1,0 +1,303 @@
+//! Durable entities. Times are Unix milliseconds; money is integer quota units
+//! (1 unit = 1 micro-USD, so 1_000_000 units = $1).
+
+use std::collections::BTreeMap;
+
+use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
+
+pub type Id = i64;
+
+/// One US dollar in quota units.
+pub const UNITS_PER_USD: i64 = 1_000_000;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    Admin,
+    User,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UserStatus {
+    Enabled,
+    Disabled,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct User {
+    pub id: Id,
+    pub name: String,
+    pub role: Role,
+    pub group: String,
+    pub status: UserStatus,
+    /// Balance in quota units (enforced by billing).
+    pub quota: i64,
+    pub used_quota: i64,
+    pub created_at: i64,
+}
+
+/// The status an operator sets. Expired and exhausted are derived from the
+/// token's expiry and remaining quota, see [`Token::effective_status`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TokenStatus {
+    Normal,
+    Disabled,
+    Expired,
+    Exhausted,
+    Deleted,
+}
+
+impl TokenStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TokenStatus::Normal => "normal",
+            TokenStatus::Disabled => "disabled",
+            TokenStatus::Expired => "expired",
+            TokenStatus::Exhausted => "exhausted",
+            TokenStatus::Deleted => "deleted",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "normal" => TokenStatus::Normal,
+            "disabled" => TokenStatus::Disabled,
+            "expired" => TokenStatus::Expired,
+            "exhausted" => TokenStatus::Exhausted,
+            "deleted" => TokenStatus::Deleted,
+            _ => return None,
+        })
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Token {
+    pub id: Id,
+    pub user_id: Id,
+    pub name: String,
+    /// SHA-256 of the full key, hex. The key itself is never stored.
+    #[serde(skip_serializing)]
+    pub key_hash: String,
+    /// `sk-abcd…wxyz`, enough to recognise a key in a list.
+    pub key_hint: String,
+    /// What the operator set: normal, disabled or deleted.
+    pub status: TokenStatus,
+    pub unlimited: bool,
+    /// Remaining quota units when not unlimited.
+    pub remaining_quota: i64,
+    pub used_quota: i64,
+    /// Allowed models (exact or `prefix*`); empty means every model.
+    pub models: Vec<String>,
+    /// Allowed client networks; empty means any address.
+    pub ips: Vec<IpNet>,
+    pub expires_at: Option<i64>,
+    pub created_at: i64,
+}
+
+impl Token {
+    /// The state a caller meets at `now_ms`: deleted and disabled win over
+    /// expired, which wins over exhausted.
+    pub fn effective_status(&self, now_ms: i64) -> TokenStatus {
+        match self.status {
+            TokenStatus::Deleted | TokenStatus::Disabled => self.status,
+            _ if self.expires_at.is_some_and(|t| t <= now_ms) => TokenStatus::Expired,
+            _ if !self.unlimited && self.remaining_quota <= 0 => TokenStatus::Exhausted,
+            _ => TokenStatus::Normal,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ChannelType {
+    /// Any upstream that speaks OpenAI's wire format.
+    Openai,
+}
+
+impl ChannelType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ChannelType::Openai => "openai",
+        }
+    }
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "openai" => Some(ChannelType::Openai),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum KeySelection {
+    #[default]
+    Random,
+    RoundRobin,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ChannelStatus {
+    Enabled,
+    /// Turned off by an operator.
+    Disabled,
+    /// Turned off by the gateway after repeated failures; a passing test revives it.
+    AutoDisabled,
+}
+
+impl ChannelStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ChannelStatus::Enabled => "enabled",
+            ChannelStatus::Disabled => "disabled",
+            ChannelStatus::AutoDisabled => "auto_disabled",
+        }
+    }
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "enabled" => ChannelStatus::Enabled,
+            "disabled" => ChannelStatus::Disabled,
+            "auto_disabled" => ChannelStatus::AutoDisabled,
+            _ => return None,
+        })
+    }
+}
+
+/// Where a channel was declared: config-file channels are owned by the file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Source {
+    Config,
+    Api,
+}
+
+/// What a channel is, as declared (config file or admin API).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChannelSpec {
+    pub name: String,
+    #[serde(rename = "type")]
+    pub kind: ChannelType,
+    pub base_url: String,
+    pub keys: Vec<String>,
+    pub models: Vec<String>,
+    #[serde(default)]
+    pub model_mapping: BTreeMap<String, String>,
+    pub weight: u32,
+    pub priority: i64,
+    pub groups: Vec<String>,
+    #[serde(default)]
+    pub key_selection: KeySelection,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Channel {
+    pub id: Id,
+    #[serde(flatten)]
+    pub spec: ChannelSpec,
+    pub status: ChannelStatus,
+    pub status_reason: Option<String>,
+    pub source: Source,
+    pub updated_at: i64,
+}
+
+impl Channel {
+    /// The upstream model name for a requested model (alias mapping applied).
+    pub fn upstream_model<'a>(&'a self, requested: &'a str) -> &'a str {
+        self.spec.model_mapping.get(requested).map(String::as_str).unwrap_or(requested)
+    }
+
+    /// Whether this channel serves `model`: listed (exactly or by `prefix*`), or an alias.
+    pub fn serves(&self, model: &str) -> bool {
+        self.spec.model_mapping.contains_key(model)
+            || self.spec.models.iter().any(|p| crate::pattern::matches(p, model))
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Group {
+    pub name: String,
+    /// Price multiplier in basis points: 10_000 = 1.0, 8_000 = 0.8.
+    pub ratio_bp: i64,
+    #[serde(default)]
+    pub description: String,
+}
+
+/// Prices in quota units (micro-USD).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Price {
+    pub model: String,
+    /// Units per 1M prompt tokens.
+    pub input_per_m: i64,
+    /// Units per 1M completion tokens.
+    pub output_per_m: i64,
+    /// Units charged once per request.
+    #[serde(default)]
+    pub per_request: i64,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UsageRecord {
+    pub request_id: String,
+    pub created_at: i64,
+    pub endpoint: String,
+    pub user_id: Id,
+    pub token_id: Id,
+    pub channel_id: Option<Id>,
+    pub key_index: Option<u32>,
+    pub requested_model: String,
+    pub upstream_model: String,
+    pub prompt_tokens: i64,
+    pub completion_tokens: i64,
+    pub total_tokens: i64,
+    /// True when the counts came from our own tokenizer, not the upstream.
+    pub usage_estimated: bool,
+    pub cost: i64,
+    pub latency_ms: i64,
+    pub ttfb_ms: Option<i64>,
+    pub status: u16,
+    pub stream: bool,
+    pub retries: u32,
+    pub error: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn token() -> Token {
+        Token {
+            id: 1,
+            user_id: 1,
+            name: "t".into(),
+            key_hash: String::new(),
+            key_hint: String::new(),
+            status: TokenStatus::Normal,
+            unlimited: false,
+            remaining_quota: 10,
+            used_quota: 0,
+            models: vec![],
+            ips: vec![],
+            expires_at: None,
+            created_at: 0,
+        }
+    }
+
+    #[test]
+    fn effective_status_order() {
+        let mut t = token();
+        assert_eq!(t.effective_status(0), TokenStatus::Normal);
+        t.remaining_quota = 0;
+        assert_eq!(t.effective_status(0), TokenStatus::Exhausted);
+        t.unlimited = true;
+        assert_eq!(t.effective_status(0), TokenStatus::Normal);
+        t.expires_at = Some(5);
+        assert_eq!(t.effective_status(4), TokenStatus::Normal);
+        assert_eq!(t.effective_status(5), TokenStatus::Expired);
+        t.status = TokenStatus::Disabled;
+        assert_eq!(t.effective_status(5), TokenStatus::Disabled);
+    }
+}
