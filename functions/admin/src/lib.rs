@@ -1,0 +1,43 @@
+//! The admin function: JSON CRUD under `/api/admin/` for users, tokens,
+//! channels (with test), groups, prices, and the usage log. Admin role only.
+//! The CLI and the web console are clients of the same operations.
+
+mod handlers;
+pub mod tokens;
+
+use std::sync::Arc;
+
+use axum::routing::{get, post, put};
+use axum::Router;
+use oblivious_core::{ApiError, ErrorKind};
+use oblivious_ports::{Platform, StoreError};
+use oblivious_relay::Relay;
+
+pub use tokens::{create_token, CreateToken};
+
+pub fn router<P: Platform>(relay: Arc<Relay<P>>) -> Router {
+    use handlers::*;
+    Router::new()
+        .route("/api/admin/users", get(list_users::<P>).post(create_user::<P>))
+        .route("/api/admin/users/{id}", get(get_user::<P>).patch(update_user::<P>).delete(delete_user::<P>))
+        .route("/api/admin/tokens", get(list_tokens::<P>).post(create_token_h::<P>))
+        .route("/api/admin/tokens/{id}", get(get_token::<P>).patch(update_token::<P>).delete(delete_token::<P>))
+        .route("/api/admin/tokens/{id}/restore", post(restore_token::<P>))
+        .route("/api/admin/channels", get(list_channels::<P>).post(create_channel::<P>))
+        .route("/api/admin/channels/{id}", get(get_channel::<P>).patch(update_channel::<P>).delete(delete_channel::<P>))
+        .route("/api/admin/channels/{id}/test", post(test_channel::<P>))
+        .route("/api/admin/groups", get(list_groups::<P>))
+        .route("/api/admin/groups/{name}", put(put_group::<P>).delete(delete_group::<P>))
+        .route("/api/admin/prices", get(list_prices::<P>))
+        .route("/api/admin/prices/{*model}", put(put_price::<P>).delete(delete_price::<P>))
+        .route("/api/admin/usage", get(list_usage::<P>))
+        .with_state(relay)
+}
+
+pub(crate) fn store_error(e: StoreError) -> ApiError {
+    match e {
+        StoreError::NotFound(what) => ApiError::not_found("not_found", format!("{what} not found")),
+        StoreError::Conflict(why) => ApiError::new(ErrorKind::Conflict, "conflict", why),
+        StoreError::Backend(why) => ApiError::internal(why),
+    }
+}

@@ -213,21 +213,12 @@ pub fn parse(file: &str, text: &str, env: impl Fn(&str) -> Option<String>) -> Re
             .ok_or_else(|| err(at("type"), format!("unknown channel type `{}` (known: openai)", c.kind)))?;
         let base_url = expand(&c.base_url, &env).map_err(|m| err(at("base_url"), m))?;
         let base_url = base_url.trim_end_matches('/').to_string();
-        if !(base_url.starts_with("http://") || base_url.starts_with("https://")) {
-            return Err(err(at("base_url"), format!("`{base_url}` must start with http:// or https://")));
-        }
         let mut keys = vec![];
         for (k, key) in c.keys.iter().enumerate() {
             let v = expand(key, &env).map_err(|m| err(format!("channels[{i}].keys[{k}]"), m))?;
             if !v.trim().is_empty() {
                 keys.push(v.trim().to_string());
             }
-        }
-        if c.models.is_empty() && c.model_mapping.is_empty() {
-            return Err(err(at("models"), "list at least one model (exact name or `prefix*`)".into()));
-        }
-        if let Some(m) = c.models.iter().find(|m| m.is_empty() || m[..m.len() - 1].contains('*')) {
-            return Err(err(at("models"), format!("`{m}` is not a model name or `prefix*` pattern")));
         }
         let weight = u32::try_from(c.weight).map_err(|_| err(at("weight"), "must be between 0 and 4294967295".into()))?;
         let groups = match &c.group {
@@ -243,7 +234,7 @@ pub fn parse(file: &str, text: &str, env: impl Fn(&str) -> Option<String>) -> Re
             Some("round_robin") => KeySelection::RoundRobin,
             Some(other) => return Err(err(at("key_selection"), format!("`{other}` is not one of random, round_robin"))),
         };
-        channels.push(ChannelSpec {
+        let spec = ChannelSpec {
             name: c.name.clone(),
             kind,
             base_url,
@@ -254,7 +245,9 @@ pub fn parse(file: &str, text: &str, env: impl Fn(&str) -> Option<String>) -> Re
             priority: c.priority,
             groups,
             key_selection,
-        });
+        };
+        spec.check().map_err(|(field, message)| err(at(field), message))?;
+        channels.push(spec);
     }
 
     let relay = raw.relay;

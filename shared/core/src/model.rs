@@ -182,15 +182,50 @@ pub struct ChannelSpec {
     #[serde(rename = "type")]
     pub kind: ChannelType,
     pub base_url: String,
+    #[serde(default)]
     pub keys: Vec<String>,
+    #[serde(default)]
     pub models: Vec<String>,
     #[serde(default)]
     pub model_mapping: BTreeMap<String, String>,
+    #[serde(default = "default_weight")]
     pub weight: u32,
+    #[serde(default)]
     pub priority: i64,
+    #[serde(default = "default_groups")]
     pub groups: Vec<String>,
     #[serde(default)]
     pub key_selection: KeySelection,
+}
+
+fn default_weight() -> u32 {
+    1
+}
+
+fn default_groups() -> Vec<String> {
+    vec![crate::config::DEFAULT_GROUP.to_string()]
+}
+
+impl ChannelSpec {
+    /// Checks what the type system cannot; returns the offending field and why.
+    pub fn check(&self) -> Result<(), (&'static str, String)> {
+        if self.name.trim().is_empty() {
+            return Err(("name", "must not be empty".into()));
+        }
+        if !(self.base_url.starts_with("http://") || self.base_url.starts_with("https://")) {
+            return Err(("base_url", format!("`{}` must start with http:// or https://", self.base_url)));
+        }
+        if self.models.is_empty() && self.model_mapping.is_empty() {
+            return Err(("models", "list at least one model (exact name or `prefix*`)".into()));
+        }
+        if let Some(m) = self.models.iter().find(|m| m.is_empty() || m[..m.len() - 1].contains('*')) {
+            return Err(("models", format!("`{m}` is not a model name or `prefix*` pattern")));
+        }
+        if self.groups.is_empty() {
+            return Err(("group", "name at least one group".into()));
+        }
+        Ok(())
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -1,0 +1,265 @@
+//! CLI commands. They write the shared SQLite database directly, through the
+//! same store port and token logic as the admin API.
+
+use std::path::Path;
+
+use clap::Subcommand;
+use oblivious_core::model::{ChannelStatus, Id, Role, TokenStatus};
+use oblivious_ports::{Clock, NewUser, Page, Store, TokenFilter, TokenPatch};
+use oblivious_relay::Relay;
+
+use crate::platform;
+
+#[derive(Subcommand)]
+pub enum TokenCmd {
+    /// Create a key and print it alone on stdout (it is shown only once).
+    Create {
+        #[arg(long)]
+        name: String,
+        /// Owning user's name.
+        #[arg(long, default_value = platform::ADMIN)]
+        user: String,
+        /// Quota in units (1 unit = 1 micro-USD).
+        #[arg(long, conflicts_with = "unlimited")]
+        quota: Option<i64>,
+        /// No quota limit (the default when --quota is not given).
+        #[arg(long)]
+        unlimited: bool,
+        /// Allowed models, comma-separated (exact or prefix*).
+        #[arg(long, value_delimiter = ',')]
+        models: Vec<String>,
+        /// Allowed client addresses, comma-separated CIDRs.
+        #[arg(long, value_delimiter = ',')]
+        ips: Vec<String>,
+        /// Expiry, RFC 3339 (e.g. 2027-01-01T00:00:00Z).
+        #[arg(long)]
+        expires: Option<String>,
+    },
+    /// List keys.
+    List {
+        /// Only this user's keys.
+        #[arg(long)]
+        user: Option<String>,
+        /// Include deleted keys.
+        #[arg(long)]
+        all: bool,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    Disable { id: Id },
+    Enable { id: Id },
+    /// Soft-delete (restorable).
+    Delete { id: Id },
+    Restore { id: Id },
+}
+
+#[derive(Subcommand)]
+pub enum ChannelCmd {
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    Enable { id: Id },
+    Disable { id: Id },
+    /// Send a probe request; a pass re-enables an auto-disabled channel.
+    Test { id: Id },
+}
+
+#[derive(Subcommand)]
+pub enum UserCmd {
+    Create {
+        name: String,
+        #[arg(long, default_value = oblivious_core::config::DEFAULT_GROUP)]
+        group: String,
+        #[arg(long)]
+        admin: bool,
+        #[arg(long, default_value_t = 0)]
+        quota: i64,
+    },
+    List,
+}
+
+async fn relay(data: &Path) -> Result<std::sync::Arc<Relay<platform::Local>>, String> {
+    let (ports, _) = platform::open(data)?;
+    platform::ensure_basics(&ports).await?;
+    Relay::new(ports, Default::default()).await.map_err(|e| e.to_string())
+}
+
+fn s(e: impl std::fmt::Display) -> String {
+    e.to_string()
+}
+
+fn time(ms: Option<i64>) -> String {
+    ms.and_then(oblivious_core_time).unwrap_or_else(|| "-".into())
+}
+
+fn oblivious_core_time(ms: i64) -> Option<String> {
+    let secs = ms.div_euclid(1000);
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400);
+    // Civil date from days since the epoch (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    Some(format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60))
+}
+
+pub async fn token(data: &Path, cmd: TokenCmd) -> Result<(), String> {
+    let r = relay(data).await?;
+    let store = &r.ports.store;
+    let user_id = |name: String| async move {
+        store.user_by_name(&name).await.map_err(s)?.map(|u| u.id).ok_or_else(|| format!("no user named `{name}` (create one with `oblivious user create`)"))
+    };
+    match cmd {
+        TokenCmd::Create { name, user, quota, unlimited, models, ips, expires } => {
+            let uid = user_id(user).await?;
+            let req = oblivious_admin::CreateToken { name, user_id: Some(uid), quota, unlimited, models, ips, expires_at: expires };
+            let (_, key) = oblivious_admin::create_token(store, &r.ports.ids, &r.ports.clock, req, uid).await.map_err(|e| e.message)?;
+            println!("{key}");
+            Ok(())
+        }
+        TokenCmd::List { user, all, json } => {
+            let uid = match user {
+                Some(u) => Some(user_id(u).await?),
+                None => None,
+            };
+            let page = Page { offset: 0, limit: u64::MAX >> 1 };
+            let tokens = store.tokens(TokenFilter { user_id: uid, include_deleted: all }, page).await.map_err(s)?;
+            let now = r.ports.clock.now_ms();
+            if json {
+                let v: Vec<_> = tokens
+                    .items
+                    .iter()
+                    .map(|t| {
+                        let mut v = serde_json::to_value(t).unwrap_or_default();
+                        v["status"] = t.effective_status(now).as_str().into();
+                        v
+                    })
+                    .collect();
+                println!("{}", serde_json::Value::Array(v));
+                return Ok(());
+            }
+            println!("{:<5} {:<20} {:<6} {:<10} {:<12} {:<10} {:<20} {:<21} KEY", "ID", "NAME", "USER", "STATUS", "REMAINING", "USED", "MODELS", "EXPIRES");
+            for t in &tokens.items {
+                let remaining = if t.unlimited { "unlimited".to_string() } else { t.remaining_quota.to_string() };
+                let models = if t.models.is_empty() { "*".to_string() } else { t.models.join(",") };
+                println!(
+                    "{:<5} {:<20} {:<6} {:<10} {:<12} {:<10} {:<20} {:<21} {}",
+                    t.id,
+                    t.name,
+                    t.user_id,
+                    t.effective_status(now).as_str(),
+                    remaining,
+                    t.used_quota,
+                    models,
+                    time(t.expires_at),
+                    t.key_hint
+                );
+            }
+            Ok(())
+        }
+        TokenCmd::Disable { id } => set_token_status(&r, id, TokenStatus::Disabled).await,
+        TokenCmd::Enable { id } | TokenCmd::Restore { id } => set_token_status(&r, id, TokenStatus::Normal).await,
+        TokenCmd::Delete { id } => set_token_status(&r, id, TokenStatus::Deleted).await,
+    }
+}
+
+async fn set_token_status(r: &Relay<platform::Local>, id: Id, status: TokenStatus) -> Result<(), String> {
+    let t = r.ports.store.update_token(id, TokenPatch { status: Some(status), ..Default::default() }).await.map_err(s)?;
+    eprintln!("token {} ({}) is now {}", t.id, t.name, t.effective_status(r.ports.clock.now_ms()).as_str());
+    Ok(())
+}
+
+pub async fn channel(data: &Path, cmd: ChannelCmd) -> Result<(), String> {
+    let r = relay(data).await?;
+    let find = |id: Id| {
+        let r = r.clone();
+        async move { r.ports.store.channel(id).await.map_err(s)?.ok_or_else(|| format!("no channel {id}")) }
+    };
+    match cmd {
+        ChannelCmd::List { json } => {
+            let chans = r.ports.store.channels().await.map_err(s)?;
+            if json {
+                let v: Vec<_> = chans
+                    .iter()
+                    .map(|c| {
+                        let mut v = serde_json::to_value(c).unwrap_or_default();
+                        v["keys"] = c.spec.keys.len().into();
+                        v
+                    })
+                    .collect();
+                println!("{}", serde_json::Value::Array(v));
+                return Ok(());
+            }
+            println!("{:<5} {:<20} {:<8} {:<14} {:<8} {:<7} {:<5} {:<30} REASON", "ID", "NAME", "TYPE", "STATUS", "PRIORITY", "WEIGHT", "KEYS", "MODELS");
+            for c in &chans {
+                println!(
+                    "{:<5} {:<20} {:<8} {:<14} {:<8} {:<7} {:<5} {:<30} {}",
+                    c.id,
+                    c.spec.name,
+                    c.spec.kind.as_str(),
+                    c.status.as_str(),
+                    c.spec.priority,
+                    c.spec.weight,
+                    c.spec.keys.len(),
+                    c.spec.models.join(","),
+                    c.status_reason.as_deref().unwrap_or("")
+                );
+            }
+            Ok(())
+        }
+        ChannelCmd::Enable { id } => {
+            r.set_channel_status(&find(id).await?, ChannelStatus::Enabled, None).await.map_err(s)?;
+            eprintln!("channel {id} enabled");
+            Ok(())
+        }
+        ChannelCmd::Disable { id } => {
+            r.set_channel_status(&find(id).await?, ChannelStatus::Disabled, Some("disabled from the CLI".into())).await.map_err(s)?;
+            eprintln!("channel {id} disabled");
+            Ok(())
+        }
+        ChannelCmd::Test { id } => {
+            let ch = find(id).await?;
+            let result = r.test_channel(&ch).await.map_err(s)?;
+            println!("{}", serde_json::to_string(&result).map_err(s)?);
+            if result.ok {
+                Ok(())
+            } else {
+                Err(format!("channel {id} failed its test: {}", result.message))
+            }
+        }
+    }
+}
+
+pub async fn user(data: &Path, cmd: UserCmd) -> Result<(), String> {
+    let r = relay(data).await?;
+    let store = &r.ports.store;
+    match cmd {
+        UserCmd::Create { name, group, admin, quota } => {
+            if !store.groups().await.map_err(s)?.iter().any(|g| g.name == group) {
+                return Err(format!("there is no group `{group}`"));
+            }
+            let role = if admin { Role::Admin } else { Role::User };
+            let u = store.create_user(NewUser { name, role, group, quota }, r.ports.clock.now_ms()).await.map_err(s)?;
+            println!("{}", u.id);
+            Ok(())
+        }
+        UserCmd::List => {
+            let users = store.users(Page { offset: 0, limit: u64::MAX >> 1 }).await.map_err(s)?;
+            println!("{:<5} {:<20} {:<6} {:<12} {:<9} USED", "ID", "NAME", "ROLE", "GROUP", "STATUS");
+            for u in &users.items {
+                let role = if u.role == Role::Admin { "admin" } else { "user" };
+                let status = format!("{:?}", u.status).to_lowercase();
+                println!("{:<5} {:<20} {:<6} {:<12} {:<9} {}", u.id, u.name, role, u.group, status, u.used_quota);
+            }
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,172 @@
+//! `oblivious serve`: every function's router on one port.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{ConnectInfo, Request};
+use axum::middleware::Next;
+use axum::response::Response;
+use axum::serve::ListenerExt;
+use axum::Router;
+use clap::Args;
+use oblivious_core::ApiError;
+use oblivious_ports::{Clock, Ids};
+use oblivious_relay::{error_response, ClientIp, Relay};
+use oblivious_sqlite::SqliteQueue;
+
+use crate::platform::{self, Local};
+
+#[derive(Args)]
+pub struct ServeArgs {
+    /// Config file (TOML). Defaults to ./oblivious.toml when it exists.
+    #[arg(long, env = "OBLIVIOUS_CONFIG")]
+    config: Option<PathBuf>,
+    /// Address to listen on [default: the config's server.listen, else 127.0.0.1:8080].
+    #[arg(long, env = "OBLIVIOUS_LISTEN")]
+    listen: Option<String>,
+}
+
+/// How often the server checks the store for changes made elsewhere (the CLI).
+const REFRESH_EVERY: Duration = Duration::from_millis(500);
+
+pub async fn run(data: &Path, args: ServeArgs) -> Result<(), String> {
+    let config_path = args.config.or_else(|| Some(PathBuf::from("oblivious.toml")).filter(|p| p.exists()));
+    let cfg = config_path.as_deref().map(crate::config::load).transpose()?;
+    let (ports, queue) = platform::open(data)?;
+    let admin = platform::ensure_basics(&ports).await?;
+    let first_key = issue_first_admin_key(&ports, admin.id).await?;
+    let relay = Relay::new(ports, cfg.as_ref().map(|c| c.relay.clone()).unwrap_or_default()).await.map_err(|e| e.to_string())?;
+    if let Some(cfg) = &cfg {
+        crate::config::apply(&relay, cfg).await?;
+    }
+    if let Some(path) = config_path.clone() {
+        crate::config::watch(relay.clone(), path);
+    }
+
+    let listen = args.listen.or_else(|| cfg.as_ref().and_then(|c| c.listen.clone())).unwrap_or_else(|| "127.0.0.1:8080".into());
+    let listener = tokio::net::TcpListener::bind(&listen).await.map_err(|e| format!("cannot listen on {listen}: {e}"))?;
+    let addr = listener.local_addr().map_err(|e| e.to_string())?;
+
+    spawn_refresh(relay.clone());
+    let consumer = spawn_consumer(relay.clone(), queue.clone());
+
+    let app = app(relay.clone());
+    if let Some(key) = first_key {
+        println!("Admin API key (shown once, keep it): {key}");
+    }
+    println!("Oblivious listening on http://{addr} (data: {})", data.display());
+    tracing::info!(%addr, config = ?config_path, "serving");
+    let listener = listener.tap_io(|tcp| {
+        // Without it, back-to-back keep-alive requests stall on Nagle + delayed ACK.
+        let _ = tcp.set_nodelay(true);
+    });
+    axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
+        .with_graceful_shutdown(shutdown_signal())
+        .await
+        .map_err(|e| e.to_string())?;
+    consumer.abort();
+    // Apply whatever was published before the last responses went out.
+    drain(&relay, &queue).await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+pub fn app(relay: Arc<Relay<Local>>) -> Router {
+    let fallback_relay = relay.clone();
+    oblivious_relay::router(relay.clone())
+        .merge(oblivious_admin::router(relay))
+        .fallback(move |req: Request| {
+            let relay = fallback_relay.clone();
+            async move {
+                let e = ApiError::not_found("unknown_url", format!("Unknown request URL: {} {}.", req.method(), req.uri().path()));
+                error_response(&e, &relay.ports.ids.request_id())
+            }
+        })
+        .layer(axum::middleware::from_fn(client_ip))
+}
+
+async fn client_ip(ConnectInfo(addr): ConnectInfo<SocketAddr>, mut req: Request, next: Next) -> Response {
+    req.extensions_mut().insert(ClientIp(addr.ip()));
+    next.run(req).await
+}
+
+/// On the very first start, issues the admin's key and returns it (to print once).
+async fn issue_first_admin_key(ports: &oblivious_ports::Ports<Local>, admin_id: i64) -> Result<Option<String>, String> {
+    if !ports.store.set_meta_once("admin_key_issued", "1").await.map_err(|e| e.to_string())? {
+        return Ok(None);
+    }
+    let req = oblivious_admin::CreateToken { name: "admin".into(), ..Default::default() };
+    let (_, key) = oblivious_admin::create_token(&ports.store, &ports.ids, &ports.clock, req, admin_id).await.map_err(|e| e.message)?;
+    Ok(Some(key))
+}
+
+fn spawn_refresh(relay: Arc<Relay<Local>>) {
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(REFRESH_EVERY).await;
+            if let Err(e) = relay.refresh(false).await {
+                tracing::warn!("refresh failed: {e}");
+            }
+        }
+    });
+}
+
+/// Applies queued jobs (usage records) as they are published.
+fn spawn_consumer(relay: Arc<Relay<Local>>, queue: SqliteQueue) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        loop {
+            if drain(&relay, &queue).await == 0 {
+                queue.wait(Duration::from_secs(1)).await;
+            }
+        }
+    })
+}
+
+/// Processes every job that is due; returns how many were attempted.
+async fn drain(relay: &Relay<Local>, queue: &SqliteQueue) -> usize {
+    let jobs = match queue.due(relay.ports.clock.now_ms(), 512).await {
+        Ok(j) => j,
+        Err(e) => {
+            tracing::error!("cannot read the outbox: {e}");
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            return 0;
+        }
+    };
+    for j in &jobs {
+        let result = match oblivious_billing::consume(&relay.ports.store, &j.job).await {
+            Ok(_) => queue.ack(j.id).await,
+            Err(e) => {
+                tracing::warn!(job = j.id, attempts = j.attempts, "job failed: {e}");
+                queue.fail(j.id, e.to_string(), relay.ports.clock.now_ms()).await
+            }
+        };
+        if let Err(e) = result {
+            tracing::error!(job = j.id, "cannot update the outbox: {e}");
+        }
+    }
+    jobs.len()
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+    tracing::info!("shutting down");
+}

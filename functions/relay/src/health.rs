@@ -1,0 +1,170 @@
+//! Channel and key health: consecutive-failure counters in hot state, key
+//! resting, automatic disabling, and the probe behind `channel test`.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::StreamExt;
+use oblivious_core::model::{Channel, ChannelStatus, Id};
+use oblivious_ports::{Clock, Hot, Platform, Store, StoreError, Upstream, UpstreamRequest};
+use serde::Serialize;
+use serde_json::json;
+
+use crate::Relay;
+
+fn key_failures(ch: Id, key: usize) -> String {
+    format!("kf:{ch}:{key}")
+}
+fn key_rest(ch: Id, key: usize) -> String {
+    format!("kr:{ch}:{key}")
+}
+fn channel_failures(ch: Id) -> String {
+    format!("cf:{ch}")
+}
+
+/// The HTTP request for `path` (e.g. `/chat/completions`) on a channel's key.
+pub(crate) fn upstream_request(channel: &Channel, key: Option<usize>, path: &str, body: Bytes) -> UpstreamRequest {
+    let mut headers = http::HeaderMap::new();
+    headers.insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/json"));
+    headers.insert(http::header::USER_AGENT, http::HeaderValue::from_static(concat!("oblivious/", env!("CARGO_PKG_VERSION"))));
+    if let Some(k) = key.and_then(|i| channel.spec.keys.get(i)) {
+        if let Ok(v) = http::HeaderValue::from_str(&format!("Bearer {k}")) {
+            headers.insert(http::header::AUTHORIZATION, v);
+        }
+    }
+    UpstreamRequest { method: http::Method::POST, url: format!("{}{path}", channel.spec.base_url), headers, body }
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct ProbeResult {
+    pub ok: bool,
+    pub status: Option<u16>,
+    pub latency_ms: i64,
+    pub model: String,
+    pub message: String,
+}
+
+impl<P: Platform> Relay<P> {
+    /// Which of the channel's keys are not resting.
+    pub(crate) async fn usable_keys(&self, ch: &Channel) -> Vec<bool> {
+        let mut usable = Vec::with_capacity(ch.spec.keys.len());
+        for k in 0..ch.spec.keys.len() {
+            let resting = self.ports.hot.get(&key_rest(ch.id, k)).await.ok().flatten().is_some();
+            usable.push(!resting);
+        }
+        usable
+    }
+
+    pub(crate) async fn record_success(&self, ch: Id, key: Option<usize>) {
+        let hot = &self.ports.hot;
+        let _ = hot.del(&channel_failures(ch)).await;
+        if let Some(k) = key {
+            let _ = hot.del(&key_failures(ch, k)).await;
+        }
+    }
+
+    /// Counts a failure against the key (which rests after enough in a row) and,
+    /// when `channel_fault`, against the channel (which is disabled after enough).
+    pub(crate) async fn record_failure(&self, ch: &Channel, key: Option<usize>, reason: &str, channel_fault: bool) {
+        let s = self.settings();
+        let hot = &self.ports.hot;
+        if let Some(k) = key {
+            let n = hot.incr(&key_failures(ch.id, k), 1, None).await.unwrap_or(0);
+            if n >= i64::from(s.key_failure_threshold) {
+                tracing::warn!(channel = %ch.spec.name, key = k, failures = n, "key resting");
+                let _ = hot.set(&key_rest(ch.id, k), 1, Some(Duration::from_secs(s.key_rest_seconds))).await;
+                let _ = hot.del(&key_failures(ch.id, k)).await;
+            }
+        }
+        if !channel_fault {
+            return;
+        }
+        let n = hot.incr(&channel_failures(ch.id), 1, None).await.unwrap_or(0);
+        if n >= i64::from(s.channel_failure_threshold) {
+            let why = format!("disabled after {n} consecutive failures; last: {reason}");
+            tracing::warn!(channel = %ch.spec.name, "{why}");
+            let _ = hot.del(&channel_failures(ch.id)).await;
+            let now = self.ports.clock.now_ms();
+            match self.ports.store.set_channel_status(ch.id, ChannelStatus::AutoDisabled, Some(why), now).await {
+                Ok(()) => {
+                    let _ = self.refresh(false).await;
+                }
+                Err(e) => tracing::error!(channel = %ch.spec.name, "could not disable channel: {e}"),
+            }
+        }
+    }
+
+    /// Forgets a channel's consecutive failures and wakes its resting keys.
+    pub(crate) async fn clear_health(&self, ch: &Channel) {
+        let hot = &self.ports.hot;
+        let _ = hot.del(&channel_failures(ch.id)).await;
+        for k in 0..ch.spec.keys.len() {
+            let _ = hot.del(&key_failures(ch.id, k)).await;
+            let _ = hot.del(&key_rest(ch.id, k)).await;
+        }
+    }
+
+    /// Sets a channel's status; enabling also clears its failure counters and resting keys.
+    pub async fn set_channel_status(&self, ch: &Channel, status: ChannelStatus, reason: Option<String>) -> Result<(), StoreError> {
+        if status == ChannelStatus::Enabled {
+            self.clear_health(ch).await;
+        }
+        self.ports.store.set_channel_status(ch.id, status, reason, self.ports.clock.now_ms()).await?;
+        self.refresh(false).await?;
+        Ok(())
+    }
+
+    /// Sends one minimal request to the channel (a 1-token chat, or an embedding
+    /// for embedding models) with its first usable key.
+    pub async fn probe(&self, ch: &Channel) -> ProbeResult {
+        let model = ch
+            .spec
+            .models
+            .iter()
+            .find(|m| !oblivious_core::pattern::is_wildcard(m))
+            .map(|m| ch.upstream_model(m).to_string())
+            .or_else(|| ch.spec.model_mapping.values().next().cloned())
+            .unwrap_or_default();
+        let (path, body) = if model.contains("embedding") {
+            ("/embeddings", json!({ "model": model, "input": "ping" }))
+        } else {
+            ("/chat/completions", json!({ "model": model, "messages": [{ "role": "user", "content": "ping" }], "max_tokens": 1 }))
+        };
+        let usable = self.usable_keys(ch).await;
+        let key = usable.iter().position(|u| *u).or(if ch.spec.keys.is_empty() { None } else { Some(0) });
+        let req = upstream_request(ch, key, path, body.to_string().into());
+        let clock = &self.ports.clock;
+        let started = clock.now_us();
+        let timeout = Duration::from_millis(self.settings().upstream_timeout_ms);
+        let send = Box::pin(self.ports.upstream.send(req));
+        let (status, message) = match futures_util::future::select(send, Box::pin(clock.sleep(timeout))).await {
+            futures_util::future::Either::Left((Ok(resp), _)) => {
+                let mut body = resp.body;
+                let mut text = Vec::new();
+                while let Some(Ok(chunk)) = body.next().await {
+                    text.extend_from_slice(&chunk);
+                    if text.len() > 4096 {
+                        break;
+                    }
+                }
+                (Some(resp.status), String::from_utf8_lossy(&text).chars().take(300).collect())
+            }
+            futures_util::future::Either::Left((Err(e), _)) => (None, e.to_string()),
+            futures_util::future::Either::Right(_) => (None, "timed out".to_string()),
+        };
+        let ok = status.is_some_and(|s| (200..300).contains(&s));
+        ProbeResult { ok, status, latency_ms: (clock.now_us() - started) / 1000, model, message: if ok { "ok".into() } else { message } }
+    }
+
+    /// Probes a channel; a pass re-enables an auto-disabled channel.
+    pub async fn test_channel(&self, ch: &Channel) -> Result<ProbeResult, StoreError> {
+        let result = self.probe(ch).await;
+        if result.ok {
+            self.record_success(ch.id, None).await;
+            if ch.status == ChannelStatus::AutoDisabled {
+                self.set_channel_status(ch, ChannelStatus::Enabled, None).await?;
+            }
+        }
+        Ok(result)
+    }
+}

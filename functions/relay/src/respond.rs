@@ -1,0 +1,57 @@
+//! Response helpers: OpenAI-shaped errors, the request id header, body limits.
+
+use axum::body::Body;
+use axum::response::Response;
+use bytes::Bytes;
+use http::{HeaderValue, StatusCode};
+use oblivious_core::{ApiError, ErrorKind};
+
+pub const REQUEST_ID: &str = "x-request-id";
+
+pub fn error_response(err: &ApiError, request_id: &str) -> Response {
+    json_response(err.status(), err.openai_body().into(), request_id)
+}
+
+pub fn json_response(status: u16, body: Bytes, request_id: &str) -> Response {
+    let mut resp = Response::new(Body::from(body));
+    *resp.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY);
+    resp.headers_mut().insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    set_request_id(&mut resp, request_id);
+    resp
+}
+
+pub(crate) fn set_request_id(resp: &mut Response, request_id: &str) {
+    if let Ok(v) = HeaderValue::from_str(request_id) {
+        resp.headers_mut().insert(REQUEST_ID, v);
+    }
+}
+
+fn too_large(limit: usize) -> ApiError {
+    ApiError::new(
+        ErrorKind::TooLarge,
+        "request_too_large",
+        format!("The request body is larger than the {limit}-byte limit."),
+    )
+}
+
+/// Reads the whole request body, refusing more than `limit` bytes with 413.
+pub(crate) async fn read_body(parts: &http::request::Parts, body: Body, limit: usize) -> Result<Bytes, ApiError> {
+    let declared = parts
+        .headers
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(too_large(limit));
+    }
+    axum::body::to_bytes(body, limit).await.map_err(|e| {
+        let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&e);
+        while let Some(s) = source {
+            if s.is::<http_body_util::LengthLimitError>() {
+                return too_large(limit);
+            }
+            source = s.source();
+        }
+        ApiError::invalid("body_read_failed", format!("Could not read the request body: {e}"))
+    })
+}
