@@ -1,0 +1,8 @@
+//! Test support: a mock OpenAI-compatible upstream and a harness that runs the
+//! real `oblivious` binary on 127.0.0.1.
+
+pub mod gateway;
+pub mod mock;
+
+pub use gateway::Gateway;
+pub use mock::{Behavior, Mock};

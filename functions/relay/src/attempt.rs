@@ -128,7 +128,8 @@ impl Failure {
                 (504, error_response(&e, request_id), described)
             }
             Failure::Transport(other) => {
-                let e = ApiError::new(ErrorKind::UpstreamFailed, "upstream_unreachable", format!("upstream {other} (after {attempts} attempts)"));
+                let code = if matches!(other, UpstreamError::Connect(_)) { "upstream_unreachable" } else { "upstream_failed" };
+                let e = ApiError::new(ErrorKind::UpstreamFailed, code, format!("upstream {other} (after {attempts} attempts)"));
                 (502, error_response(&e, request_id), described)
             }
         }
@@ -299,7 +300,7 @@ async fn run<P: Platform>(
                 let f = Failure::Status(status, body);
                 if !retry::retryable_status(status) {
                     if retry::key_fault(status) {
-                        relay.record_failure(&ch, key, &f.describe(), false).await;
+                        let _ = relay.record_failure(&ch, key, &f.describe(), false).await;
                     }
                     let (status, response, described) = f.into_response(attempts, &request_id);
                     draft.finish(&relay, status, None, String::new(), Some(described));
@@ -310,8 +311,11 @@ async fn run<P: Platform>(
             Err(e) => Failure::Transport(e),
         };
         tracing::info!(request_id, channel = %ch.spec.name, attempt = attempts, "{}", failure.describe());
-        relay.record_failure(&ch, key, &failure.describe(), true).await;
         fails_here += 1;
+        if relay.record_failure(&ch, key, &failure.describe(), true).await {
+            // Just disabled: no more tries on it.
+            fails_here = settings.attempts_per_channel;
+        }
         last = Some(failure);
     }
 

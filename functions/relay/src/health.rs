@@ -65,7 +65,8 @@ impl<P: Platform> Relay<P> {
 
     /// Counts a failure against the key (which rests after enough in a row) and,
     /// when `channel_fault`, against the channel (which is disabled after enough).
-    pub(crate) async fn record_failure(&self, ch: &Channel, key: Option<usize>, reason: &str, channel_fault: bool) {
+    /// Returns true when this failure disabled the channel.
+    pub(crate) async fn record_failure(&self, ch: &Channel, key: Option<usize>, reason: &str, channel_fault: bool) -> bool {
         let s = self.settings();
         let hot = &self.ports.hot;
         if let Some(k) = key {
@@ -77,7 +78,7 @@ impl<P: Platform> Relay<P> {
             }
         }
         if !channel_fault {
-            return;
+            return false;
         }
         let n = hot.incr(&channel_failures(ch.id), 1, None).await.unwrap_or(0);
         if n >= i64::from(s.channel_failure_threshold) {
@@ -91,7 +92,9 @@ impl<P: Platform> Relay<P> {
                 }
                 Err(e) => tracing::error!(channel = %ch.spec.name, "could not disable channel: {e}"),
             }
+            return true;
         }
+        false
     }
 
     /// Forgets a channel's consecutive failures and wakes its resting keys.

@@ -1,0 +1,152 @@
+//! Runs the real `oblivious` binary on 127.0.0.1 with a fresh data directory.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// The `oblivious` binary: `OBLIVIOUS_BIN`, else the workspace's debug build
+/// (which `cargo test --workspace` builds, since the binary's package has tests).
+pub fn binary() -> PathBuf {
+    if let Ok(p) = std::env::var("OBLIVIOUS_BIN") {
+        return PathBuf::from(p);
+    }
+    let target = std::env::var("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"));
+    let bin = target.join("debug/oblivious");
+    assert!(bin.exists(), "{} is missing: run `cargo build -p oblivious` (or the README's test command)", bin.display());
+    bin
+}
+
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+static SEQ: AtomicUsize = AtomicUsize::new(0);
+
+pub fn temp_dir(tag: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("oblivious-e2e-{}-{}-{tag}", std::process::id(), SEQ.fetch_add(1, Ordering::SeqCst)));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    dir
+}
+
+pub struct Gateway {
+    pub url: String,
+    pub admin_key: String,
+    pub dir: PathBuf,
+    pub config: PathBuf,
+    child: Child,
+    pub http: reqwest::Client,
+}
+
+impl Gateway {
+    /// Starts the gateway with `config` (TOML) written to its config file.
+    pub fn start(config: &str) -> Gateway {
+        let dir = temp_dir("gw");
+        let config_path = dir.join("oblivious.toml");
+        std::fs::write(&config_path, config).expect("write config");
+        let mut child = Command::new(binary())
+            .args(["serve", "--listen", "127.0.0.1:0", "--config"])
+            .arg(&config_path)
+            .arg("--data")
+            .arg(dir.join("data"))
+            .env("OBLIVIOUS_LOG", std::env::var("OBLIVIOUS_LOG").unwrap_or_else(|_| "warn".into()))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn oblivious");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut lines = BufReader::new(stdout).lines();
+        let (mut admin_key, mut url) = (None, None);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while url.is_none() && Instant::now() < deadline {
+            let Some(Ok(line)) = lines.next() else { break };
+            if let Some(k) = line.split_whitespace().find(|w| w.starts_with("sk-")) {
+                admin_key = Some(k.to_string());
+            }
+            if let Some(rest) = line.strip_prefix("Oblivious listening on ") {
+                url = rest.split_whitespace().next().map(str::to_string);
+            }
+        }
+        // Keep draining stdout so the child never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        let http = reqwest::Client::builder().pool_max_idle_per_host(0).build().expect("client");
+        Gateway {
+            url: url.expect("gateway did not report its address"),
+            admin_key: admin_key.expect("gateway did not print the admin key"),
+            dir: dir.clone(),
+            config: config_path,
+            child,
+            http,
+        }
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.join("data")
+    }
+
+    /// Runs the CLI against this gateway's data directory; returns (ok, stdout, stderr).
+    pub fn cli(&self, args: &[&str]) -> (bool, String, String) {
+        let out = Command::new(binary()).args(args).arg("--data").arg(self.data_dir()).output().expect("run cli");
+        (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+
+    /// Creates a key with the CLI and returns it.
+    pub fn key(&self, extra: &[&str]) -> String {
+        let mut args = vec!["token", "create", "--name", "test"];
+        args.extend_from_slice(extra);
+        let (ok, out, err) = self.cli(&args);
+        assert!(ok, "token create failed: {err}");
+        let key = out.trim().to_string();
+        assert!(key.starts_with("sk-") && !key.contains('\n'), "stdout is the key alone: {out:?}");
+        key
+    }
+
+    pub fn post(&self, path: &str, key: &str, body: &Value) -> reqwest::RequestBuilder {
+        self.http.post(format!("{}{path}", self.url)).bearer_auth(key).json(body)
+    }
+
+    pub fn get(&self, path: &str, key: &str) -> reqwest::RequestBuilder {
+        self.http.get(format!("{}{path}", self.url)).bearer_auth(key)
+    }
+
+    /// `GET /api/admin/usage` rows, waiting until at least `n` are there.
+    pub async fn usage_rows(&self, n: usize) -> Vec<Value> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let v: Value = self.get("/api/admin/usage?per_page=500", &self.admin_key).send().await.expect("usage").json().await.expect("json");
+            let rows = v["data"].as_array().cloned().unwrap_or_default();
+            if rows.len() >= n || Instant::now() > deadline {
+                return rows;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Waits until the server has applied a change made by the CLI or the config file.
+    pub async fn settle(&self) {
+        tokio::time::sleep(Duration::from_millis(1300)).await;
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A config with one channel per `(name, base_url, extra TOML lines)`.
+pub fn config(channels: &[(&str, &str, &str)], extra: &str) -> String {
+    let mut s = format!("{extra}\n");
+    for (name, url, more) in channels {
+        s.push_str(&format!("\n[[channels]]\nname = \"{name}\"\ntype = \"openai\"\nbase_url = \"{url}\"\n{more}\n"));
+    }
+    s
+}
