@@ -18,7 +18,11 @@ pub fn binary() -> PathBuf {
         .map(PathBuf::from)
         .unwrap_or_else(|_| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"));
     let bin = target.join("debug/oblivious");
-    assert!(bin.exists(), "{} is missing: run `cargo build -p oblivious` (or the README's test command)", bin.display());
+    assert!(
+        bin.exists(),
+        "{} is missing: run `cargo build -p oblivious` (or the README's test command)",
+        bin.display()
+    );
     bin
 }
 
@@ -29,7 +33,11 @@ pub fn repo_root() -> PathBuf {
 static SEQ: AtomicUsize = AtomicUsize::new(0);
 
 pub fn temp_dir(tag: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("oblivious-e2e-{}-{}-{tag}", std::process::id(), SEQ.fetch_add(1, Ordering::SeqCst)));
+    let dir = std::env::temp_dir().join(format!(
+        "oblivious-e2e-{}-{}-{tag}",
+        std::process::id(),
+        SEQ.fetch_add(1, Ordering::SeqCst)
+    ));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("temp dir");
     dir
@@ -55,7 +63,10 @@ impl Gateway {
             .arg(&config_path)
             .arg("--data")
             .arg(dir.join("data"))
-            .env("OBLIVIOUS_LOG", std::env::var("OBLIVIOUS_LOG").unwrap_or_else(|_| "warn".into()))
+            .env(
+                "OBLIVIOUS_LOG",
+                std::env::var("OBLIVIOUS_LOG").unwrap_or_else(|_| "warn".into()),
+            )
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
@@ -75,7 +86,10 @@ impl Gateway {
         }
         // Keep draining stdout so the child never blocks on a full pipe.
         std::thread::spawn(move || for _ in lines {});
-        let http = reqwest::Client::builder().pool_max_idle_per_host(0).build().expect("client");
+        let http = reqwest::Client::builder()
+            .pool_max_idle_per_host(0)
+            .build()
+            .expect("client");
         Gateway {
             url: url.expect("gateway did not report its address"),
             admin_key: admin_key.expect("gateway did not print the admin key"),
@@ -92,8 +106,17 @@ impl Gateway {
 
     /// Runs the CLI against this gateway's data directory; returns (ok, stdout, stderr).
     pub fn cli(&self, args: &[&str]) -> (bool, String, String) {
-        let out = Command::new(binary()).args(args).arg("--data").arg(self.data_dir()).output().expect("run cli");
-        (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+        let out = Command::new(binary())
+            .args(args)
+            .arg("--data")
+            .arg(self.data_dir())
+            .output()
+            .expect("run cli");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
     }
 
     /// Creates a key with the CLI and returns it.
@@ -103,23 +126,38 @@ impl Gateway {
         let (ok, out, err) = self.cli(&args);
         assert!(ok, "token create failed: {err}");
         let key = out.trim().to_string();
-        assert!(key.starts_with("sk-") && !key.contains('\n'), "stdout is the key alone: {out:?}");
+        assert!(
+            key.starts_with("sk-") && !key.contains('\n'),
+            "stdout is the key alone: {out:?}"
+        );
         key
     }
 
     pub fn post(&self, path: &str, key: &str, body: &Value) -> reqwest::RequestBuilder {
-        self.http.post(format!("{}{path}", self.url)).bearer_auth(key).json(body)
+        self.http
+            .post(format!("{}{path}", self.url))
+            .bearer_auth(key)
+            .json(body)
     }
 
     pub fn get(&self, path: &str, key: &str) -> reqwest::RequestBuilder {
-        self.http.get(format!("{}{path}", self.url)).bearer_auth(key)
+        self.http
+            .get(format!("{}{path}", self.url))
+            .bearer_auth(key)
     }
 
     /// `GET /api/admin/usage` rows, waiting until at least `n` are there.
     pub async fn usage_rows(&self, n: usize) -> Vec<Value> {
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
-            let v: Value = self.get("/api/admin/usage?per_page=500", &self.admin_key).send().await.expect("usage").json().await.expect("json");
+            let v: Value = self
+                .get("/api/admin/usage?per_page=500", &self.admin_key)
+                .send()
+                .await
+                .expect("usage")
+                .json()
+                .await
+                .expect("json");
             let rows = v["data"].as_array().cloned().unwrap_or_default();
             if rows.len() >= n || Instant::now() > deadline {
                 return rows;
@@ -146,7 +184,9 @@ impl Drop for Gateway {
 pub fn config(channels: &[(&str, &str, &str)], extra: &str) -> String {
     let mut s = format!("{extra}\n");
     for (name, url, more) in channels {
-        s.push_str(&format!("\n[[channels]]\nname = \"{name}\"\ntype = \"openai\"\nbase_url = \"{url}\"\n{more}\n"));
+        s.push_str(&format!(
+            "\n[[channels]]\nname = \"{name}\"\ntype = \"openai\"\nbase_url = \"{url}\"\n{more}\n"
+        ));
     }
     s
 }

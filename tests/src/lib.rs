@@ -1,3 +1,4 @@
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 //! Test support: a mock OpenAI-compatible upstream and a harness that runs the
 //! real `oblivious` binary on 127.0.0.1.
 

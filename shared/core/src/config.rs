@@ -155,8 +155,16 @@ pub const DEFAULT_GROUP: &str = "default";
 
 /// Parses and validates `text` (read from `file`), expanding `${VAR}` and
 /// `${VAR:-fallback}` in channel keys and base URLs through `env`.
-pub fn parse(file: &str, text: &str, env: impl Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
-    let err = |key: String, message: String| ConfigError { file: file.to_string(), key, message };
+pub fn parse(
+    file: &str,
+    text: &str,
+    env: impl Fn(&str) -> Option<String>,
+) -> Result<Config, ConfigError> {
+    let err = |key: String, message: String| ConfigError {
+        file: file.to_string(),
+        key,
+        message,
+    };
     let raw: RawFile = toml::from_str(text).map_err(|e| {
         let place = e
             .span()
@@ -173,12 +181,23 @@ pub fn parse(file: &str, text: &str, env: impl Fn(&str) -> Option<String>) -> Re
     let mut groups = vec![];
     for (name, g) in &raw.groups {
         if !(g.ratio.is_finite() && g.ratio > 0.0) {
-            return Err(err(format!("groups.{name}.ratio"), "must be a number greater than 0".into()));
+            return Err(err(
+                format!("groups.{name}.ratio"),
+                "must be a number greater than 0".into(),
+            ));
         }
-        groups.push(Group { name: name.clone(), ratio_bp: (g.ratio * 10_000.0).round() as i64, description: g.description.clone() });
+        groups.push(Group {
+            name: name.clone(),
+            ratio_bp: (g.ratio * 10_000.0).round() as i64,
+            description: g.description.clone(),
+        });
     }
     if !raw.groups.contains_key(DEFAULT_GROUP) {
-        groups.push(Group { name: DEFAULT_GROUP.into(), ratio_bp: 10_000, description: String::new() });
+        groups.push(Group {
+            name: DEFAULT_GROUP.into(),
+            ratio_bp: 10_000,
+            description: String::new(),
+        });
     }
     let group_names: BTreeSet<&str> = groups.iter().map(|g| g.name.as_str()).collect();
 
@@ -188,7 +207,10 @@ pub fn parse(file: &str, text: &str, env: impl Fn(&str) -> Option<String>) -> Re
             if usd.is_finite() && usd >= 0.0 {
                 Ok((usd * 1_000_000.0).round() as i64)
             } else {
-                Err(err(format!("prices.\"{model}\".{field}"), "must be a number ≥ 0 (USD)".into()))
+                Err(err(
+                    format!("prices.\"{model}\".{field}"),
+                    "must be a number ≥ 0 (USD)".into(),
+                ))
             }
         };
         prices.push(Price {
@@ -209,8 +231,12 @@ pub fn parse(file: &str, text: &str, env: impl Fn(&str) -> Option<String>) -> Re
         if !names.insert(c.name.as_str()) {
             return Err(err(at("name"), format!("`{}` is declared twice", c.name)));
         }
-        let kind = ChannelType::parse(&c.kind)
-            .ok_or_else(|| err(at("type"), format!("unknown channel type `{}` (known: openai)", c.kind)))?;
+        let kind = ChannelType::parse(&c.kind).ok_or_else(|| {
+            err(
+                at("type"),
+                format!("unknown channel type `{}` (known: openai)", c.kind),
+            )
+        })?;
         let base_url = expand(&c.base_url, &env).map_err(|m| err(at("base_url"), m))?;
         let base_url = base_url.trim_end_matches('/').to_string();
         let mut keys = vec![];
@@ -220,19 +246,32 @@ pub fn parse(file: &str, text: &str, env: impl Fn(&str) -> Option<String>) -> Re
                 keys.push(v.trim().to_string());
             }
         }
-        let weight = u32::try_from(c.weight).map_err(|_| err(at("weight"), "must be between 0 and 4294967295".into()))?;
+        let weight = u32::try_from(c.weight)
+            .map_err(|_| err(at("weight"), "must be between 0 and 4294967295".into()))?;
         let groups = match &c.group {
             None => vec![DEFAULT_GROUP.to_string()],
-            Some(OneOrMany::One(s)) => s.split(',').map(|g| g.trim().to_string()).filter(|g| !g.is_empty()).collect(),
+            Some(OneOrMany::One(s)) => s
+                .split(',')
+                .map(|g| g.trim().to_string())
+                .filter(|g| !g.is_empty())
+                .collect(),
             Some(OneOrMany::Many(v)) => v.clone(),
         };
         if let Some(g) = groups.iter().find(|g| !group_names.contains(g.as_str())) {
-            return Err(err(at("group"), format!("group `{g}` is not declared under [groups]")));
+            return Err(err(
+                at("group"),
+                format!("group `{g}` is not declared under [groups]"),
+            ));
         }
         let key_selection = match c.key_selection.as_deref() {
             None | Some("random") => KeySelection::Random,
             Some("round_robin") => KeySelection::RoundRobin,
-            Some(other) => return Err(err(at("key_selection"), format!("`{other}` is not one of random, round_robin"))),
+            Some(other) => {
+                return Err(err(
+                    at("key_selection"),
+                    format!("`{other}` is not one of random, round_robin"),
+                ))
+            }
         };
         let spec = ChannelSpec {
             name: c.name.clone(),
@@ -246,18 +285,31 @@ pub fn parse(file: &str, text: &str, env: impl Fn(&str) -> Option<String>) -> Re
             groups,
             key_selection,
         };
-        spec.check().map_err(|(field, message)| err(at(field), message))?;
+        spec.check()
+            .map_err(|(field, message)| err(at(field), message))?;
         channels.push(spec);
     }
 
     let relay = raw.relay;
     if relay.max_attempts == 0 || relay.attempts_per_channel == 0 {
-        return Err(err("relay.max_attempts".into(), "max_attempts and attempts_per_channel must be at least 1".into()));
+        return Err(err(
+            "relay.max_attempts".into(),
+            "max_attempts and attempts_per_channel must be at least 1".into(),
+        ));
     }
     if relay.keepalive_interval_ms == 0 {
-        return Err(err("relay.keepalive_interval_ms".into(), "must be at least 1".into()));
+        return Err(err(
+            "relay.keepalive_interval_ms".into(),
+            "must be at least 1".into(),
+        ));
     }
-    Ok(Config { listen: raw.server.listen, relay, groups, prices, channels })
+    Ok(Config {
+        listen: raw.server.listen,
+        relay,
+        groups,
+        prices,
+        channels,
+    })
 }
 
 /// Expands `${VAR}` and `${VAR:-fallback}`; a missing variable without a fallback is an error.
@@ -267,7 +319,9 @@ fn expand(value: &str, env: &impl Fn(&str) -> Option<String>) -> Result<String, 
     while let Some(start) = rest.find("${") {
         out.push_str(&rest[..start]);
         let after = &rest[start + 2..];
-        let end = after.find('}').ok_or_else(|| "unclosed `${` in value".to_string())?;
+        let end = after
+            .find('}')
+            .ok_or_else(|| "unclosed `${` in value".to_string())?;
         let expr = &after[..end];
         let (name, fallback) = match expr.split_once(":-") {
             Some((n, f)) => (n, Some(f)),
@@ -316,7 +370,10 @@ key_selection = "round_robin"
         assert_eq!(c.relay.max_attempts, 3);
         assert_eq!(c.relay.attempts_per_channel, 2);
         assert_eq!(c.groups.len(), 2);
-        assert_eq!(c.groups.iter().find(|g| g.name == "vip").unwrap().ratio_bp, 8000);
+        assert_eq!(
+            c.groups.iter().find(|g| g.name == "vip").unwrap().ratio_bp,
+            8000
+        );
         assert_eq!(c.prices[0].input_per_m, 2_500_000);
         let ch = &c.channels[0];
         assert_eq!(ch.base_url, "http://127.0.0.1:9/v1");
@@ -330,13 +387,31 @@ key_selection = "round_robin"
     fn errors_name_file_key_and_problem() {
         let base = "[[channels]]\nname = \"a\"\ntype = \"openai\"\nmodels = [\"m\"]\n";
         let e = parse("o.toml", &format!("{base}base_url = \"ftp://x\"\n"), env).unwrap_err();
-        assert_eq!(e.to_string(), "o.toml: channels[0].base_url: `ftp://x` must start with http:// or https://");
-        let e = parse("o.toml", &format!("{base}base_url = \"http://x\"\nkeys = [\"${{MISSING}}\"]\n"), env).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "o.toml: channels[0].base_url: `ftp://x` must start with http:// or https://"
+        );
+        let e = parse(
+            "o.toml",
+            &format!("{base}base_url = \"http://x\"\nkeys = [\"${{MISSING}}\"]\n"),
+            env,
+        )
+        .unwrap_err();
         assert_eq!(e.key, "channels[0].keys[0]");
         assert!(e.message.contains("MISSING"));
-        let e = parse("o.toml", &format!("{base}base_url = \"http://x\"\ngroup = \"gold\"\n"), env).unwrap_err();
+        let e = parse(
+            "o.toml",
+            &format!("{base}base_url = \"http://x\"\ngroup = \"gold\"\n"),
+            env,
+        )
+        .unwrap_err();
         assert!(e.message.contains("gold"));
-        let e = parse("o.toml", &format!("{base}base_url = \"http://x\"\nwieght = 3\n"), env).unwrap_err();
+        let e = parse(
+            "o.toml",
+            &format!("{base}base_url = \"http://x\"\nwieght = 3\n"),
+            env,
+        )
+        .unwrap_err();
         assert_eq!(e.key, "line 6, column 1");
         assert!(e.message.contains("wieght"), "{e}");
         let e = parse("o.toml", "[groups.vip]\nratio = -1\n", env).unwrap_err();

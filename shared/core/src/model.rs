@@ -213,13 +213,26 @@ impl ChannelSpec {
             return Err(("name", "must not be empty".into()));
         }
         if !(self.base_url.starts_with("http://") || self.base_url.starts_with("https://")) {
-            return Err(("base_url", format!("`{}` must start with http:// or https://", self.base_url)));
+            return Err((
+                "base_url",
+                format!("`{}` must start with http:// or https://", self.base_url),
+            ));
         }
         if self.models.is_empty() && self.model_mapping.is_empty() {
-            return Err(("models", "list at least one model (exact name or `prefix*`)".into()));
+            return Err((
+                "models",
+                "list at least one model (exact name or `prefix*`)".into(),
+            ));
         }
-        if let Some(m) = self.models.iter().find(|m| m.is_empty() || m[..m.len() - 1].contains('*')) {
-            return Err(("models", format!("`{m}` is not a model name or `prefix*` pattern")));
+        if let Some(m) = self
+            .models
+            .iter()
+            .find(|m| m.is_empty() || m[..m.len() - 1].contains('*'))
+        {
+            return Err((
+                "models",
+                format!("`{m}` is not a model name or `prefix*` pattern"),
+            ));
         }
         if self.groups.is_empty() {
             return Err(("group", "name at least one group".into()));
@@ -242,13 +255,21 @@ pub struct Channel {
 impl Channel {
     /// The upstream model name for a requested model (alias mapping applied).
     pub fn upstream_model<'a>(&'a self, requested: &'a str) -> &'a str {
-        self.spec.model_mapping.get(requested).map(String::as_str).unwrap_or(requested)
+        self.spec
+            .model_mapping
+            .get(requested)
+            .map(String::as_str)
+            .unwrap_or(requested)
     }
 
     /// Whether this channel serves `model`: listed (exactly or by `prefix*`), or an alias.
     pub fn serves(&self, model: &str) -> bool {
         self.spec.model_mapping.contains_key(model)
-            || self.spec.models.iter().any(|p| crate::pattern::matches(p, model))
+            || self
+                .spec
+                .models
+                .iter()
+                .any(|p| crate::pattern::matches(p, model))
     }
 }
 

@@ -20,13 +20,21 @@ mod tests {
 
     #[test]
     fn exact_integer_cost() {
-        let p = Price { model: "m".into(), input_per_m: 2_500_000, output_per_m: 10_000_000, per_request: 0 };
+        let p = Price {
+            model: "m".into(),
+            input_per_m: 2_500_000,
+            output_per_m: 10_000_000,
+            per_request: 0,
+        };
         // 1000 prompt tokens at $2.50/M = 2500 units; 500 completion at $10/M = 5000 units.
         assert_eq!(cost(&p, 10_000, 1000, 500), 7500);
         assert_eq!(cost(&p, 8_000, 1000, 500), 6000);
         assert_eq!(cost(&p, 10_000, 1, 0), 3); // 2.5 rounds up
         assert_eq!(cost(&p, 10_000, 0, 0), 0);
-        let fixed = Price { per_request: 40, ..p };
+        let fixed = Price {
+            per_request: 40,
+            ..p
+        };
         assert_eq!(cost(&fixed, 10_000, 0, 0), 40);
     }
 }

@@ -30,7 +30,10 @@ pub struct OutboxJob {
 
 impl SqliteQueue {
     pub fn new(db: Db) -> Self {
-        SqliteQueue { db, wake: Arc::new(Notify::new()) }
+        SqliteQueue {
+            db,
+            wake: Arc::new(Notify::new()),
+        }
     }
 
     /// Jobs due at `now_ms`, oldest first. Unparseable rows are parked.
@@ -58,7 +61,12 @@ impl SqliteQueue {
     }
 
     pub async fn ack(&self, id: i64) -> Result<(), StoreError> {
-        self.db.write(move |c| Ok(c.execute("DELETE FROM outbox WHERE id = ?1", [id]).map(|_| ())?)).await
+        self.db
+            .write(move |c| {
+                Ok(c.execute("DELETE FROM outbox WHERE id = ?1", [id])
+                    .map(|_| ())?)
+            })
+            .await
     }
 
     /// Records a failed attempt; retries later with backoff, or parks the job.
@@ -81,9 +89,11 @@ impl SqliteQueue {
     pub async fn depth(&self) -> Result<(i64, i64), StoreError> {
         self.db
             .read(|c| {
-                Ok(c.query_row("SELECT COALESCE(SUM(dead = 0), 0), COALESCE(SUM(dead = 1), 0) FROM outbox", [], |r| {
-                    Ok((r.get(0)?, r.get(1)?))
-                })?)
+                Ok(c.query_row(
+                    "SELECT COALESCE(SUM(dead = 0), 0), COALESCE(SUM(dead = 1), 0) FROM outbox",
+                    [],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )?)
             })
             .await
     }
