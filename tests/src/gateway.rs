@@ -63,10 +63,7 @@ impl Gateway {
             .arg(&config_path)
             .arg("--data")
             .arg(dir.join("data"))
-            .env(
-                "OBLIVIOUS_LOG",
-                std::env::var("OBLIVIOUS_LOG").unwrap_or_else(|_| "warn".into()),
-            )
+            .env("OBLIVIOUS_LOG", std::env::var("OBLIVIOUS_LOG").unwrap_or_else(|_| "warn".into()))
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
@@ -86,10 +83,7 @@ impl Gateway {
         }
         // Keep draining stdout so the child never blocks on a full pipe.
         std::thread::spawn(move || for _ in lines {});
-        let http = reqwest::Client::builder()
-            .pool_max_idle_per_host(0)
-            .build()
-            .expect("client");
+        let http = reqwest::Client::builder().pool_max_idle_per_host(0).build().expect("client");
         Gateway {
             url: url.expect("gateway did not report its address"),
             admin_key: admin_key.expect("gateway did not print the admin key"),
@@ -106,12 +100,7 @@ impl Gateway {
 
     /// Runs the CLI against this gateway's data directory; returns (ok, stdout, stderr).
     pub fn cli(&self, args: &[&str]) -> (bool, String, String) {
-        let out = Command::new(binary())
-            .args(args)
-            .arg("--data")
-            .arg(self.data_dir())
-            .output()
-            .expect("run cli");
+        let out = Command::new(binary()).args(args).arg("--data").arg(self.data_dir()).output().expect("run cli");
         (
             out.status.success(),
             String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -126,24 +115,16 @@ impl Gateway {
         let (ok, out, err) = self.cli(&args);
         assert!(ok, "token create failed: {err}");
         let key = out.trim().to_string();
-        assert!(
-            key.starts_with("sk-") && !key.contains('\n'),
-            "stdout is the key alone: {out:?}"
-        );
+        assert!(key.starts_with("sk-") && !key.contains('\n'), "stdout is the key alone: {out:?}");
         key
     }
 
     pub fn post(&self, path: &str, key: &str, body: &Value) -> reqwest::RequestBuilder {
-        self.http
-            .post(format!("{}{path}", self.url))
-            .bearer_auth(key)
-            .json(body)
+        self.http.post(format!("{}{path}", self.url)).bearer_auth(key).json(body)
     }
 
     pub fn get(&self, path: &str, key: &str) -> reqwest::RequestBuilder {
-        self.http
-            .get(format!("{}{path}", self.url))
-            .bearer_auth(key)
+        self.http.get(format!("{}{path}", self.url)).bearer_auth(key)
     }
 
     /// `GET /api/admin/usage` rows, waiting until at least `n` are there.
@@ -184,9 +165,7 @@ impl Drop for Gateway {
 pub fn config(channels: &[(&str, &str, &str)], extra: &str) -> String {
     let mut s = format!("{extra}\n");
     for (name, url, more) in channels {
-        s.push_str(&format!(
-            "\n[[channels]]\nname = \"{name}\"\ntype = \"openai\"\nbase_url = \"{url}\"\n{more}\n"
-        ));
+        s.push_str(&format!("\n[[channels]]\nname = \"{name}\"\ntype = \"openai\"\nbase_url = \"{url}\"\n{more}\n"));
     }
     s
 }

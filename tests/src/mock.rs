@@ -52,10 +52,7 @@ pub struct StreamShape {
 impl Default for StreamShape {
     fn default() -> Self {
         StreamShape {
-            pieces: ["Hello", ",", " world", "!"]
-                .iter()
-                .map(|s| s.to_string())
-                .collect(),
+            pieces: ["Hello", ",", " world", "!"].iter().map(|s| s.to_string()).collect(),
             interval: Duration::ZERO,
             cut_after: None,
             omit_usage: false,
@@ -109,9 +106,7 @@ impl Mock {
             .route("/v1/embeddings", post(embeddings))
             .route("/v1/models", get(models))
             .with_state(inner.clone());
-        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
-            .await
-            .expect("bind mock");
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await.expect("bind mock");
         let addr = listener.local_addr().expect("mock addr");
         tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
@@ -129,11 +124,7 @@ impl Mock {
 
     /// Makes calls with this upstream key fail with 500.
     pub fn fail_key(&self, key: &str) {
-        self.inner
-            .bad_keys
-            .lock()
-            .expect("lock")
-            .push(format!("Bearer {key}"));
+        self.inner.bad_keys.lock().expect("lock").push(format!("Bearer {key}"));
     }
 
     pub fn set_stream(&self, s: StreamShape) {
@@ -162,42 +153,18 @@ impl Mock {
 }
 
 fn error(status: u16, message: &str) -> Response {
-    let kind = if status >= 500 {
-        "server_error"
-    } else {
-        "invalid_request_error"
-    };
-    let code = if status == 429 {
-        json!("rate_limit_exceeded")
-    } else {
-        Value::Null
-    };
-    let body =
-        json!({ "error": { "message": message, "type": kind, "param": null, "code": code } });
+    let kind = if status >= 500 { "server_error" } else { "invalid_request_error" };
+    let code = if status == 429 { json!("rate_limit_exceeded") } else { Value::Null };
+    let body = json!({ "error": { "message": message, "type": kind, "param": null, "code": code } });
     let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    (
-        status,
-        [("content-type", "application/json")],
-        body.to_string(),
-    )
-        .into_response()
+    (status, [("content-type", "application/json")], body.to_string()).into_response()
 }
 
 /// Records the call and applies the configured behaviour; `Some` short-circuits.
 async fn admit(inner: &Inner, headers: &HeaderMap, body: &Value) -> Option<Response> {
     inner.seen.calls.fetch_add(1, Ordering::SeqCst);
-    let key = headers
-        .get("authorization")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_string();
-    *inner
-        .seen
-        .by_key
-        .lock()
-        .expect("lock")
-        .entry(key.clone())
-        .or_default() += 1;
+    let key = headers.get("authorization").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+    *inner.seen.by_key.lock().expect("lock").entry(key.clone()).or_default() += 1;
     inner.seen.bodies.lock().expect("lock").push(body.clone());
     if inner.bad_keys.lock().expect("lock").contains(&key) {
         return Some(error(500, "this key is broken"));
@@ -206,20 +173,14 @@ async fn admit(inner: &Inner, headers: &HeaderMap, body: &Value) -> Option<Respo
         let mut b = inner.behavior.lock().expect("lock");
         let now = b.clone();
         if let Behavior::FailTimes(status, n) = now {
-            *b = if n <= 1 {
-                Behavior::Ok
-            } else {
-                Behavior::FailTimes(status, n - 1)
-            };
+            *b = if n <= 1 { Behavior::Ok } else { Behavior::FailTimes(status, n - 1) };
             return Some(error(status, &format!("{} failing on purpose", inner.name)));
         }
         now
     };
     match behavior {
         Behavior::Ok | Behavior::FailTimes(..) => None,
-        Behavior::Fail(status) => {
-            Some(error(status, &format!("{} failing on purpose", inner.name)))
-        }
+        Behavior::Fail(status) => Some(error(status, &format!("{} failing on purpose", inner.name))),
         Behavior::Stall(d) => {
             tokio::time::sleep(d).await;
             None
@@ -229,12 +190,7 @@ async fn admit(inner: &Inner, headers: &HeaderMap, body: &Value) -> Option<Respo
             let body = Body::from_stream(futures_util::stream::once(async {
                 Err::<Bytes, std::io::Error>(std::io::Error::other("hangup"))
             }));
-            Some(
-                Response::builder()
-                    .status(200)
-                    .body(body)
-                    .expect("response"),
-            )
+            Some(Response::builder().status(200).body(body).expect("response"))
         }
     }
 }
@@ -273,8 +229,7 @@ async fn chat(State(inner): State<Arc<Inner>>, headers: HeaderMap, raw: Bytes) -
     let prompt = 10 + words(&body["messages"]);
     let shape = inner.stream.lock().expect("lock").clone();
     if body["stream"] == json!(true) {
-        let include_usage =
-            body["stream_options"]["include_usage"] == json!(true) && !shape.omit_usage;
+        let include_usage = body["stream_options"]["include_usage"] == json!(true) && !shape.omit_usage;
         return sse(inner.clone(), model, shape, include_usage, prompt, false);
     }
     let text: String = shape.pieces.concat();
@@ -297,12 +252,7 @@ async fn chat(State(inner): State<Arc<Inner>>, headers: HeaderMap, raw: Bytes) -
     if shape.omit_usage {
         answer.as_object_mut().expect("object").remove("usage");
     }
-    (
-        StatusCode::OK,
-        [("content-type", "application/json")],
-        answer.to_string(),
-    )
-        .into_response()
+    (StatusCode::OK, [("content-type", "application/json")], answer.to_string()).into_response()
 }
 
 async fn completions(State(inner): State<Arc<Inner>>, headers: HeaderMap, raw: Bytes) -> Response {
@@ -316,8 +266,7 @@ async fn completions(State(inner): State<Arc<Inner>>, headers: HeaderMap, raw: B
     let prompt = 10 + words(&body["prompt"]);
     let shape = inner.stream.lock().expect("lock").clone();
     if body["stream"] == json!(true) {
-        let include_usage =
-            body["stream_options"]["include_usage"] == json!(true) && !shape.omit_usage;
+        let include_usage = body["stream_options"]["include_usage"] == json!(true) && !shape.omit_usage;
         return sse(inner.clone(), model, shape, include_usage, prompt, true);
     }
     let answer = json!({
@@ -328,12 +277,7 @@ async fn completions(State(inner): State<Arc<Inner>>, headers: HeaderMap, raw: B
         "choices": [{ "text": shape.pieces.concat(), "index": 0, "logprobs": null, "finish_reason": "stop" }],
         "usage": { "prompt_tokens": prompt, "completion_tokens": shape.pieces.len(), "total_tokens": prompt + shape.pieces.len() as i64 }
     });
-    (
-        StatusCode::OK,
-        [("content-type", "application/json")],
-        answer.to_string(),
-    )
-        .into_response()
+    (StatusCode::OK, [("content-type", "application/json")], answer.to_string()).into_response()
 }
 
 async fn embeddings(State(inner): State<Arc<Inner>>, headers: HeaderMap, raw: Bytes) -> Response {
@@ -359,22 +303,12 @@ async fn embeddings(State(inner): State<Arc<Inner>>, headers: HeaderMap, raw: By
         "model": body["model"],
         "usage": { "prompt_tokens": prompt, "total_tokens": prompt }
     });
-    (
-        StatusCode::OK,
-        [("content-type", "application/json")],
-        answer.to_string(),
-    )
-        .into_response()
+    (StatusCode::OK, [("content-type", "application/json")], answer.to_string()).into_response()
 }
 
 async fn models(State(inner): State<Arc<Inner>>) -> Response {
     let body = json!({ "object": "list", "data": [{ "id": "gpt-4o-mini", "object": "model", "created": 1_700_000_000, "owned_by": inner.name }] });
-    (
-        StatusCode::OK,
-        [("content-type", "application/json")],
-        body.to_string(),
-    )
-        .into_response()
+    (StatusCode::OK, [("content-type", "application/json")], body.to_string()).into_response()
 }
 
 /// Counts a stream as cancelled if it is dropped before its last frame.
@@ -385,11 +319,7 @@ struct StreamGuard {
 
 impl Drop for StreamGuard {
     fn drop(&mut self) {
-        let counter = if self.done {
-            &self.inner.seen.completed_streams
-        } else {
-            &self.inner.seen.cancelled
-        };
+        let counter = if self.done { &self.inner.seen.completed_streams } else { &self.inner.seen.cancelled };
         counter.fetch_add(1, Ordering::SeqCst);
     }
 }
@@ -406,11 +336,8 @@ fn sse(
     prompt: i64,
     legacy: bool,
 ) -> Response {
-    let (id, object) = if legacy {
-        ("cmpl-mock123", "text_completion")
-    } else {
-        ("chatcmpl-mock123", "chat.completion.chunk")
-    };
+    let (id, object) =
+        if legacy { ("cmpl-mock123", "text_completion") } else { ("chatcmpl-mock123", "chat.completion.chunk") };
     let usage_field = |u: Value| if include_usage { u } else { Value::Null };
     let chunk = |choice: Value, usage: Value| {
         let mut v = json!({ "id": id, "object": object, "created": 1_700_000_000, "model": model, "system_fingerprint": "fp_mock", "choices": [choice] });
@@ -422,10 +349,7 @@ fn sse(
     let mut frames: Vec<(Duration, Result<Bytes, ()>)> = Vec::new();
     if !legacy {
         let first = json!({ "index": 0, "delta": { "role": "assistant", "content": "", "refusal": null }, "logprobs": null, "finish_reason": null });
-        frames.push((
-            Duration::ZERO,
-            Ok(frame(&chunk(first, usage_field(Value::Null)))),
-        ));
+        frames.push((Duration::ZERO, Ok(frame(&chunk(first, usage_field(Value::Null))))));
     }
     for (i, piece) in shape.pieces.iter().enumerate() {
         if shape.cut_after == Some(i) {
@@ -455,20 +379,17 @@ fn sse(
         frames.push((Duration::ZERO, Ok(Bytes::from_static(b"data: [DONE]\n\n"))));
     }
     let guard = StreamGuard { inner, done: false };
-    let stream = futures_util::stream::unfold(
-        (frames.into_iter(), guard),
-        |(mut it, mut guard)| async move {
-            let (pause, item) = it.next()?;
-            if !pause.is_zero() {
-                tokio::time::sleep(pause).await;
-            }
-            let item = item.map_err(|_| std::io::Error::other("mock cut the stream"));
-            if it.len() == 0 && item.is_ok() {
-                guard.done = true;
-            }
-            Some((item, (it, guard)))
-        },
-    );
+    let stream = futures_util::stream::unfold((frames.into_iter(), guard), |(mut it, mut guard)| async move {
+        let (pause, item) = it.next()?;
+        if !pause.is_zero() {
+            tokio::time::sleep(pause).await;
+        }
+        let item = item.map_err(|_| std::io::Error::other("mock cut the stream"));
+        if it.len() == 0 && item.is_ok() {
+            guard.done = true;
+        }
+        Some((item, (it, guard)))
+    });
     Response::builder()
         .status(200)
         .header("content-type", "text/event-stream; charset=utf-8")

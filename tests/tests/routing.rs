@@ -16,11 +16,7 @@ fn chat() -> Value {
 }
 
 async fn ask(gw: &Gateway, key: &str) -> (u16, Value) {
-    let resp = gw
-        .post("/v1/chat/completions", key, &chat())
-        .send()
-        .await
-        .unwrap();
+    let resp = gw.post("/v1/chat/completions", key, &chat()).send().await.unwrap();
     let status = resp.status().as_u16();
     (status, resp.json().await.unwrap())
 }
@@ -45,15 +41,8 @@ async fn weights_spread_traffic() {
         assert!(batch.iter().all(|(s, _)| *s == 200));
     }
     let share_b = b.calls() as f64 / 1000.0;
-    assert_eq!(
-        a.calls() + b.calls(),
-        1000,
-        "exactly one upstream call per request"
-    );
-    assert!(
-        (0.70..=0.80).contains(&share_b),
-        "b should get ~75%, got {share_b}"
-    );
+    assert_eq!(a.calls() + b.calls(), 1000, "exactly one upstream call per request");
+    assert!((0.70..=0.80).contains(&share_b), "b should get ~75%, got {share_b}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -80,10 +69,7 @@ async fn lower_priority_takes_over_when_the_top_fails() {
 #[tokio::test(flavor = "multi_thread")]
 async fn retries_then_succeeds_and_never_retries_client_errors() {
     let a = Mock::start("a").await;
-    let gw = Gateway::start(&config(
-        &[("a", &a.base_url(), &channel("gpt-4o-mini", ""))],
-        FAST,
-    ));
+    let gw = Gateway::start(&config(&[("a", &a.base_url(), &channel("gpt-4o-mini", ""))], FAST));
     let key = gw.key(&[]);
     a.set(Behavior::FailTimes(429, 1));
     let (status, _) = ask(&gw, &key).await;
@@ -93,10 +79,7 @@ async fn retries_then_succeeds_and_never_retries_client_errors() {
     a.set(Behavior::Fail(400));
     let (status, body) = ask(&gw, &key).await;
     assert_eq!(status, 400);
-    assert_eq!(
-        body["error"]["message"], "a failing on purpose",
-        "the upstream's own error comes back"
-    );
+    assert_eq!(body["error"]["message"], "a failing on purpose", "the upstream's own error comes back");
     assert_eq!(a.calls(), 3, "a 400 is not retried");
 
     a.set(Behavior::Fail(500));
@@ -116,21 +99,9 @@ async fn timeouts_and_dead_upstreams_fail_over() {
     };
     let gw = Gateway::start(&config(
         &[
-            (
-                "dead",
-                &format!("http://{dead}/v1"),
-                &channel("gpt-4o-mini", "priority = 20"),
-            ),
-            (
-                "slow",
-                &slow.base_url(),
-                &channel("gpt-4o-mini", "priority = 10"),
-            ),
-            (
-                "good",
-                &good.base_url(),
-                &channel("gpt-4o-mini", "priority = 0"),
-            ),
+            ("dead", &format!("http://{dead}/v1"), &channel("gpt-4o-mini", "priority = 20")),
+            ("slow", &slow.base_url(), &channel("gpt-4o-mini", "priority = 10")),
+            ("good", &good.base_url(), &channel("gpt-4o-mini", "priority = 0")),
         ],
         FAST,
     ));
@@ -142,18 +113,12 @@ async fn timeouts_and_dead_upstreams_fail_over() {
 
     let hang = Mock::start("hang").await;
     hang.set(Behavior::Hangup);
-    let gw2 = Gateway::start(&config(
-        &[("hang", &hang.base_url(), &channel("gpt-4o-mini", ""))],
-        FAST,
-    ));
+    let gw2 = Gateway::start(&config(&[("hang", &hang.base_url(), &channel("gpt-4o-mini", ""))], FAST));
     let key2 = gw2.key(&[]);
     let (status, body) = ask(&gw2, &key2).await;
     assert_eq!(status, 502, "{body}");
     let code = body["error"]["code"].as_str().unwrap();
-    assert!(
-        code == "upstream_failed" || code == "upstream_unreachable",
-        "{body}"
-    );
+    assert!(code == "upstream_failed" || code == "upstream_unreachable", "{body}");
     assert_eq!(hang.calls(), 2);
 }
 
@@ -164,10 +129,7 @@ async fn keys_rotate_and_a_failing_key_rests() {
         &[(
             "a",
             &a.base_url(),
-            &channel(
-                "gpt-4o-mini",
-                "keys = [\"k0\", \"k1\", \"k2\"]\nkey_selection = \"round_robin\"",
-            ),
+            &channel("gpt-4o-mini", "keys = [\"k0\", \"k1\", \"k2\"]\nkey_selection = \"round_robin\""),
         )],
         FAST,
     ));
@@ -183,29 +145,14 @@ async fn keys_rotate_and_a_failing_key_rests() {
     let b = Mock::start("b").await;
     b.fail_key("bad");
     let gw = Gateway::start(&config(
-        &[(
-            "b",
-            &b.base_url(),
-            &channel(
-                "gpt-4o-mini",
-                "keys = [\"bad\", \"good\"]\nkey_selection = \"round_robin\"",
-            ),
-        )],
+        &[("b", &b.base_url(), &channel("gpt-4o-mini", "keys = [\"bad\", \"good\"]\nkey_selection = \"round_robin\""))],
         FAST,
     ));
     let key = gw.key(&[]);
     for _ in 0..20 {
-        assert_eq!(
-            ask(&gw, &key).await.0,
-            200,
-            "a bad key is retried on the good one"
-        );
+        assert_eq!(ask(&gw, &key).await.0, 200, "a bad key is retried on the good one");
     }
-    assert_eq!(
-        b.calls_by_key()["Bearer bad"],
-        3,
-        "the bad key rests after 3 failures in a row"
-    );
+    assert_eq!(b.calls_by_key()["Bearer bad"], 3, "the bad key rests after 3 failures in a row");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -228,14 +175,7 @@ async fn failing_channels_are_disabled_and_revived_by_a_test() {
     let (_, out, _) = gw.cli(&["channel", "list", "--json"]);
     let list: Value = serde_json::from_str(&out).unwrap();
     assert_eq!(list[0]["status"], "auto_disabled");
-    assert!(
-        list[0]["status_reason"]
-            .as_str()
-            .unwrap()
-            .contains("3 consecutive failures"),
-        "{}",
-        list[0]
-    );
+    assert!(list[0]["status_reason"].as_str().unwrap().contains("3 consecutive failures"), "{}", list[0]);
     for _ in 0..5 {
         assert_eq!(ask(&gw, &key).await.1["served_by"], "b");
     }
@@ -247,25 +187,14 @@ async fn failing_channels_are_disabled_and_revived_by_a_test() {
     let (ok, out, err) = gw.cli(&["channel", "test", "1"]);
     assert!(ok, "{out} {err}");
     gw.settle().await;
-    assert_eq!(
-        ask(&gw, &key).await.1["served_by"],
-        "a",
-        "revived by the CLI while the server runs"
-    );
+    assert_eq!(ask(&gw, &key).await.1["served_by"], "a", "revived by the CLI while the server runs");
 
     // The same through the admin API.
     a.set(Behavior::Fail(502));
     for _ in 0..2 {
         ask(&gw, &key).await;
     }
-    let ch: Value = gw
-        .get("/api/admin/channels/1", &gw.admin_key)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let ch: Value = gw.get("/api/admin/channels/1", &gw.admin_key).send().await.unwrap().json().await.unwrap();
     assert_eq!(ch["status"], "auto_disabled");
     assert!(ch["keys"].as_array().unwrap().is_empty());
     a.set(Behavior::Ok);

@@ -12,17 +12,10 @@ use oblivious_e2e::{Gateway, Mock};
 async fn the_openai_python_sdk_works_against_the_gateway() {
     let mock = Mock::start("a").await;
     let broken = Mock::start("broken").await;
-    broken.set_stream(StreamShape {
-        cut_after: Some(1),
-        ..Default::default()
-    });
+    broken.set_stream(StreamShape { cut_after: Some(1), ..Default::default() });
     let gw = Gateway::start(&config(
         &[
-            (
-                "a",
-                &mock.base_url(),
-                "models = [\"gpt-4o-mini\", \"text-embedding-3-small\"]",
-            ),
+            ("a", &mock.base_url(), "models = [\"gpt-4o-mini\", \"text-embedding-3-small\"]"),
             ("broken", &broken.base_url(), "models = [\"broken-stream\"]"),
         ],
         "",
@@ -32,25 +25,13 @@ async fn the_openai_python_sdk_works_against_the_gateway() {
         .unwrap_or_else(|_| repo_root().join(".venv/bin/python").display().to_string());
     let script = repo_root().join("tests/sdk/openai_sdk.py");
     let url = format!("{}/v1", gw.url);
-    let out = tokio::task::spawn_blocking(move || {
-        Command::new(&python)
-            .arg(&script)
-            .arg(&url)
-            .arg(&key)
-            .output()
-    })
-    .await
-    .unwrap()
-    .unwrap_or_else(|e| {
-        panic!(
-            "cannot run the Python SDK check (run the README's test command to create .venv): {e}"
-        )
-    });
+    let out = tokio::task::spawn_blocking(move || Command::new(&python).arg(&script).arg(&url).arg(&key).output())
+        .await
+        .unwrap()
+        .unwrap_or_else(|e| {
+            panic!("cannot run the Python SDK check (run the README's test command to create .venv): {e}")
+        });
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "SDK check failed:\n{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "SDK check failed:\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
     assert!(stdout.contains("mid-stream error ok"), "{stdout}");
 }

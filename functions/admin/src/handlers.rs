@@ -7,13 +7,9 @@ use axum::extract::{Path, State};
 use axum::response::Response;
 use bytes::Bytes;
 use http::request::Parts;
-use oblivious_core::model::{
-    Channel, ChannelSpec, ChannelStatus, Group, Id, Price, Role, Token, TokenStatus,
-};
+use oblivious_core::model::{Channel, ChannelSpec, ChannelStatus, Group, Id, Price, Role, Token, TokenStatus};
 use oblivious_core::{apikey, ApiError, ErrorKind};
-use oblivious_ports::{
-    Clock, Ids, NewUser, Page, Platform, Store, TokenFilter, TokenPatch, UsageFilter, UserPatch,
-};
+use oblivious_ports::{Clock, Ids, NewUser, Page, Platform, Store, TokenFilter, TokenPatch, UsageFilter, UserPatch};
 use oblivious_relay::{error_response, json_response, Principal, Relay};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer};
@@ -46,24 +42,17 @@ async fn admin<P: Platform>(relay: &Relay<P>, parts: &Parts) -> Result<Arc<Princ
 }
 
 fn body<T: DeserializeOwned>(raw: &[u8]) -> Result<T, ApiError> {
-    serde_json::from_slice(raw)
-        .map_err(|e| ApiError::invalid("invalid_body", format!("Invalid request body: {e}.")))
+    serde_json::from_slice(raw).map_err(|e| ApiError::invalid("invalid_body", format!("Invalid request body: {e}.")))
 }
 
 fn query<T: DeserializeOwned>(parts: &Parts) -> Result<T, ApiError> {
     axum::extract::Query::<T>::try_from_uri(&parts.uri)
         .map(|q| q.0)
-        .map_err(|e| {
-            ApiError::invalid(
-                "invalid_query",
-                format!("Invalid query string: {}.", e.body_text()),
-            )
-        })
+        .map_err(|e| ApiError::invalid("invalid_query", format!("Invalid query string: {}.", e.body_text())))
 }
 
 fn id(raw: &str) -> Result<Id, ApiError> {
-    raw.parse()
-        .map_err(|_| ApiError::invalid("invalid_id", format!("`{raw}` is not an id.")))
+    raw.parse().map_err(|_| ApiError::invalid("invalid_id", format!("`{raw}` is not an id.")))
 }
 
 /// Deserializes a present field (even `null`) as `Some`, so absent and null differ.
@@ -81,14 +70,7 @@ fn page(parts: &Parts) -> Result<(Page, u64, u64), ApiError> {
     let q: PageQuery = query(parts)?;
     let page = q.page.unwrap_or(1).max(1);
     let per_page = q.per_page.unwrap_or(50).clamp(1, 500);
-    Ok((
-        Page {
-            offset: (page - 1) * per_page,
-            limit: per_page,
-        },
-        page,
-        per_page,
-    ))
+    Ok((Page { offset: (page - 1) * per_page, limit: per_page }, page, per_page))
 }
 
 fn listing(items: Vec<Value>, total: u64, page: u64, per_page: u64) -> Value {
@@ -107,12 +89,7 @@ fn token_view(t: &Token, now_ms: i64) -> Value {
 
 fn channel_view(c: &Channel) -> Value {
     let mut v = to_value(c);
-    v["keys"] = json!(c
-        .spec
-        .keys
-        .iter()
-        .map(|k| apikey::hint(k))
-        .collect::<Vec<_>>());
+    v["keys"] = json!(c.spec.keys.iter().map(|k| apikey::hint(k)).collect::<Vec<_>>());
     v
 }
 
@@ -123,15 +100,7 @@ pub async fn list_users<P: Platform>(State(r): R<P>, parts: Parts) -> Response {
         admin(&r, &parts).await?;
         let (pg, page_no, per) = page(&parts)?;
         let users = r.ports.store.users(pg).await.map_err(store_error)?;
-        Ok((
-            200,
-            listing(
-                users.items.iter().map(to_value).collect(),
-                users.total,
-                page_no,
-                per,
-            ),
-        ))
+        Ok((200, listing(users.items.iter().map(to_value).collect(), users.total, page_no, per)))
     };
     respond(&r, reply.await)
 }
@@ -150,10 +119,7 @@ fn check_group<P: Platform>(r: &Relay<P>, group: &str) -> Result<(), ApiError> {
     if r.snapshot().groups.contains_key(group) {
         Ok(())
     } else {
-        Err(
-            ApiError::invalid("unknown_group", format!("There is no group `{group}`."))
-                .with_param("group"),
-        )
+        Err(ApiError::invalid("unknown_group", format!("There is no group `{group}`.")).with_param("group"))
     }
 }
 
@@ -162,46 +128,23 @@ pub async fn create_user<P: Platform>(State(r): R<P>, parts: Parts, raw: Bytes) 
         admin(&r, &parts).await?;
         let req: CreateUser = body(&raw)?;
         if req.name.trim().is_empty() || req.name.contains('#') {
-            return Err(ApiError::invalid(
-                "invalid_name",
-                "A user name must be non-empty and must not contain `#`.",
-            )
-            .with_param("name"));
+            return Err(ApiError::invalid("invalid_name", "A user name must be non-empty and must not contain `#`.")
+                .with_param("name"));
         }
-        let group = req
-            .group
-            .unwrap_or_else(|| oblivious_core::config::DEFAULT_GROUP.into());
+        let group = req.group.unwrap_or_else(|| oblivious_core::config::DEFAULT_GROUP.into());
         check_group(&r, &group)?;
-        let new = NewUser {
-            name: req.name.trim().into(),
-            role: req.role.unwrap_or(Role::User),
-            group,
-            quota: req.quota,
-        };
-        let user = r
-            .ports
-            .store
-            .create_user(new, r.ports.clock.now_ms())
-            .await
-            .map_err(store_error)?;
+        let new =
+            NewUser { name: req.name.trim().into(), role: req.role.unwrap_or(Role::User), group, quota: req.quota };
+        let user = r.ports.store.create_user(new, r.ports.clock.now_ms()).await.map_err(store_error)?;
         Ok((201, to_value(user)))
     };
     respond(&r, reply.await)
 }
 
-pub async fn get_user<P: Platform>(
-    State(r): R<P>,
-    Path(raw_id): Path<String>,
-    parts: Parts,
-) -> Response {
+pub async fn get_user<P: Platform>(State(r): R<P>, Path(raw_id): Path<String>, parts: Parts) -> Response {
     let reply = async {
         admin(&r, &parts).await?;
-        let user = r
-            .ports
-            .store
-            .user(id(&raw_id)?)
-            .await
-            .map_err(store_error)?;
+        let user = r.ports.store.user(id(&raw_id)?).await.map_err(store_error)?;
         user.map(|u| (200, to_value(u)))
             .ok_or_else(|| ApiError::not_found("not_found", format!("user {raw_id} not found")))
     };
@@ -220,32 +163,19 @@ pub async fn update_user<P: Platform>(
         if let Some(g) = &patch.group {
             check_group(&r, g)?;
         }
-        let user = r
-            .ports
-            .store
-            .update_user(id(&raw_id)?, patch)
-            .await
-            .map_err(store_error)?;
+        let user = r.ports.store.update_user(id(&raw_id)?, patch).await.map_err(store_error)?;
         let _ = r.refresh(false).await;
         Ok((200, to_value(user)))
     };
     respond(&r, reply.await)
 }
 
-pub async fn delete_user<P: Platform>(
-    State(r): R<P>,
-    Path(raw_id): Path<String>,
-    parts: Parts,
-) -> Response {
+pub async fn delete_user<P: Platform>(State(r): R<P>, Path(raw_id): Path<String>, parts: Parts) -> Response {
     let reply = async {
         let me = admin(&r, &parts).await?;
         let uid = id(&raw_id)?;
         if uid == me.user.id {
-            return Err(ApiError::new(
-                ErrorKind::Conflict,
-                "conflict",
-                "You cannot delete your own account.",
-            ));
+            return Err(ApiError::new(ErrorKind::Conflict, "conflict", "You cannot delete your own account."));
         }
         r.ports.store.delete_user(uid).await.map_err(store_error)?;
         let _ = r.refresh(false).await;
@@ -268,26 +198,10 @@ pub async fn list_tokens<P: Platform>(State(r): R<P>, parts: Parts) -> Response 
         admin(&r, &parts).await?;
         let (pg, page_no, per) = page(&parts)?;
         let q: TokenQuery = query(&parts)?;
-        let filter = TokenFilter {
-            user_id: q.user_id,
-            include_deleted: q.include_deleted,
-        };
-        let tokens = r
-            .ports
-            .store
-            .tokens(filter, pg)
-            .await
-            .map_err(store_error)?;
+        let filter = TokenFilter { user_id: q.user_id, include_deleted: q.include_deleted };
+        let tokens = r.ports.store.tokens(filter, pg).await.map_err(store_error)?;
         let now = r.ports.clock.now_ms();
-        Ok((
-            200,
-            listing(
-                tokens.items.iter().map(|t| token_view(t, now)).collect(),
-                tokens.total,
-                page_no,
-                per,
-            ),
-        ))
+        Ok((200, listing(tokens.items.iter().map(|t| token_view(t, now)).collect(), tokens.total, page_no, per)))
     };
     respond(&r, reply.await)
 }
@@ -296,14 +210,7 @@ pub async fn create_token_h<P: Platform>(State(r): R<P>, parts: Parts, raw: Byte
     let reply = async {
         let me = admin(&r, &parts).await?;
         let req: CreateToken = body(&raw)?;
-        let (token, key) = create_token(
-            &r.ports.store,
-            &r.ports.ids,
-            &r.ports.clock,
-            req,
-            me.user.id,
-        )
-        .await?;
+        let (token, key) = create_token(&r.ports.store, &r.ports.ids, &r.ports.clock, req, me.user.id).await?;
         let mut v = token_view(&token, r.ports.clock.now_ms());
         v["key"] = json!(key);
         Ok((201, v))
@@ -311,19 +218,10 @@ pub async fn create_token_h<P: Platform>(State(r): R<P>, parts: Parts, raw: Byte
     respond(&r, reply.await)
 }
 
-pub async fn get_token<P: Platform>(
-    State(r): R<P>,
-    Path(raw_id): Path<String>,
-    parts: Parts,
-) -> Response {
+pub async fn get_token<P: Platform>(State(r): R<P>, Path(raw_id): Path<String>, parts: Parts) -> Response {
     let reply = async {
         admin(&r, &parts).await?;
-        let token = r
-            .ports
-            .store
-            .token(id(&raw_id)?)
-            .await
-            .map_err(store_error)?;
+        let token = r.ports.store.token(id(&raw_id)?).await.map_err(store_error)?;
         let now = r.ports.clock.now_ms();
         token
             .map(|t| (200, token_view(&t, now)))
@@ -347,12 +245,7 @@ struct UpdateToken {
 }
 
 async fn patch_token<P: Platform>(r: &Relay<P>, token_id: Id, patch: TokenPatch) -> Reply {
-    let token = r
-        .ports
-        .store
-        .update_token(token_id, patch)
-        .await
-        .map_err(store_error)?;
+    let token = r.ports.store.update_token(token_id, patch).await.map_err(store_error)?;
     let _ = r.refresh(false).await;
     Ok((200, token_view(&token, r.ports.clock.now_ms())))
 }
@@ -366,11 +259,12 @@ pub async fn update_token<P: Platform>(
     let reply = async {
         admin(&r, &parts).await?;
         let req: UpdateToken = body(&raw)?;
-        if matches!(
-            req.status,
-            Some(TokenStatus::Expired | TokenStatus::Exhausted)
-        ) {
-            return Err(ApiError::invalid("invalid_status", "expired and exhausted follow from expiry and quota; set normal, disabled or deleted.").with_param("status"));
+        if matches!(req.status, Some(TokenStatus::Expired | TokenStatus::Exhausted)) {
+            return Err(ApiError::invalid(
+                "invalid_status",
+                "expired and exhausted follow from expiry and quota; set normal, disabled or deleted.",
+            )
+            .with_param("status"));
         }
         let expires_at = match req.expires_at {
             None => None,
@@ -391,42 +285,18 @@ pub async fn update_token<P: Platform>(
     respond(&r, reply.await)
 }
 
-pub async fn delete_token<P: Platform>(
-    State(r): R<P>,
-    Path(raw_id): Path<String>,
-    parts: Parts,
-) -> Response {
+pub async fn delete_token<P: Platform>(State(r): R<P>, Path(raw_id): Path<String>, parts: Parts) -> Response {
     let reply = async {
         admin(&r, &parts).await?;
-        patch_token(
-            &r,
-            id(&raw_id)?,
-            TokenPatch {
-                status: Some(TokenStatus::Deleted),
-                ..Default::default()
-            },
-        )
-        .await
+        patch_token(&r, id(&raw_id)?, TokenPatch { status: Some(TokenStatus::Deleted), ..Default::default() }).await
     };
     respond(&r, reply.await)
 }
 
-pub async fn restore_token<P: Platform>(
-    State(r): R<P>,
-    Path(raw_id): Path<String>,
-    parts: Parts,
-) -> Response {
+pub async fn restore_token<P: Platform>(State(r): R<P>, Path(raw_id): Path<String>, parts: Parts) -> Response {
     let reply = async {
         admin(&r, &parts).await?;
-        patch_token(
-            &r,
-            id(&raw_id)?,
-            TokenPatch {
-                status: Some(TokenStatus::Normal),
-                ..Default::default()
-            },
-        )
-        .await
+        patch_token(&r, id(&raw_id)?, TokenPatch { status: Some(TokenStatus::Normal), ..Default::default() }).await
     };
     respond(&r, reply.await)
 }
@@ -443,11 +313,10 @@ async fn channel_or_404<P: Platform>(r: &Relay<P>, raw_id: &str) -> Result<Chann
 }
 
 fn checked_spec<P: Platform>(r: &Relay<P>, v: Value) -> Result<ChannelSpec, ApiError> {
-    let mut spec: ChannelSpec = serde_json::from_value(v)
-        .map_err(|e| ApiError::invalid("invalid_body", format!("Invalid channel: {e}.")))?;
+    let mut spec: ChannelSpec =
+        serde_json::from_value(v).map_err(|e| ApiError::invalid("invalid_body", format!("Invalid channel: {e}.")))?;
     spec.base_url = spec.base_url.trim_end_matches('/').to_string();
-    spec.check()
-        .map_err(|(field, msg)| ApiError::invalid("invalid_channel", format!("{field}: {msg}")))?;
+    spec.check().map_err(|(field, msg)| ApiError::invalid("invalid_channel", format!("{field}: {msg}")))?;
     for g in &spec.groups {
         check_group(r, g)?;
     }
@@ -460,12 +329,7 @@ pub async fn list_channels<P: Platform>(State(r): R<P>, parts: Parts) -> Respons
         let (_, page_no, per) = page(&parts)?;
         let all = r.ports.store.channels().await.map_err(store_error)?;
         let total = all.len() as u64;
-        let items = all
-            .iter()
-            .skip(((page_no - 1) * per) as usize)
-            .take(per as usize)
-            .map(channel_view)
-            .collect();
+        let items = all.iter().skip(((page_no - 1) * per) as usize).take(per as usize).map(channel_view).collect();
         Ok((200, listing(items, total, page_no, per)))
     };
     respond(&r, reply.await)
@@ -475,23 +339,14 @@ pub async fn create_channel<P: Platform>(State(r): R<P>, parts: Parts, raw: Byte
     let reply = async {
         admin(&r, &parts).await?;
         let spec = checked_spec(&r, body(&raw)?)?;
-        let ch = r
-            .ports
-            .store
-            .create_channel(spec, r.ports.clock.now_ms())
-            .await
-            .map_err(store_error)?;
+        let ch = r.ports.store.create_channel(spec, r.ports.clock.now_ms()).await.map_err(store_error)?;
         let _ = r.refresh(false).await;
         Ok((201, channel_view(&ch)))
     };
     respond(&r, reply.await)
 }
 
-pub async fn get_channel<P: Platform>(
-    State(r): R<P>,
-    Path(raw_id): Path<String>,
-    parts: Parts,
-) -> Response {
+pub async fn get_channel<P: Platform>(State(r): R<P>, Path(raw_id): Path<String>, parts: Parts) -> Response {
     let reply = async {
         admin(&r, &parts).await?;
         Ok((200, channel_view(&channel_or_404(&r, &raw_id).await?)))
@@ -518,30 +373,19 @@ pub async fn update_channel<P: Platform>(
                 spec[k] = v;
             }
             let spec = checked_spec(&r, spec)?;
-            ch = r
-                .ports
-                .store
-                .update_channel(ch.id, spec, r.ports.clock.now_ms())
-                .await
-                .map_err(store_error)?;
+            ch = r.ports.store.update_channel(ch.id, spec, r.ports.clock.now_ms()).await.map_err(store_error)?;
         }
         if let Some(s) = status {
             let status = match s.as_str() {
                 Some("enabled") => ChannelStatus::Enabled,
                 Some("disabled") => ChannelStatus::Disabled,
                 _ => {
-                    return Err(ApiError::invalid(
-                        "invalid_status",
-                        "status must be `enabled` or `disabled`.",
-                    )
-                    .with_param("status"))
+                    return Err(ApiError::invalid("invalid_status", "status must be `enabled` or `disabled`.")
+                        .with_param("status"))
                 }
             };
-            let reason =
-                (status == ChannelStatus::Disabled).then(|| "disabled by an admin".to_string());
-            r.set_channel_status(&ch, status, reason)
-                .await
-                .map_err(store_error)?;
+            let reason = (status == ChannelStatus::Disabled).then(|| "disabled by an admin".to_string());
+            r.set_channel_status(&ch, status, reason).await.map_err(store_error)?;
         }
         let _ = r.refresh(false).await;
         Ok((200, channel_view(&channel_or_404(&r, &raw_id).await?)))
@@ -549,38 +393,23 @@ pub async fn update_channel<P: Platform>(
     respond(&r, reply.await)
 }
 
-pub async fn delete_channel<P: Platform>(
-    State(r): R<P>,
-    Path(raw_id): Path<String>,
-    parts: Parts,
-) -> Response {
+pub async fn delete_channel<P: Platform>(State(r): R<P>, Path(raw_id): Path<String>, parts: Parts) -> Response {
     let reply = async {
         admin(&r, &parts).await?;
-        r.ports
-            .store
-            .delete_channel(id(&raw_id)?)
-            .await
-            .map_err(store_error)?;
+        r.ports.store.delete_channel(id(&raw_id)?).await.map_err(store_error)?;
         let _ = r.refresh(false).await;
         Ok((200, json!({ "deleted": raw_id })))
     };
     respond(&r, reply.await)
 }
 
-pub async fn test_channel<P: Platform>(
-    State(r): R<P>,
-    Path(raw_id): Path<String>,
-    parts: Parts,
-) -> Response {
+pub async fn test_channel<P: Platform>(State(r): R<P>, Path(raw_id): Path<String>, parts: Parts) -> Response {
     let reply = async {
         admin(&r, &parts).await?;
         let ch = channel_or_404(&r, &raw_id).await?;
         let result = r.test_channel(&ch).await.map_err(store_error)?;
         let after = channel_or_404(&r, &raw_id).await?;
-        Ok((
-            200,
-            json!({ "result": result, "channel": channel_view(&after) }),
-        ))
+        Ok((200, json!({ "result": result, "channel": channel_view(&after) })))
     };
     respond(&r, reply.await)
 }
@@ -592,10 +421,7 @@ pub async fn list_groups<P: Platform>(State(r): R<P>, parts: Parts) -> Response 
         admin(&r, &parts).await?;
         let groups = r.ports.store.groups().await.map_err(store_error)?;
         let n = groups.len() as u64;
-        Ok((
-            200,
-            listing(groups.iter().map(to_value).collect(), n, 1, n.max(1)),
-        ))
+        Ok((200, listing(groups.iter().map(to_value).collect(), n, 1, n.max(1))))
     };
     respond(&r, reply.await)
 }
@@ -609,50 +435,26 @@ struct PutGroup {
     description: String,
 }
 
-pub async fn put_group<P: Platform>(
-    State(r): R<P>,
-    Path(name): Path<String>,
-    parts: Parts,
-    raw: Bytes,
-) -> Response {
+pub async fn put_group<P: Platform>(State(r): R<P>, Path(name): Path<String>, parts: Parts, raw: Bytes) -> Response {
     let reply = async {
         admin(&r, &parts).await?;
         let req: PutGroup = body(&raw)?;
         if req.ratio_bp <= 0 {
-            return Err(ApiError::invalid(
-                "invalid_ratio",
-                "ratio_bp must be greater than 0 (10000 = 1.0).",
-            )
-            .with_param("ratio_bp"));
+            return Err(ApiError::invalid("invalid_ratio", "ratio_bp must be greater than 0 (10000 = 1.0).")
+                .with_param("ratio_bp"));
         }
-        let group = Group {
-            name,
-            ratio_bp: req.ratio_bp,
-            description: req.description,
-        };
-        r.ports
-            .store
-            .put_group(group.clone())
-            .await
-            .map_err(store_error)?;
+        let group = Group { name, ratio_bp: req.ratio_bp, description: req.description };
+        r.ports.store.put_group(group.clone()).await.map_err(store_error)?;
         let _ = r.refresh(false).await;
         Ok((200, to_value(group)))
     };
     respond(&r, reply.await)
 }
 
-pub async fn delete_group<P: Platform>(
-    State(r): R<P>,
-    Path(name): Path<String>,
-    parts: Parts,
-) -> Response {
+pub async fn delete_group<P: Platform>(State(r): R<P>, Path(name): Path<String>, parts: Parts) -> Response {
     let reply = async {
         admin(&r, &parts).await?;
-        r.ports
-            .store
-            .delete_group(&name)
-            .await
-            .map_err(store_error)?;
+        r.ports.store.delete_group(&name).await.map_err(store_error)?;
         let _ = r.refresh(false).await;
         Ok((200, json!({ "deleted": name })))
     };
@@ -664,10 +466,7 @@ pub async fn list_prices<P: Platform>(State(r): R<P>, parts: Parts) -> Response 
         admin(&r, &parts).await?;
         let prices = r.ports.store.prices().await.map_err(store_error)?;
         let n = prices.len() as u64;
-        Ok((
-            200,
-            listing(prices.iter().map(to_value).collect(), n, 1, n.max(1)),
-        ))
+        Ok((200, listing(prices.iter().map(to_value).collect(), n, 1, n.max(1))))
     };
     respond(&r, reply.await)
 }
@@ -681,50 +480,26 @@ struct PutPrice {
     per_request: i64,
 }
 
-pub async fn put_price<P: Platform>(
-    State(r): R<P>,
-    Path(model): Path<String>,
-    parts: Parts,
-    raw: Bytes,
-) -> Response {
+pub async fn put_price<P: Platform>(State(r): R<P>, Path(model): Path<String>, parts: Parts, raw: Bytes) -> Response {
     let reply = async {
         admin(&r, &parts).await?;
         let req: PutPrice = body(&raw)?;
         if req.input_per_m < 0 || req.output_per_m < 0 || req.per_request < 0 {
-            return Err(ApiError::invalid(
-                "invalid_price",
-                "Prices are quota units and must be 0 or more.",
-            ));
+            return Err(ApiError::invalid("invalid_price", "Prices are quota units and must be 0 or more."));
         }
-        let price = Price {
-            model,
-            input_per_m: req.input_per_m,
-            output_per_m: req.output_per_m,
-            per_request: req.per_request,
-        };
-        r.ports
-            .store
-            .put_price(price.clone())
-            .await
-            .map_err(store_error)?;
+        let price =
+            Price { model, input_per_m: req.input_per_m, output_per_m: req.output_per_m, per_request: req.per_request };
+        r.ports.store.put_price(price.clone()).await.map_err(store_error)?;
         let _ = r.refresh(false).await;
         Ok((200, to_value(price)))
     };
     respond(&r, reply.await)
 }
 
-pub async fn delete_price<P: Platform>(
-    State(r): R<P>,
-    Path(model): Path<String>,
-    parts: Parts,
-) -> Response {
+pub async fn delete_price<P: Platform>(State(r): R<P>, Path(model): Path<String>, parts: Parts) -> Response {
     let reply = async {
         admin(&r, &parts).await?;
-        r.ports
-            .store
-            .delete_price(&model)
-            .await
-            .map_err(store_error)?;
+        r.ports.store.delete_price(&model).await.map_err(store_error)?;
         let _ = r.refresh(false).await;
         Ok((200, json!({ "deleted": model })))
     };
@@ -746,8 +521,7 @@ struct UsageQuery {
 
 /// A time given as Unix milliseconds or RFC 3339.
 fn time_param(v: Option<String>, param: &'static str) -> Result<Option<i64>, ApiError> {
-    v.map(|s| s.parse::<i64>().or_else(|_| parse_time(&s, param)))
-        .transpose()
+    v.map(|s| s.parse::<i64>().or_else(|_| parse_time(&s, param))).transpose()
 }
 
 pub async fn list_usage<P: Platform>(State(r): R<P>, parts: Parts) -> Response {
@@ -765,15 +539,7 @@ pub async fn list_usage<P: Platform>(State(r): R<P>, parts: Parts) -> Response {
             until: time_param(q.until, "until")?,
         };
         let rows = r.ports.store.usage(filter, pg).await.map_err(store_error)?;
-        Ok((
-            200,
-            listing(
-                rows.items.iter().map(to_value).collect(),
-                rows.total,
-                page_no,
-                per,
-            ),
-        ))
+        Ok((200, listing(rows.items.iter().map(to_value).collect(), rows.total, page_no, per)))
     };
     respond(&r, reply.await)
 }

@@ -18,48 +18,18 @@ pub use tokens::{create_token, CreateToken};
 pub fn router<P: Platform>(relay: Arc<Relay<P>>) -> Router {
     use handlers::*;
     Router::new()
-        .route(
-            "/api/admin/users",
-            get(list_users::<P>).post(create_user::<P>),
-        )
-        .route(
-            "/api/admin/users/{id}",
-            get(get_user::<P>)
-                .patch(update_user::<P>)
-                .delete(delete_user::<P>),
-        )
-        .route(
-            "/api/admin/tokens",
-            get(list_tokens::<P>).post(create_token_h::<P>),
-        )
-        .route(
-            "/api/admin/tokens/{id}",
-            get(get_token::<P>)
-                .patch(update_token::<P>)
-                .delete(delete_token::<P>),
-        )
+        .route("/api/admin/users", get(list_users::<P>).post(create_user::<P>))
+        .route("/api/admin/users/{id}", get(get_user::<P>).patch(update_user::<P>).delete(delete_user::<P>))
+        .route("/api/admin/tokens", get(list_tokens::<P>).post(create_token_h::<P>))
+        .route("/api/admin/tokens/{id}", get(get_token::<P>).patch(update_token::<P>).delete(delete_token::<P>))
         .route("/api/admin/tokens/{id}/restore", post(restore_token::<P>))
-        .route(
-            "/api/admin/channels",
-            get(list_channels::<P>).post(create_channel::<P>),
-        )
-        .route(
-            "/api/admin/channels/{id}",
-            get(get_channel::<P>)
-                .patch(update_channel::<P>)
-                .delete(delete_channel::<P>),
-        )
+        .route("/api/admin/channels", get(list_channels::<P>).post(create_channel::<P>))
+        .route("/api/admin/channels/{id}", get(get_channel::<P>).patch(update_channel::<P>).delete(delete_channel::<P>))
         .route("/api/admin/channels/{id}/test", post(test_channel::<P>))
         .route("/api/admin/groups", get(list_groups::<P>))
-        .route(
-            "/api/admin/groups/{name}",
-            put(put_group::<P>).delete(delete_group::<P>),
-        )
+        .route("/api/admin/groups/{name}", put(put_group::<P>).delete(delete_group::<P>))
         .route("/api/admin/prices", get(list_prices::<P>))
-        .route(
-            "/api/admin/prices/{*model}",
-            put(put_price::<P>).delete(delete_price::<P>),
-        )
+        .route("/api/admin/prices/{*model}", put(put_price::<P>).delete(delete_price::<P>))
         .route("/api/admin/usage", get(list_usage::<P>))
         .with_state(relay)
 }

@@ -30,15 +30,9 @@ pub fn parse_ips(ips: &[String]) -> Result<Vec<IpNet>, ApiError> {
     ips.iter()
         .map(|s| {
             let s = s.trim();
-            s.parse::<IpNet>()
-                .or_else(|_| s.parse::<std::net::IpAddr>().map(IpNet::from))
-                .map_err(|_| {
-                    ApiError::invalid(
-                        "invalid_ip",
-                        format!("`{s}` is not an IP address or CIDR range"),
-                    )
-                    .with_param("ips")
-                })
+            s.parse::<IpNet>().or_else(|_| s.parse::<std::net::IpAddr>().map(IpNet::from)).map_err(|_| {
+                ApiError::invalid("invalid_ip", format!("`{s}` is not an IP address or CIDR range")).with_param("ips")
+            })
         })
         .collect()
 }
@@ -46,13 +40,7 @@ pub fn parse_ips(ips: &[String]) -> Result<Vec<IpNet>, ApiError> {
 pub fn parse_time(s: &str, param: &'static str) -> Result<i64, ApiError> {
     chrono::DateTime::parse_from_rfc3339(s.trim())
         .map(|t| t.timestamp_millis())
-        .map_err(|e| {
-            ApiError::invalid(
-                "invalid_time",
-                format!("`{s}` is not an RFC 3339 time: {e}"),
-            )
-            .with_param(param)
-        })
+        .map_err(|e| ApiError::invalid("invalid_time", format!("`{s}` is not an RFC 3339 time: {e}")).with_param(param))
 }
 
 /// Creates a token and returns it with its key, which is not stored and so
@@ -68,22 +56,12 @@ pub async fn create_token<S: Store>(
         return Err(ApiError::invalid("invalid_name", "A token needs a name.").with_param("name"));
     }
     if req.quota.is_some_and(|q| q < 0) {
-        return Err(
-            ApiError::invalid("invalid_quota", "Quota must be 0 or more units.")
-                .with_param("quota"),
-        );
+        return Err(ApiError::invalid("invalid_quota", "Quota must be 0 or more units.").with_param("quota"));
     }
     let now = clock.now_ms();
-    let expires_at = req
-        .expires_at
-        .as_deref()
-        .map(|s| parse_time(s, "expires_at"))
-        .transpose()?;
+    let expires_at = req.expires_at.as_deref().map(|s| parse_time(s, "expires_at")).transpose()?;
     if expires_at.is_some_and(|t| t <= now) {
-        return Err(
-            ApiError::invalid("invalid_time", "expires_at is in the past.")
-                .with_param("expires_at"),
-        );
+        return Err(ApiError::invalid("invalid_time", "expires_at is in the past.").with_param("expires_at"));
     }
     let unlimited = req.unlimited || req.quota.is_none();
     let key = apikey::generate(|| ids.random_u64() as u8);
@@ -96,12 +74,7 @@ pub async fn create_token<S: Store>(
                 key_hint: apikey::hint(&key),
                 unlimited,
                 remaining_quota: req.quota.unwrap_or(0),
-                models: req
-                    .models
-                    .iter()
-                    .map(|m| m.trim().to_string())
-                    .filter(|m| !m.is_empty())
-                    .collect(),
+                models: req.models.iter().map(|m| m.trim().to_string()).filter(|m| !m.is_empty()).collect(),
                 ips: parse_ips(&req.ips)?,
                 expires_at,
             },

@@ -20,11 +20,7 @@ pub async fn consume<S: Store>(store: &S, job: &Job) -> Result<Outcome, StoreErr
             if !fresh {
                 tracing::debug!(request_id = %record.request_id, "usage already recorded");
             }
-            Ok(if fresh {
-                Outcome::Applied
-            } else {
-                Outcome::Duplicate
-            })
+            Ok(if fresh { Outcome::Applied } else { Outcome::Duplicate })
         }
     }
 }

@@ -97,9 +97,7 @@ pub enum UserCmd {
 async fn relay(data: &Path) -> Result<std::sync::Arc<Relay<platform::Local>>, String> {
     let (ports, _) = platform::open(data)?;
     platform::ensure_basics(&ports).await?;
-    Relay::new(ports, Default::default())
-        .await
-        .map_err(|e| e.to_string())
+    Relay::new(ports, Default::default()).await.map_err(|e| e.to_string())
 }
 
 fn s(e: impl std::fmt::Display) -> String {
@@ -107,8 +105,7 @@ fn s(e: impl std::fmt::Display) -> String {
 }
 
 fn time(ms: Option<i64>) -> String {
-    ms.and_then(oblivious_core_time)
-        .unwrap_or_else(|| "-".into())
+    ms.and_then(oblivious_core_time).unwrap_or_else(|| "-".into())
 }
 
 fn oblivious_core_time(ms: i64) -> Option<String> {
@@ -125,12 +122,7 @@ fn oblivious_core_time(ms: i64) -> Option<String> {
     let d = doy - (153 * mp + 2) / 5 + 1;
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
     let y = yoe + era * 400 + i64::from(m <= 2);
-    Some(format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    ))
+    Some(format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60))
 }
 
 pub async fn token(data: &Path, cmd: TokenCmd) -> Result<(), String> {
@@ -142,20 +134,10 @@ pub async fn token(data: &Path, cmd: TokenCmd) -> Result<(), String> {
             .await
             .map_err(s)?
             .map(|u| u.id)
-            .ok_or_else(|| {
-                format!("no user named `{name}` (create one with `oblivious user create`)")
-            })
+            .ok_or_else(|| format!("no user named `{name}` (create one with `oblivious user create`)"))
     };
     match cmd {
-        TokenCmd::Create {
-            name,
-            user,
-            quota,
-            unlimited,
-            models,
-            ips,
-            expires,
-        } => {
+        TokenCmd::Create { name, user, quota, unlimited, models, ips, expires } => {
             let uid = user_id(user).await?;
             let req = oblivious_admin::CreateToken {
                 name,
@@ -166,10 +148,9 @@ pub async fn token(data: &Path, cmd: TokenCmd) -> Result<(), String> {
                 ips,
                 expires_at: expires,
             };
-            let (_, key) =
-                oblivious_admin::create_token(store, &r.ports.ids, &r.ports.clock, req, uid)
-                    .await
-                    .map_err(|e| e.message)?;
+            let (_, key) = oblivious_admin::create_token(store, &r.ports.ids, &r.ports.clock, req, uid)
+                .await
+                .map_err(|e| e.message)?;
             println!("{key}");
             Ok(())
         }
@@ -178,20 +159,8 @@ pub async fn token(data: &Path, cmd: TokenCmd) -> Result<(), String> {
                 Some(u) => Some(user_id(u).await?),
                 None => None,
             };
-            let page = Page {
-                offset: 0,
-                limit: u64::MAX >> 1,
-            };
-            let tokens = store
-                .tokens(
-                    TokenFilter {
-                        user_id: uid,
-                        include_deleted: all,
-                    },
-                    page,
-                )
-                .await
-                .map_err(s)?;
+            let page = Page { offset: 0, limit: u64::MAX >> 1 };
+            let tokens = store.tokens(TokenFilter { user_id: uid, include_deleted: all }, page).await.map_err(s)?;
             let now = r.ports.clock.now_ms();
             if json {
                 let v: Vec<_> = tokens
@@ -211,16 +180,8 @@ pub async fn token(data: &Path, cmd: TokenCmd) -> Result<(), String> {
                 "ID", "NAME", "USER", "STATUS", "REMAINING", "USED", "MODELS", "EXPIRES"
             );
             for t in &tokens.items {
-                let remaining = if t.unlimited {
-                    "unlimited".to_string()
-                } else {
-                    t.remaining_quota.to_string()
-                };
-                let models = if t.models.is_empty() {
-                    "*".to_string()
-                } else {
-                    t.models.join(",")
-                };
+                let remaining = if t.unlimited { "unlimited".to_string() } else { t.remaining_quota.to_string() };
+                let models = if t.models.is_empty() { "*".to_string() } else { t.models.join(",") };
                 println!(
                     "{:<5} {:<20} {:<6} {:<10} {:<12} {:<10} {:<20} {:<21} {}",
                     t.id,
@@ -237,36 +198,15 @@ pub async fn token(data: &Path, cmd: TokenCmd) -> Result<(), String> {
             Ok(())
         }
         TokenCmd::Disable { id } => set_token_status(&r, id, TokenStatus::Disabled).await,
-        TokenCmd::Enable { id } | TokenCmd::Restore { id } => {
-            set_token_status(&r, id, TokenStatus::Normal).await
-        }
+        TokenCmd::Enable { id } | TokenCmd::Restore { id } => set_token_status(&r, id, TokenStatus::Normal).await,
         TokenCmd::Delete { id } => set_token_status(&r, id, TokenStatus::Deleted).await,
     }
 }
 
-async fn set_token_status(
-    r: &Relay<platform::Local>,
-    id: Id,
-    status: TokenStatus,
-) -> Result<(), String> {
-    let t = r
-        .ports
-        .store
-        .update_token(
-            id,
-            TokenPatch {
-                status: Some(status),
-                ..Default::default()
-            },
-        )
-        .await
-        .map_err(s)?;
-    eprintln!(
-        "token {} ({}) is now {}",
-        t.id,
-        t.name,
-        t.effective_status(r.ports.clock.now_ms()).as_str()
-    );
+async fn set_token_status(r: &Relay<platform::Local>, id: Id, status: TokenStatus) -> Result<(), String> {
+    let t =
+        r.ports.store.update_token(id, TokenPatch { status: Some(status), ..Default::default() }).await.map_err(s)?;
+    eprintln!("token {} ({}) is now {}", t.id, t.name, t.effective_status(r.ports.clock.now_ms()).as_str());
     Ok(())
 }
 
@@ -274,14 +214,7 @@ pub async fn channel(data: &Path, cmd: ChannelCmd) -> Result<(), String> {
     let r = relay(data).await?;
     let find = |id: Id| {
         let r = r.clone();
-        async move {
-            r.ports
-                .store
-                .channel(id)
-                .await
-                .map_err(s)?
-                .ok_or_else(|| format!("no channel {id}"))
-        }
+        async move { r.ports.store.channel(id).await.map_err(s)?.ok_or_else(|| format!("no channel {id}")) }
     };
     match cmd {
         ChannelCmd::List { json } => {
@@ -319,20 +252,14 @@ pub async fn channel(data: &Path, cmd: ChannelCmd) -> Result<(), String> {
             Ok(())
         }
         ChannelCmd::Enable { id } => {
-            r.set_channel_status(&find(id).await?, ChannelStatus::Enabled, None)
-                .await
-                .map_err(s)?;
+            r.set_channel_status(&find(id).await?, ChannelStatus::Enabled, None).await.map_err(s)?;
             eprintln!("channel {id} enabled");
             Ok(())
         }
         ChannelCmd::Disable { id } => {
-            r.set_channel_status(
-                &find(id).await?,
-                ChannelStatus::Disabled,
-                Some("disabled from the CLI".into()),
-            )
-            .await
-            .map_err(s)?;
+            r.set_channel_status(&find(id).await?, ChannelStatus::Disabled, Some("disabled from the CLI".into()))
+                .await
+                .map_err(s)?;
             eprintln!("channel {id} disabled");
             Ok(())
         }
@@ -353,60 +280,22 @@ pub async fn user(data: &Path, cmd: UserCmd) -> Result<(), String> {
     let r = relay(data).await?;
     let store = &r.ports.store;
     match cmd {
-        UserCmd::Create {
-            name,
-            group,
-            admin,
-            quota,
-        } => {
-            if !store
-                .groups()
-                .await
-                .map_err(s)?
-                .iter()
-                .any(|g| g.name == group)
-            {
+        UserCmd::Create { name, group, admin, quota } => {
+            if !store.groups().await.map_err(s)?.iter().any(|g| g.name == group) {
                 return Err(format!("there is no group `{group}`"));
             }
             let role = if admin { Role::Admin } else { Role::User };
-            let u = store
-                .create_user(
-                    NewUser {
-                        name,
-                        role,
-                        group,
-                        quota,
-                    },
-                    r.ports.clock.now_ms(),
-                )
-                .await
-                .map_err(s)?;
+            let u = store.create_user(NewUser { name, role, group, quota }, r.ports.clock.now_ms()).await.map_err(s)?;
             println!("{}", u.id);
             Ok(())
         }
         UserCmd::List => {
-            let users = store
-                .users(Page {
-                    offset: 0,
-                    limit: u64::MAX >> 1,
-                })
-                .await
-                .map_err(s)?;
-            println!(
-                "{:<5} {:<20} {:<6} {:<12} {:<9} USED",
-                "ID", "NAME", "ROLE", "GROUP", "STATUS"
-            );
+            let users = store.users(Page { offset: 0, limit: u64::MAX >> 1 }).await.map_err(s)?;
+            println!("{:<5} {:<20} {:<6} {:<12} {:<9} USED", "ID", "NAME", "ROLE", "GROUP", "STATUS");
             for u in &users.items {
-                let role = if u.role == Role::Admin {
-                    "admin"
-                } else {
-                    "user"
-                };
+                let role = if u.role == Role::Admin { "admin" } else { "user" };
                 let status = format!("{:?}", u.status).to_lowercase();
-                println!(
-                    "{:<5} {:<20} {:<6} {:<12} {:<9} {}",
-                    u.id, u.name, role, u.group, status, u.used_quota
-                );
+                println!("{:<5} {:<20} {:<6} {:<12} {:<9} {}", u.id, u.name, role, u.group, status, u.used_quota);
             }
             Ok(())
         }

@@ -12,26 +12,14 @@ use oblivious_relay::Relay;
 use crate::platform::Local;
 
 pub fn load(path: &Path) -> Result<Config, String> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| format!("{}: cannot read: {e}", path.display()))?;
-    config::parse(&path.display().to_string(), &text, |k| {
-        std::env::var(k).ok()
-    })
-    .map_err(|e| e.to_string())
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: cannot read: {e}", path.display()))?;
+    config::parse(&path.display().to_string(), &text, |k| std::env::var(k).ok()).map_err(|e| e.to_string())
 }
 
 pub async fn apply(relay: &Relay<Local>, cfg: &Config) -> Result<(), String> {
-    let snapshot = ConfigSnapshot {
-        groups: cfg.groups.clone(),
-        prices: cfg.prices.clone(),
-        channels: cfg.channels.clone(),
-    };
-    relay
-        .ports
-        .store
-        .sync_config(snapshot, relay.ports.clock.now_ms())
-        .await
-        .map_err(|e| e.to_string())?;
+    let snapshot =
+        ConfigSnapshot { groups: cfg.groups.clone(), prices: cfg.prices.clone(), channels: cfg.channels.clone() };
+    relay.ports.store.sync_config(snapshot, relay.ports.clock.now_ms()).await.map_err(|e| e.to_string())?;
     relay.set_settings(cfg.relay.clone());
     relay.refresh(false).await.map_err(|e| e.to_string())?;
     Ok(())

@@ -26,8 +26,7 @@ pub fn db_path(data: &Path) -> PathBuf {
 
 /// Opens (creating on first use) the data directory and database.
 pub fn open(data: &Path) -> Result<(Ports<Local>, SqliteQueue), String> {
-    std::fs::create_dir_all(data)
-        .map_err(|e| format!("cannot create data directory {}: {e}", data.display()))?;
+    std::fs::create_dir_all(data).map_err(|e| format!("cannot create data directory {}: {e}", data.display()))?;
     let db = Db::open(&db_path(data)).map_err(|e| e.to_string())?;
     let queue = SqliteQueue::new(db.clone());
     let ports = Ports {
@@ -49,13 +48,7 @@ pub async fn ensure_basics(ports: &Ports<Local>) -> Result<oblivious_core::model
     use oblivious_core::model::{Group, Role};
     let store = &ports.store;
     let s = |e: oblivious_ports::StoreError| e.to_string();
-    if !store
-        .groups()
-        .await
-        .map_err(s)?
-        .iter()
-        .any(|g| g.name == oblivious_core::config::DEFAULT_GROUP)
-    {
+    if !store.groups().await.map_err(s)?.iter().any(|g| g.name == oblivious_core::config::DEFAULT_GROUP) {
         store
             .put_group(Group {
                 name: oblivious_core::config::DEFAULT_GROUP.into(),
@@ -74,17 +67,12 @@ pub async fn ensure_basics(ports: &Ports<Local>) -> Result<oblivious_core::model
         group: oblivious_core::config::DEFAULT_GROUP.into(),
         quota: 0,
     };
-    match store
-        .create_user(new, oblivious_ports::Clock::now_ms(&ports.clock))
-        .await
-    {
+    match store.create_user(new, oblivious_ports::Clock::now_ms(&ports.clock)).await {
         Ok(u) => Ok(u),
         // Another process (CLI or server) created it first.
-        Err(oblivious_ports::StoreError::Conflict(_)) => store
-            .user_by_name(ADMIN)
-            .await
-            .map_err(s)?
-            .ok_or_else(|| "admin user vanished".into()),
+        Err(oblivious_ports::StoreError::Conflict(_)) => {
+            store.user_by_name(ADMIN).await.map_err(s)?.ok_or_else(|| "admin user vanished".into())
+        }
         Err(e) => Err(e.to_string()),
     }
 }

@@ -32,22 +32,14 @@ pub struct ServeArgs {
 const REFRESH_EVERY: Duration = Duration::from_millis(500);
 
 pub async fn run(data: &Path, args: ServeArgs) -> Result<(), String> {
-    let config_path = args
-        .config
-        .or_else(|| Some(PathBuf::from("oblivious.toml")).filter(|p| p.exists()));
-    let cfg = config_path
-        .as_deref()
-        .map(crate::config::load)
-        .transpose()?;
+    let config_path = args.config.or_else(|| Some(PathBuf::from("oblivious.toml")).filter(|p| p.exists()));
+    let cfg = config_path.as_deref().map(crate::config::load).transpose()?;
     let (ports, queue) = platform::open(data)?;
     let admin = platform::ensure_basics(&ports).await?;
     let first_key = issue_first_admin_key(&ports, admin.id).await?;
-    let relay = Relay::new(
-        ports,
-        cfg.as_ref().map(|c| c.relay.clone()).unwrap_or_default(),
-    )
-    .await
-    .map_err(|e| e.to_string())?;
+    let relay = Relay::new(ports, cfg.as_ref().map(|c| c.relay.clone()).unwrap_or_default())
+        .await
+        .map_err(|e| e.to_string())?;
     if let Some(cfg) = &cfg {
         crate::config::apply(&relay, cfg).await?;
     }
@@ -55,13 +47,10 @@ pub async fn run(data: &Path, args: ServeArgs) -> Result<(), String> {
         crate::config::watch(relay.clone(), path);
     }
 
-    let listen = args
-        .listen
-        .or_else(|| cfg.as_ref().and_then(|c| c.listen.clone()))
-        .unwrap_or_else(|| "127.0.0.1:8080".into());
-    let listener = tokio::net::TcpListener::bind(&listen)
-        .await
-        .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
+    let listen =
+        args.listen.or_else(|| cfg.as_ref().and_then(|c| c.listen.clone())).unwrap_or_else(|| "127.0.0.1:8080".into());
+    let listener =
+        tokio::net::TcpListener::bind(&listen).await.map_err(|e| format!("cannot listen on {listen}: {e}"))?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
 
     spawn_refresh(relay.clone());
@@ -71,22 +60,16 @@ pub async fn run(data: &Path, args: ServeArgs) -> Result<(), String> {
     if let Some(key) = first_key {
         println!("Admin API key (shown once, keep it): {key}");
     }
-    println!(
-        "Oblivious listening on http://{addr} (data: {})",
-        data.display()
-    );
+    println!("Oblivious listening on http://{addr} (data: {})", data.display());
     tracing::info!(%addr, config = ?config_path, "serving");
     let listener = listener.tap_io(|tcp| {
         // Without it, back-to-back keep-alive requests stall on Nagle + delayed ACK.
         let _ = tcp.set_nodelay(true);
     });
-    axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown_signal())
-    .await
-    .map_err(|e| e.to_string())?;
+    axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
+        .with_graceful_shutdown(shutdown_signal())
+        .await
+        .map_err(|e| e.to_string())?;
     consumer.abort();
     // Apply whatever was published before the last responses went out.
     drain(&relay, &queue).await;
@@ -103,11 +86,7 @@ pub fn app(relay: Arc<Relay<Local>>) -> Router {
             async move {
                 let e = ApiError::not_found(
                     "unknown_url",
-                    format!(
-                        "Unknown request URL: {} {}.",
-                        req.method(),
-                        req.uri().path()
-                    ),
+                    format!("Unknown request URL: {} {}.", req.method(), req.uri().path()),
                 );
                 error_response(&e, &relay.ports.ids.request_id())
             }
@@ -115,36 +94,20 @@ pub fn app(relay: Arc<Relay<Local>>) -> Router {
         .layer(axum::middleware::from_fn(client_ip))
 }
 
-async fn client_ip(
-    ConnectInfo(addr): ConnectInfo<SocketAddr>,
-    mut req: Request,
-    next: Next,
-) -> Response {
+async fn client_ip(ConnectInfo(addr): ConnectInfo<SocketAddr>, mut req: Request, next: Next) -> Response {
     req.extensions_mut().insert(ClientIp(addr.ip()));
     next.run(req).await
 }
 
 /// On the very first start, issues the admin's key and returns it (to print once).
-async fn issue_first_admin_key(
-    ports: &oblivious_ports::Ports<Local>,
-    admin_id: i64,
-) -> Result<Option<String>, String> {
-    if !ports
-        .store
-        .set_meta_once("admin_key_issued", "1")
-        .await
-        .map_err(|e| e.to_string())?
-    {
+async fn issue_first_admin_key(ports: &oblivious_ports::Ports<Local>, admin_id: i64) -> Result<Option<String>, String> {
+    if !ports.store.set_meta_once("admin_key_issued", "1").await.map_err(|e| e.to_string())? {
         return Ok(None);
     }
-    let req = oblivious_admin::CreateToken {
-        name: "admin".into(),
-        ..Default::default()
-    };
-    let (_, key) =
-        oblivious_admin::create_token(&ports.store, &ports.ids, &ports.clock, req, admin_id)
-            .await
-            .map_err(|e| e.message)?;
+    let req = oblivious_admin::CreateToken { name: "admin".into(), ..Default::default() };
+    let (_, key) = oblivious_admin::create_token(&ports.store, &ports.ids, &ports.clock, req, admin_id)
+        .await
+        .map_err(|e| e.message)?;
     Ok(Some(key))
 }
 
@@ -185,9 +148,7 @@ async fn drain(relay: &Relay<Local>, queue: &SqliteQueue) -> usize {
             Ok(_) => queue.ack(j.id).await,
             Err(e) => {
                 tracing::warn!(job = j.id, attempts = j.attempts, "job failed: {e}");
-                queue
-                    .fail(j.id, e.to_string(), relay.ports.clock.now_ms())
-                    .await
+                queue.fail(j.id, e.to_string(), relay.ports.clock.now_ms()).await
             }
         };
         if let Err(e) = result {

@@ -13,9 +13,7 @@ use futures_util::StreamExt;
 use oblivious_core::config::RelaySettings;
 use oblivious_core::model::{Channel, Id};
 use oblivious_core::{authz, retry, select as choose, ApiError, ErrorKind};
-use oblivious_ports::{
-    ByteStream, Clock, Ids, Platform, Upstream, UpstreamError, UpstreamResponse,
-};
+use oblivious_ports::{ByteStream, Clock, Ids, Platform, Upstream, UpstreamError, UpstreamResponse};
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
@@ -40,42 +38,28 @@ struct Parsed {
 
 fn parse(endpoint: Endpoint, raw: &[u8]) -> Result<Parsed, ApiError> {
     let value: Value = serde_json::from_slice(raw).map_err(|e| {
-        ApiError::invalid(
-            "invalid_json",
-            format!("We could not parse the JSON body of your request: {e}."),
-        )
+        ApiError::invalid("invalid_json", format!("We could not parse the JSON body of your request: {e}."))
     })?;
     let Value::Object(body) = value else {
-        return Err(ApiError::invalid(
-            "invalid_json",
-            "The request body must be a JSON object.",
-        ));
+        return Err(ApiError::invalid("invalid_json", "The request body must be a JSON object."));
     };
     let model = match body.get("model") {
         Some(Value::String(m)) if !m.is_empty() => m.clone(),
         Some(Value::String(_)) | None => {
-            return Err(
-                ApiError::invalid("missing_model", "You must provide a model parameter.")
-                    .with_param("model"),
-            )
+            return Err(ApiError::invalid("missing_model", "You must provide a model parameter.").with_param("model"))
         }
         Some(_) => {
-            return Err(ApiError::invalid(
-                "invalid_type",
-                "Invalid type for 'model': expected a string.",
+            return Err(
+                ApiError::invalid("invalid_type", "Invalid type for 'model': expected a string.").with_param("model")
             )
-            .with_param("model"))
         }
     };
     let stream = match body.get("stream") {
         None | Some(Value::Null) => false,
         Some(Value::Bool(b)) => *b && endpoint != Endpoint::Embeddings,
         Some(_) => {
-            return Err(ApiError::invalid(
-                "invalid_type",
-                "Invalid type for 'stream': expected a boolean.",
-            )
-            .with_param("stream"))
+            return Err(ApiError::invalid("invalid_type", "Invalid type for 'stream': expected a boolean.")
+                .with_param("stream"))
         }
     };
     let (field, want_array) = match endpoint {
@@ -92,25 +76,14 @@ fn parse(endpoint: Endpoint, raw: &[u8]) -> Result<Parsed, ApiError> {
             .with_param(field_param(field)))
         }
         Some(v) if want_array && !v.is_array() => {
-            return Err(ApiError::invalid(
-                "invalid_type",
-                format!("Invalid type for '{field}': expected an array."),
-            )
-            .with_param(field_param(field)))
+            return Err(ApiError::invalid("invalid_type", format!("Invalid type for '{field}': expected an array."))
+                .with_param(field_param(field)))
         }
         _ => {}
     }
-    let include_usage = body
-        .get("stream_options")
-        .and_then(|o| o.get("include_usage"))
-        .and_then(Value::as_bool)
-        == Some(true);
-    Ok(Parsed {
-        body,
-        model,
-        stream,
-        include_usage,
-    })
+    let include_usage =
+        body.get("stream_options").and_then(|o| o.get("include_usage")).and_then(Value::as_bool) == Some(true);
+    Ok(Parsed { body, model, stream, include_usage })
 }
 
 fn field_param(field: &str) -> &'static str {
@@ -126,18 +99,14 @@ fn upstream_body(parsed: &Parsed, upstream_model: &str) -> Bytes {
     let mut body = parsed.body.clone();
     body.insert("model".into(), Value::String(upstream_model.to_string()));
     if parsed.stream {
-        let opts = body
-            .entry("stream_options")
-            .or_insert_with(|| Value::Object(Map::new()));
+        let opts = body.entry("stream_options").or_insert_with(|| Value::Object(Map::new()));
         if let Value::Object(o) = opts {
             o.insert("include_usage".into(), Value::Bool(true));
         } else {
             *opts = serde_json::json!({ "include_usage": true });
         }
     }
-    serde_json::to_vec(&body)
-        .map(Bytes::from)
-        .unwrap_or_default()
+    serde_json::to_vec(&body).map(Bytes::from).unwrap_or_default()
 }
 
 /// Why the last attempt failed.
@@ -149,10 +118,9 @@ enum Failure {
 impl Failure {
     fn describe(&self) -> String {
         match self {
-            Failure::Status(s, body) => format!(
-                "upstream answered {s}: {}",
-                String::from_utf8_lossy(&body[..body.len().min(300)])
-            ),
+            Failure::Status(s, body) => {
+                format!("upstream answered {s}: {}", String::from_utf8_lossy(&body[..body.len().min(300)]))
+            }
             Failure::Transport(e) => format!("upstream {e}"),
         }
     }
@@ -186,11 +154,8 @@ impl Failure {
                 (504, error_response(&e, request_id), described)
             }
             Failure::Transport(other) => {
-                let code = if matches!(other, UpstreamError::Connect(_)) {
-                    "upstream_unreachable"
-                } else {
-                    "upstream_failed"
-                };
+                let code =
+                    if matches!(other, UpstreamError::Connect(_)) { "upstream_unreachable" } else { "upstream_failed" };
                 let e = ApiError::new(
                     ErrorKind::UpstreamFailed,
                     code,
@@ -207,20 +172,14 @@ async fn read_limited(mut body: ByteStream, limit: usize) -> Result<Bytes, Upstr
     while let Some(chunk) = body.next().await {
         let chunk = chunk?;
         if out.len() + chunk.len() > limit {
-            return Err(UpstreamError::Body(format!(
-                "answer larger than {limit} bytes"
-            )));
+            return Err(UpstreamError::Body(format!("answer larger than {limit} bytes")));
         }
         out.extend_from_slice(&chunk);
     }
     Ok(out.into())
 }
 
-pub(crate) async fn handle<P: Platform>(
-    relay: Arc<Relay<P>>,
-    endpoint: Endpoint,
-    req: Request,
-) -> Response {
+pub(crate) async fn handle<P: Platform>(relay: Arc<Relay<P>>, endpoint: Endpoint, req: Request) -> Response {
     let request_id = relay.ports.ids.request_id();
     let started_us = relay.ports.clock.now_us();
     let (parts, body) = req.into_parts();
@@ -247,19 +206,10 @@ pub(crate) async fn handle<P: Platform>(
         retries: 0,
     };
     let refuse = |draft: UsageDraft, e: ApiError| {
-        draft.finish(
-            &relay,
-            e.status(),
-            None,
-            String::new(),
-            Some(e.message.clone()),
-        );
+        draft.finish(&relay, e.status(), None, String::new(), Some(e.message.clone()));
         error_response(&e, &request_id)
     };
-    let parsed = match read_body(&parts, body, settings.max_body_bytes)
-        .await
-        .and_then(|raw| parse(endpoint, &raw))
-    {
+    let parsed = match read_body(&parts, body, settings.max_body_bytes).await.and_then(|raw| parse(endpoint, &raw)) {
         Ok(p) => p,
         Err(e) => return refuse(draft, e),
     };
@@ -276,33 +226,19 @@ pub(crate) async fn handle<P: Platform>(
             ApiError::new(
                 ErrorKind::NoChannel,
                 "no_available_channel",
-                format!(
-                    "No channel for group `{}` can serve `{}` right now.",
-                    principal.user.group, parsed.model
-                ),
+                format!("No channel for group `{}` can serve `{}` right now.", principal.user.group, parsed.model),
             )
         } else {
             ApiError::not_found(
                 "model_not_found",
-                format!(
-                    "The model `{}` does not exist or you do not have access to it.",
-                    parsed.model
-                ),
+                format!("The model `{}` does not exist or you do not have access to it.", parsed.model),
             )
             .with_param("model")
         };
         return refuse(draft, e);
     }
     drop(snapshot);
-    run(
-        relay.clone(),
-        endpoint,
-        &settings,
-        parsed,
-        candidates,
-        draft,
-    )
-    .await
+    run(relay.clone(), endpoint, &settings, parsed, candidates, draft).await
 }
 
 async fn run<P: Platform>(
@@ -332,16 +268,10 @@ async fn run<P: Platform>(
         let ch = match &current {
             Some(c) => c.clone(),
             None => {
-                let open: Vec<&Arc<Channel>> = candidates
-                    .iter()
-                    .filter(|c| !exhausted.contains(&c.id))
-                    .collect();
+                let open: Vec<&Arc<Channel>> = candidates.iter().filter(|c| !exhausted.contains(&c.id)).collect();
                 let weights: Vec<choose::Candidate> = open
                     .iter()
-                    .map(|c| choose::Candidate {
-                        priority: c.spec.priority,
-                        weight: c.spec.weight,
-                    })
+                    .map(|c| choose::Candidate { priority: c.spec.priority, weight: c.spec.weight })
                     .collect();
                 match choose::pick_channel(&weights, ports.ids.random_u64()) {
                     Some(i) => {
@@ -358,19 +288,13 @@ async fn run<P: Platform>(
             let usable = relay.usable_keys(&ch).await;
             let counter = match ch.spec.key_selection {
                 oblivious_core::model::KeySelection::RoundRobin => {
-                    oblivious_ports::Hot::incr(&ports.hot, &format!("rr:{}", ch.id), 1, None)
-                        .await
-                        .unwrap_or(0) as u64
+                    oblivious_ports::Hot::incr(&ports.hot, &format!("rr:{}", ch.id), 1, None).await.unwrap_or(0) as u64
                 }
                 oblivious_core::model::KeySelection::Random => 0,
             };
-            match choose::pick_key(
-                ch.spec.keys.len(),
-                ch.spec.key_selection,
-                counter,
-                ports.ids.random_u64(),
-                |k| usable[k],
-            ) {
+            match choose::pick_key(ch.spec.keys.len(), ch.spec.key_selection, counter, ports.ids.random_u64(), |k| {
+                usable[k]
+            }) {
                 Some(k) => Some(k),
                 None => {
                     // Every key of this channel is resting: try the next channel.
@@ -396,17 +320,8 @@ async fn run<P: Platform>(
         draft.key_index = key;
         draft.upstream_model = upstream_model.clone();
         draft.retries = attempts - 1;
-        let req = upstream_request(
-            &ch,
-            key,
-            endpoint.path(),
-            upstream_body(&parsed, &upstream_model),
-        );
-        let sent = select(
-            Box::pin(ports.upstream.send(req)),
-            Box::pin(ports.clock.sleep(timeout)),
-        )
-        .await;
+        let req = upstream_request(&ch, key, endpoint.path(), upstream_body(&parsed, &upstream_model));
+        let sent = select(Box::pin(ports.upstream.send(req)), Box::pin(ports.clock.sleep(timeout))).await;
         let outcome = match sent {
             Either::Left((r, _)) => r,
             Either::Right(_) => Err(UpstreamError::Timeout),
@@ -424,9 +339,7 @@ async fn run<P: Platform>(
             }
             Ok(resp) => {
                 let status = resp.status;
-                let body = read_limited(resp.body, ERROR_BODY_LIMIT)
-                    .await
-                    .unwrap_or_default();
+                let body = read_limited(resp.body, ERROR_BODY_LIMIT).await.unwrap_or_default();
                 let f = Failure::Status(status, body);
                 if !retry::retryable_status(status) {
                     if retry::key_fault(status) {
@@ -442,10 +355,7 @@ async fn run<P: Platform>(
         };
         tracing::info!(request_id, channel = %ch.spec.name, attempt = attempts, "{}", failure.describe());
         fails_here += 1;
-        if relay
-            .record_failure(&ch, key, &failure.describe(), true)
-            .await
-        {
+        if relay.record_failure(&ch, key, &failure.describe(), true).await {
             // Just disabled: no more tries on it.
             fails_here = settings.attempts_per_channel;
         }
@@ -458,10 +368,7 @@ async fn run<P: Platform>(
             let e = ApiError::new(
                 ErrorKind::NoChannel,
                 "no_available_channel",
-                format!(
-                    "Every channel for `{}` is resting or failed; try again shortly.",
-                    parsed.model
-                ),
+                format!("Every channel for `{}` is resting or failed; try again shortly.", parsed.model),
             );
             let described = e.message.clone();
             (e.status(), error_response(&e, &request_id), described)
@@ -500,10 +407,8 @@ async fn deliver<P: Platform>(
     mut draft: UsageDraft,
 ) -> Result<Response, (UsageDraft, Failure)> {
     let content_type = resp.headers.get(http::header::CONTENT_TYPE).cloned();
-    let is_sse = content_type
-        .as_ref()
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("text/event-stream"));
+    let is_sse =
+        content_type.as_ref().and_then(|v| v.to_str().ok()).is_some_and(|v| v.starts_with("text/event-stream"));
     if parsed.stream && is_sse {
         relay.record_success(ch.id, key).await;
         draft.body = Arc::new(Value::Object(parsed.body.clone()));
@@ -511,14 +416,8 @@ async fn deliver<P: Platform>(
         let body = stream::relay_stream(relay.clone(), resp.body, draft, parsed.include_usage);
         let mut response = Response::new(Body::from_stream(body));
         let h = response.headers_mut();
-        h.insert(
-            http::header::CONTENT_TYPE,
-            http::HeaderValue::from_static("text/event-stream; charset=utf-8"),
-        );
-        h.insert(
-            http::header::CACHE_CONTROL,
-            http::HeaderValue::from_static("no-cache"),
-        );
+        h.insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("text/event-stream; charset=utf-8"));
+        h.insert(http::header::CACHE_CONTROL, http::HeaderValue::from_static("no-cache"));
         h.insert("x-accel-buffering", http::HeaderValue::from_static("no"));
         set_request_id(&mut response, &request_id);
         return Ok(response);
@@ -533,12 +432,7 @@ async fn deliver<P: Platform>(
             let text: String = a
                 .choices
                 .iter()
-                .filter_map(|c| {
-                    c.message
-                        .as_ref()
-                        .and_then(|m| m.content.clone())
-                        .or_else(|| c.text.clone())
-                })
+                .filter_map(|c| c.message.as_ref().and_then(|m| m.content.clone()).or_else(|| c.text.clone()))
                 .collect();
             (a.usage, text)
         }
@@ -549,9 +443,7 @@ async fn deliver<P: Platform>(
     draft.finish(relay, resp.status, usage, text, None);
     let mut response = json_response(resp.status, bytes, &request_id);
     if let Some(ct) = content_type {
-        response
-            .headers_mut()
-            .insert(http::header::CONTENT_TYPE, ct);
+        response.headers_mut().insert(http::header::CONTENT_TYPE, ct);
     }
     Ok(response)
 }

@@ -36,11 +36,7 @@ impl AuthCache {
     }
 
     fn get(&self, hash: &str) -> Option<Option<Arc<Principal>>> {
-        self.map
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(hash)
-            .cloned()
+        self.map.read().unwrap_or_else(|p| p.into_inner()).get(hash).cloned()
     }
 
     fn put(&self, hash: String, value: Option<Arc<Principal>>, generation: u64) {
@@ -57,10 +53,7 @@ impl AuthCache {
 
 impl<P: Platform> Relay<P> {
     /// Finds the caller's key and checks the token's state and the client's address.
-    pub async fn authenticate(
-        &self,
-        parts: &http::request::Parts,
-    ) -> Result<Arc<Principal>, ApiError> {
+    pub async fn authenticate(&self, parts: &http::request::Parts) -> Result<Arc<Principal>, ApiError> {
         let key = apikey::extract(&parts.headers, parts.uri.query()).ok_or_else(|| {
             ApiError::new(
                 ErrorKind::InvalidApiKey,
@@ -88,16 +81,12 @@ impl<P: Platform> Relay<P> {
         }
         let generation = self.auth.generation.load(Ordering::SeqCst);
         let store = &self.ports.store;
-        let internal = |e: oblivious_ports::StoreError| {
-            ApiError::internal(format!("could not check the API key: {e}"))
-        };
+        let internal = |e: oblivious_ports::StoreError| ApiError::internal(format!("could not check the API key: {e}"));
         let found = match store.token_by_hash(&hash).await.map_err(internal)? {
             None => None,
-            Some(token) => store
-                .user(token.user_id)
-                .await
-                .map_err(internal)?
-                .map(|user| Arc::new(Principal { token, user })),
+            Some(token) => {
+                store.user(token.user_id).await.map_err(internal)?.map(|user| Arc::new(Principal { token, user }))
+            }
         };
         self.auth.put(hash, found.clone(), generation);
         Ok(found)

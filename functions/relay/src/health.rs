@@ -23,17 +23,9 @@ fn channel_failures(ch: Id) -> String {
 }
 
 /// The HTTP request for `path` (e.g. `/chat/completions`) on a channel's key.
-pub(crate) fn upstream_request(
-    channel: &Channel,
-    key: Option<usize>,
-    path: &str,
-    body: Bytes,
-) -> UpstreamRequest {
+pub(crate) fn upstream_request(channel: &Channel, key: Option<usize>, path: &str, body: Bytes) -> UpstreamRequest {
     let mut headers = http::HeaderMap::new();
-    headers.insert(
-        http::header::CONTENT_TYPE,
-        http::HeaderValue::from_static("application/json"),
-    );
+    headers.insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/json"));
     headers.insert(
         http::header::USER_AGENT,
         http::HeaderValue::from_static(concat!("oblivious/", env!("CARGO_PKG_VERSION"))),
@@ -43,12 +35,7 @@ pub(crate) fn upstream_request(
             headers.insert(http::header::AUTHORIZATION, v);
         }
     }
-    UpstreamRequest {
-        method: http::Method::POST,
-        url: format!("{}{path}", channel.spec.base_url),
-        headers,
-        body,
-    }
+    UpstreamRequest { method: http::Method::POST, url: format!("{}{path}", channel.spec.base_url), headers, body }
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -65,14 +52,7 @@ impl<P: Platform> Relay<P> {
     pub(crate) async fn usable_keys(&self, ch: &Channel) -> Vec<bool> {
         let mut usable = Vec::with_capacity(ch.spec.keys.len());
         for k in 0..ch.spec.keys.len() {
-            let resting = self
-                .ports
-                .hot
-                .get(&key_rest(ch.id, k))
-                .await
-                .ok()
-                .flatten()
-                .is_some();
+            let resting = self.ports.hot.get(&key_rest(ch.id, k)).await.ok().flatten().is_some();
             usable.push(!resting);
         }
         usable
@@ -99,40 +79,23 @@ impl<P: Platform> Relay<P> {
         let s = self.settings();
         let hot = &self.ports.hot;
         if let Some(k) = key {
-            let n = hot
-                .incr(&key_failures(ch.id, k), 1, None)
-                .await
-                .unwrap_or(0);
+            let n = hot.incr(&key_failures(ch.id, k), 1, None).await.unwrap_or(0);
             if n >= i64::from(s.key_failure_threshold) {
                 tracing::warn!(channel = %ch.spec.name, key = k, failures = n, "key resting");
-                let _ = hot
-                    .set(
-                        &key_rest(ch.id, k),
-                        1,
-                        Some(Duration::from_secs(s.key_rest_seconds)),
-                    )
-                    .await;
+                let _ = hot.set(&key_rest(ch.id, k), 1, Some(Duration::from_secs(s.key_rest_seconds))).await;
                 let _ = hot.del(&key_failures(ch.id, k)).await;
             }
         }
         if !channel_fault {
             return false;
         }
-        let n = hot
-            .incr(&channel_failures(ch.id), 1, None)
-            .await
-            .unwrap_or(0);
+        let n = hot.incr(&channel_failures(ch.id), 1, None).await.unwrap_or(0);
         if n >= i64::from(s.channel_failure_threshold) {
             let why = format!("disabled after {n} consecutive failures; last: {reason}");
             tracing::warn!(channel = %ch.spec.name, "{why}");
             let _ = hot.del(&channel_failures(ch.id)).await;
             let now = self.ports.clock.now_ms();
-            match self
-                .ports
-                .store
-                .set_channel_status(ch.id, ChannelStatus::AutoDisabled, Some(why), now)
-                .await
-            {
+            match self.ports.store.set_channel_status(ch.id, ChannelStatus::AutoDisabled, Some(why), now).await {
                 Ok(()) => {
                     let _ = self.refresh(false).await;
                 }
@@ -165,10 +128,7 @@ impl<P: Platform> Relay<P> {
         if status == ChannelStatus::Enabled {
             self.clear_health(ch).await;
         }
-        self.ports
-            .store
-            .set_channel_status(ch.id, status, reason, self.ports.clock.now_ms())
-            .await?;
+        self.ports.store.set_channel_status(ch.id, status, reason, self.ports.clock.now_ms()).await?;
         self.refresh(false).await?;
         Ok(())
     }
@@ -193,38 +153,27 @@ impl<P: Platform> Relay<P> {
             )
         };
         let usable = self.usable_keys(ch).await;
-        let key = usable
-            .iter()
-            .position(|u| *u)
-            .or(if ch.spec.keys.is_empty() {
-                None
-            } else {
-                Some(0)
-            });
+        let key = usable.iter().position(|u| *u).or(if ch.spec.keys.is_empty() { None } else { Some(0) });
         let req = upstream_request(ch, key, path, body.to_string().into());
         let clock = &self.ports.clock;
         let started = clock.now_us();
         let timeout = Duration::from_millis(self.settings().upstream_timeout_ms);
         let send = Box::pin(self.ports.upstream.send(req));
-        let (status, message) =
-            match futures_util::future::select(send, Box::pin(clock.sleep(timeout))).await {
-                futures_util::future::Either::Left((Ok(resp), _)) => {
-                    let mut body = resp.body;
-                    let mut text = Vec::new();
-                    while let Some(Ok(chunk)) = body.next().await {
-                        text.extend_from_slice(&chunk);
-                        if text.len() > 4096 {
-                            break;
-                        }
+        let (status, message) = match futures_util::future::select(send, Box::pin(clock.sleep(timeout))).await {
+            futures_util::future::Either::Left((Ok(resp), _)) => {
+                let mut body = resp.body;
+                let mut text = Vec::new();
+                while let Some(Ok(chunk)) = body.next().await {
+                    text.extend_from_slice(&chunk);
+                    if text.len() > 4096 {
+                        break;
                     }
-                    (
-                        Some(resp.status),
-                        String::from_utf8_lossy(&text).chars().take(300).collect(),
-                    )
                 }
-                futures_util::future::Either::Left((Err(e), _)) => (None, e.to_string()),
-                futures_util::future::Either::Right(_) => (None, "timed out".to_string()),
-            };
+                (Some(resp.status), String::from_utf8_lossy(&text).chars().take(300).collect())
+            }
+            futures_util::future::Either::Left((Err(e), _)) => (None, e.to_string()),
+            futures_util::future::Either::Right(_) => (None, "timed out".to_string()),
+        };
         let ok = status.is_some_and(|s| (200..300).contains(&s));
         ProbeResult {
             ok,
@@ -241,8 +190,7 @@ impl<P: Platform> Relay<P> {
         if result.ok {
             self.record_success(ch.id, None).await;
             if ch.status == ChannelStatus::AutoDisabled {
-                self.set_channel_status(ch, ChannelStatus::Enabled, None)
-                    .await?;
+                self.set_channel_status(ch, ChannelStatus::Enabled, None).await?;
             }
         }
         Ok(result)

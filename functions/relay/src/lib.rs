@@ -71,10 +71,7 @@ impl<P: Platform> Relay<P> {
     }
 
     pub fn settings(&self) -> Arc<RelaySettings> {
-        self.settings
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        self.settings.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     pub fn set_settings(&self, s: RelaySettings) {
@@ -82,10 +79,7 @@ impl<P: Platform> Relay<P> {
     }
 
     pub fn snapshot(&self) -> Arc<Snapshot> {
-        self.snapshot
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        self.snapshot.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     /// Reloads channels, groups and prices and drops cached keys when the
@@ -103,12 +97,7 @@ impl<P: Platform> Relay<P> {
             .channels
             .iter()
             .filter(|c| c.status == ChannelStatus::Enabled)
-            .filter(|c| {
-                !before
-                    .channels
-                    .iter()
-                    .any(|b| b.id == c.id && b.status == ChannelStatus::Enabled)
-            })
+            .filter(|c| !before.channels.iter().any(|b| b.id == c.id && b.status == ChannelStatus::Enabled))
             .cloned()
             .collect();
         *self.snapshot.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(snap);
@@ -147,10 +136,6 @@ async fn list_models<P: Platform>(State(r): State<Arc<Relay<P>>>, req: Request) 
     snapshot::list_models(r, req, None).await
 }
 
-async fn get_model<P: Platform>(
-    State(r): State<Arc<Relay<P>>>,
-    Path(id): Path<String>,
-    req: Request,
-) -> Response {
+async fn get_model<P: Platform>(State(r): State<Arc<Relay<P>>>, Path(id): Path<String>, req: Request) -> Response {
     snapshot::list_models(r, req, Some(id)).await
 }

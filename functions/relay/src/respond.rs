@@ -15,10 +15,7 @@ pub fn error_response(err: &ApiError, request_id: &str) -> Response {
 pub fn json_response(status: u16, body: Bytes, request_id: &str) -> Response {
     let mut resp = Response::new(Body::from(body));
     *resp.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY);
-    resp.headers_mut().insert(
-        http::header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
+    resp.headers_mut().insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     set_request_id(&mut resp, request_id);
     resp
 }
@@ -38,11 +35,7 @@ fn too_large(limit: usize) -> ApiError {
 }
 
 /// Reads the whole request body, refusing more than `limit` bytes with 413.
-pub(crate) async fn read_body(
-    parts: &http::request::Parts,
-    body: Body,
-    limit: usize,
-) -> Result<Bytes, ApiError> {
+pub(crate) async fn read_body(parts: &http::request::Parts, body: Body, limit: usize) -> Result<Bytes, ApiError> {
     let declared = parts
         .headers
         .get(http::header::CONTENT_LENGTH)
@@ -59,9 +52,6 @@ pub(crate) async fn read_body(
             }
             source = s.source();
         }
-        ApiError::invalid(
-            "body_read_failed",
-            format!("Could not read the request body: {e}"),
-        )
+        ApiError::invalid("body_read_failed", format!("Could not read the request body: {e}"))
     })
 }

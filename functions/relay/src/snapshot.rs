@@ -29,17 +29,11 @@ pub struct Snapshot {
 
 impl Snapshot {
     pub async fn load<S: Store>(store: &S, revision: i64) -> Result<Self, StoreError> {
-        let channels: Vec<Arc<Channel>> =
-            store.channels().await?.into_iter().map(Arc::new).collect();
+        let channels: Vec<Arc<Channel>> = store.channels().await?.into_iter().map(Arc::new).collect();
         let mut by_model: HashMap<String, Vec<usize>> = HashMap::new();
         let mut wildcard = vec![];
         for (i, c) in channels.iter().enumerate() {
-            let names: BTreeSet<&String> = c
-                .spec
-                .models
-                .iter()
-                .chain(c.spec.model_mapping.keys())
-                .collect();
+            let names: BTreeSet<&String> = c.spec.models.iter().chain(c.spec.model_mapping.keys()).collect();
             for m in names {
                 if pattern::is_wildcard(m) {
                     if wildcard.last() != Some(&i) {
@@ -50,44 +44,22 @@ impl Snapshot {
                 }
             }
         }
-        let groups = store
-            .groups()
-            .await?
-            .into_iter()
-            .map(|g| (g.name.clone(), g))
-            .collect();
-        let prices = store
-            .prices()
-            .await?
-            .into_iter()
-            .map(|p| (p.model.clone(), p))
-            .collect();
-        Ok(Snapshot {
-            revision,
-            channels,
-            by_model,
-            wildcard,
-            groups,
-            prices,
-        })
+        let groups = store.groups().await?.into_iter().map(|g| (g.name.clone(), g)).collect();
+        let prices = store.prices().await?.into_iter().map(|p| (p.model.clone(), p)).collect();
+        Ok(Snapshot { revision, channels, by_model, wildcard, groups, prices })
     }
 
     /// Every channel that lists `model`, whatever its status or groups.
     pub fn serving<'a>(&'a self, model: &'a str) -> impl Iterator<Item = &'a Arc<Channel>> + 'a {
         let exact = self.by_model.get(model).map(Vec::as_slice).unwrap_or(&[]);
-        let wild = self
-            .wildcard
-            .iter()
-            .filter(|&&i| !exact.contains(&i) && self.channels[i].serves(model));
+        let wild = self.wildcard.iter().filter(|&&i| !exact.contains(&i) && self.channels[i].serves(model));
         exact.iter().chain(wild).map(|&i| &self.channels[i])
     }
 
     /// Enabled channels in `group` that serve `model`.
     pub fn candidates(&self, group: &str, model: &str) -> Vec<Arc<Channel>> {
         self.serving(model)
-            .filter(|c| {
-                c.status == ChannelStatus::Enabled && c.spec.groups.iter().any(|g| g == group)
-            })
+            .filter(|c| c.status == ChannelStatus::Enabled && c.spec.groups.iter().any(|g| g == group))
             .cloned()
             .collect()
     }
@@ -110,10 +82,7 @@ impl Snapshot {
 
     /// The group's price ratio in basis points (1.0 when the group is unknown).
     pub fn ratio_bp(&self, group: &str) -> i64 {
-        self.groups
-            .get(group)
-            .or_else(|| self.groups.get(DEFAULT_GROUP))
-            .map_or(10_000, |g| g.ratio_bp)
+        self.groups.get(group).or_else(|| self.groups.get(DEFAULT_GROUP)).map_or(10_000, |g| g.ratio_bp)
     }
 }
 
@@ -122,20 +91,14 @@ fn model_object(id: &str) -> serde_json::Value {
 }
 
 /// `GET /v1/models` (or one model with `id`): what this key may use.
-pub(crate) async fn list_models<P: Platform>(
-    relay: Arc<Relay<P>>,
-    req: Request,
-    id: Option<String>,
-) -> Response {
+pub(crate) async fn list_models<P: Platform>(relay: Arc<Relay<P>>, req: Request, id: Option<String>) -> Response {
     let request_id = relay.ports.ids.request_id();
     let (parts, _) = req.into_parts();
     let principal = match relay.authenticate(&parts).await {
         Ok(p) => p,
         Err(e) => return error_response(&e, &request_id),
     };
-    let models = relay
-        .snapshot()
-        .models_for(&principal.user.group, &principal.token.models);
+    let models = relay.snapshot().models_for(&principal.user.group, &principal.token.models);
     let body = match id {
         None => {
             json!({ "object": "list", "data": models.iter().map(|m| model_object(m)).collect::<Vec<_>>() })

@@ -87,9 +87,7 @@ pub(crate) fn relay_stream<P: Platform>(
         ended: false,
         keepalive,
     };
-    futures_util::stream::unfold(state, |mut s| async move {
-        s.next_frame().await.map(|b| (Ok(b), s))
-    })
+    futures_util::stream::unfold(state, |mut s| async move { s.next_frame().await.map(|b| (Ok(b), s)) })
 }
 
 impl<P: Platform> StreamState<P> {
@@ -149,21 +147,14 @@ impl<P: Platform> StreamState<P> {
                             self.text.push_str(t);
                         }
                         for call in &d.tool_calls {
-                            if let Some(a) =
-                                call.function.as_ref().and_then(|f| f.arguments.as_ref())
-                            {
+                            if let Some(a) = call.function.as_ref().and_then(|f| f.arguments.as_ref()) {
                                 self.text.push_str(a);
                             }
                         }
                     }
                 }
                 if let Some(e) = &chunk.error {
-                    self.error = Some(
-                        e.get("message")
-                            .and_then(Value::as_str)
-                            .unwrap_or("upstream error")
-                            .to_string(),
-                    );
+                    self.error = Some(e.get("message").and_then(Value::as_str).unwrap_or("upstream error").to_string());
                 }
                 if chunk.usage.is_some() {
                     self.usage = chunk.usage;
@@ -184,13 +175,7 @@ impl<P: Platform> StreamState<P> {
     fn end(&mut self, status: u16) {
         self.ended = true;
         if let Some(draft) = self.draft.take() {
-            draft.finish(
-                &self.relay,
-                status,
-                self.usage,
-                std::mem::take(&mut self.text),
-                self.error.take(),
-            );
+            draft.finish(&self.relay, status, self.usage, std::mem::take(&mut self.text), self.error.take());
         }
     }
 }

@@ -69,18 +69,11 @@ impl UsageDraft {
                 }
                 None => (0, 0, false),
             };
-            let total = reported
-                .map(|u| u.total_tokens)
-                .filter(|t| *t > 0)
-                .unwrap_or(prompt + completion);
-            let cost = snapshot.prices.get(&self.requested_model).map_or(0, |p| {
-                pricing::cost(
-                    p,
-                    snapshot.ratio_bp(&self.principal.user.group),
-                    prompt,
-                    completion,
-                )
-            });
+            let total = reported.map(|u| u.total_tokens).filter(|t| *t > 0).unwrap_or(prompt + completion);
+            let cost = snapshot
+                .prices
+                .get(&self.requested_model)
+                .map_or(0, |p| pricing::cost(p, snapshot.ratio_bp(&self.principal.user.group), prompt, completion));
             let record = UsageRecord {
                 request_id: self.request_id,
                 created_at: self.started_us / 1000,

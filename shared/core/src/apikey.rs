@@ -37,12 +37,7 @@ pub fn hint(key: &str) -> String {
 /// Finds the caller's key in the forms the three big SDKs send it:
 /// `Authorization: Bearer`, `x-api-key`, `x-goog-api-key`, or `?key=`.
 pub fn extract<'a>(headers: &'a http::HeaderMap, query: Option<&'a str>) -> Option<&'a str> {
-    let header = |name: &str| {
-        headers
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .map(str::trim)
-    };
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::trim);
     if let Some(auth) = header("authorization") {
         let mut parts = auth.splitn(2, ' ');
         if let (Some(scheme), Some(value)) = (parts.next(), parts.next()) {

@@ -31,10 +31,7 @@ pub fn check_token(token: &Token, user: &User, now_ms: i64) -> Result<(), ApiErr
         }
     }
     if user.status == UserStatus::Disabled {
-        return denied(
-            "user_disabled",
-            "The account that owns this API key is disabled.",
-        );
+        return denied("user_disabled", "The account that owns this API key is disabled.");
     }
     Ok(())
 }
@@ -50,8 +47,7 @@ pub fn check_ip(token: &Token, ip: Option<IpAddr>) -> Result<(), ApiError> {
             "ip_not_allowed",
             format!(
                 "This API key may not be used from {}.",
-                ip.map(|i| i.to_string())
-                    .unwrap_or_else(|| "an unknown address".into())
+                ip.map(|i| i.to_string()).unwrap_or_else(|| "an unknown address".into())
             ),
         )),
     }
@@ -89,6 +85,8 @@ mod tests {
             models: vec!["gpt-4o".into(), "text-*".into()],
             ips: vec!["10.0.0.0/8".parse().unwrap()],
             expires_at: None,
+            daily_limit: None,
+            monthly_limit: None,
             created_at: 0,
         };
         let user = User {
@@ -99,6 +97,7 @@ mod tests {
             status: UserStatus::Enabled,
             quota: 0,
             used_quota: 0,
+            unlimited: false,
             created_at: 0,
         };
         (token, user)
@@ -111,12 +110,7 @@ mod tests {
         assert!(check_model(&t, "text-embedding-3-small").is_ok());
         assert_eq!(check_model(&t, "gpt-4").unwrap_err().status(), 403);
         assert!(check_ip(&t, Some("10.1.2.3".parse().unwrap())).is_ok());
-        assert_eq!(
-            check_ip(&t, Some("127.0.0.1".parse().unwrap()))
-                .unwrap_err()
-                .code,
-            "ip_not_allowed"
-        );
+        assert_eq!(check_ip(&t, Some("127.0.0.1".parse().unwrap())).unwrap_err().code, "ip_not_allowed");
         u.status = UserStatus::Disabled;
         assert_eq!(check_token(&t, &u, 0).unwrap_err().code, "user_disabled");
         t.unlimited = false;

@@ -30,6 +30,8 @@ pub struct RelaySettings {
     /// Consecutive failures after which a key rests.
     pub key_failure_threshold: u32,
     pub key_rest_seconds: u64,
+    /// Completion tokens reserved for a request that sets no `max_tokens`.
+    pub default_max_tokens: i64,
 }
 
 impl Default for RelaySettings {
@@ -45,7 +47,24 @@ impl Default for RelaySettings {
             channel_failure_threshold: 5,
             key_failure_threshold: 3,
             key_rest_seconds: 300,
+            default_max_tokens: 1024,
         }
+    }
+}
+
+/// Reservation housekeeping.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BillingSettings {
+    /// A reservation still open after this long (its request died with a
+    /// crashed process) is refunded by the sweeper.
+    pub reservation_timeout_seconds: u64,
+    pub sweep_interval_seconds: u64,
+}
+
+impl Default for BillingSettings {
+    fn default() -> Self {
+        BillingSettings { reservation_timeout_seconds: 900, sweep_interval_seconds: 30 }
     }
 }
 
@@ -54,6 +73,7 @@ impl Default for RelaySettings {
 pub struct Config {
     pub listen: Option<String>,
     pub relay: RelaySettings,
+    pub billing: BillingSettings,
     pub groups: Vec<Group>,
     pub prices: Vec<Price>,
     pub channels: Vec<ChannelSpec>,
@@ -87,6 +107,8 @@ struct RawFile {
     #[serde(default)]
     relay: RelaySettings,
     #[serde(default)]
+    billing: BillingSettings,
+    #[serde(default)]
     groups: BTreeMap<String, RawGroup>,
     #[serde(default)]
     prices: BTreeMap<String, RawPrice>,
@@ -108,14 +130,18 @@ struct RawGroup {
     description: String,
 }
 
-/// Prices in USD per 1M tokens (and USD per request), converted to integer units.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
+/// Prices in USD per 1M tokens (per request, image, audio second), converted
+/// to integer units at load.
+#[derive(Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 struct RawPrice {
     input: f64,
     output: f64,
-    #[serde(default)]
+    cached_input: Option<f64>,
     per_request: f64,
+    per_image: f64,
+    per_audio_second: f64,
+    free: bool,
 }
 
 #[derive(Deserialize)]
@@ -155,16 +181,8 @@ pub const DEFAULT_GROUP: &str = "default";
 
 /// Parses and validates `text` (read from `file`), expanding `${VAR}` and
 /// `${VAR:-fallback}` in channel keys and base URLs through `env`.
-pub fn parse(
-    file: &str,
-    text: &str,
-    env: impl Fn(&str) -> Option<String>,
-) -> Result<Config, ConfigError> {
-    let err = |key: String, message: String| ConfigError {
-        file: file.to_string(),
-        key,
-        message,
-    };
+pub fn parse(file: &str, text: &str, env: impl Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
+    let err = |key: String, message: String| ConfigError { file: file.to_string(), key, message };
     let raw: RawFile = toml::from_str(text).map_err(|e| {
         let place = e
             .span()
@@ -181,10 +199,7 @@ pub fn parse(
     let mut groups = vec![];
     for (name, g) in &raw.groups {
         if !(g.ratio.is_finite() && g.ratio > 0.0) {
-            return Err(err(
-                format!("groups.{name}.ratio"),
-                "must be a number greater than 0".into(),
-            ));
+            return Err(err(format!("groups.{name}.ratio"), "must be a number greater than 0".into()));
         }
         groups.push(Group {
             name: name.clone(),
@@ -193,11 +208,7 @@ pub fn parse(
         });
     }
     if !raw.groups.contains_key(DEFAULT_GROUP) {
-        groups.push(Group {
-            name: DEFAULT_GROUP.into(),
-            ratio_bp: 10_000,
-            description: String::new(),
-        });
+        groups.push(Group { name: DEFAULT_GROUP.into(), ratio_bp: 10_000, description: String::new() });
     }
     let group_names: BTreeSet<&str> = groups.iter().map(|g| g.name.as_str()).collect();
 
@@ -207,18 +218,27 @@ pub fn parse(
             if usd.is_finite() && usd >= 0.0 {
                 Ok((usd * 1_000_000.0).round() as i64)
             } else {
-                Err(err(
-                    format!("prices.\"{model}\".{field}"),
-                    "must be a number ≥ 0 (USD)".into(),
-                ))
+                Err(err(format!("prices.\"{model}\".{field}"), "must be a number ≥ 0 (USD)".into()))
             }
         };
-        prices.push(Price {
+        let price = Price {
             model: model.clone(),
             input_per_m: units("input", p.input)?,
             output_per_m: units("output", p.output)?,
+            cached_input_per_m: p.cached_input.map(|c| units("cached_input", c)).transpose()?,
             per_request: units("per_request", p.per_request)?,
-        });
+            per_image: units("per_image", p.per_image)?,
+            per_audio_second: units("per_audio_second", p.per_audio_second)?,
+            free: p.free,
+            ..Price::default()
+        };
+        if price.free && !price.same_rates(&Price { free: true, ..Price::default() }) {
+            return Err(err(format!("prices.\"{model}\".free"), "a free model cannot also have rates".into()));
+        }
+        if model.is_empty() || model[..model.len() - 1].contains('*') {
+            return Err(err(format!("prices.\"{model}\""), "must be a model name or `prefix*` pattern".into()));
+        }
+        prices.push(price);
     }
 
     let mut channels = vec![];
@@ -231,12 +251,8 @@ pub fn parse(
         if !names.insert(c.name.as_str()) {
             return Err(err(at("name"), format!("`{}` is declared twice", c.name)));
         }
-        let kind = ChannelType::parse(&c.kind).ok_or_else(|| {
-            err(
-                at("type"),
-                format!("unknown channel type `{}` (known: openai)", c.kind),
-            )
-        })?;
+        let kind = ChannelType::parse(&c.kind)
+            .ok_or_else(|| err(at("type"), format!("unknown channel type `{}` (known: openai)", c.kind)))?;
         let base_url = expand(&c.base_url, &env).map_err(|m| err(at("base_url"), m))?;
         let base_url = base_url.trim_end_matches('/').to_string();
         let mut keys = vec![];
@@ -246,31 +262,21 @@ pub fn parse(
                 keys.push(v.trim().to_string());
             }
         }
-        let weight = u32::try_from(c.weight)
-            .map_err(|_| err(at("weight"), "must be between 0 and 4294967295".into()))?;
+        let weight =
+            u32::try_from(c.weight).map_err(|_| err(at("weight"), "must be between 0 and 4294967295".into()))?;
         let groups = match &c.group {
             None => vec![DEFAULT_GROUP.to_string()],
-            Some(OneOrMany::One(s)) => s
-                .split(',')
-                .map(|g| g.trim().to_string())
-                .filter(|g| !g.is_empty())
-                .collect(),
+            Some(OneOrMany::One(s)) => s.split(',').map(|g| g.trim().to_string()).filter(|g| !g.is_empty()).collect(),
             Some(OneOrMany::Many(v)) => v.clone(),
         };
         if let Some(g) = groups.iter().find(|g| !group_names.contains(g.as_str())) {
-            return Err(err(
-                at("group"),
-                format!("group `{g}` is not declared under [groups]"),
-            ));
+            return Err(err(at("group"), format!("group `{g}` is not declared under [groups]")));
         }
         let key_selection = match c.key_selection.as_deref() {
             None | Some("random") => KeySelection::Random,
             Some("round_robin") => KeySelection::RoundRobin,
             Some(other) => {
-                return Err(err(
-                    at("key_selection"),
-                    format!("`{other}` is not one of random, round_robin"),
-                ))
+                return Err(err(at("key_selection"), format!("`{other}` is not one of random, round_robin")))
             }
         };
         let spec = ChannelSpec {
@@ -285,8 +291,7 @@ pub fn parse(
             groups,
             key_selection,
         };
-        spec.check()
-            .map_err(|(field, message)| err(at(field), message))?;
+        spec.check().map_err(|(field, message)| err(at(field), message))?;
         channels.push(spec);
     }
 
@@ -298,18 +303,9 @@ pub fn parse(
         ));
     }
     if relay.keepalive_interval_ms == 0 {
-        return Err(err(
-            "relay.keepalive_interval_ms".into(),
-            "must be at least 1".into(),
-        ));
+        return Err(err("relay.keepalive_interval_ms".into(), "must be at least 1".into()));
     }
-    Ok(Config {
-        listen: raw.server.listen,
-        relay,
-        groups,
-        prices,
-        channels,
-    })
+    Ok(Config { listen: raw.server.listen, relay, billing: raw.billing, groups, prices, channels })
 }
 
 /// Expands `${VAR}` and `${VAR:-fallback}`; a missing variable without a fallback is an error.
@@ -319,9 +315,7 @@ fn expand(value: &str, env: &impl Fn(&str) -> Option<String>) -> Result<String, 
     while let Some(start) = rest.find("${") {
         out.push_str(&rest[..start]);
         let after = &rest[start + 2..];
-        let end = after
-            .find('}')
-            .ok_or_else(|| "unclosed `${` in value".to_string())?;
+        let end = after.find('}').ok_or_else(|| "unclosed `${` in value".to_string())?;
         let expr = &after[..end];
         let (name, fallback) = match expr.split_once(":-") {
             Some((n, f)) => (n, Some(f)),
@@ -370,10 +364,7 @@ key_selection = "round_robin"
         assert_eq!(c.relay.max_attempts, 3);
         assert_eq!(c.relay.attempts_per_channel, 2);
         assert_eq!(c.groups.len(), 2);
-        assert_eq!(
-            c.groups.iter().find(|g| g.name == "vip").unwrap().ratio_bp,
-            8000
-        );
+        assert_eq!(c.groups.iter().find(|g| g.name == "vip").unwrap().ratio_bp, 8000);
         assert_eq!(c.prices[0].input_per_m, 2_500_000);
         let ch = &c.channels[0];
         assert_eq!(ch.base_url, "http://127.0.0.1:9/v1");
@@ -387,31 +378,14 @@ key_selection = "round_robin"
     fn errors_name_file_key_and_problem() {
         let base = "[[channels]]\nname = \"a\"\ntype = \"openai\"\nmodels = [\"m\"]\n";
         let e = parse("o.toml", &format!("{base}base_url = \"ftp://x\"\n"), env).unwrap_err();
-        assert_eq!(
-            e.to_string(),
-            "o.toml: channels[0].base_url: `ftp://x` must start with http:// or https://"
-        );
-        let e = parse(
-            "o.toml",
-            &format!("{base}base_url = \"http://x\"\nkeys = [\"${{MISSING}}\"]\n"),
-            env,
-        )
-        .unwrap_err();
+        assert_eq!(e.to_string(), "o.toml: channels[0].base_url: `ftp://x` must start with http:// or https://");
+        let e =
+            parse("o.toml", &format!("{base}base_url = \"http://x\"\nkeys = [\"${{MISSING}}\"]\n"), env).unwrap_err();
         assert_eq!(e.key, "channels[0].keys[0]");
         assert!(e.message.contains("MISSING"));
-        let e = parse(
-            "o.toml",
-            &format!("{base}base_url = \"http://x\"\ngroup = \"gold\"\n"),
-            env,
-        )
-        .unwrap_err();
+        let e = parse("o.toml", &format!("{base}base_url = \"http://x\"\ngroup = \"gold\"\n"), env).unwrap_err();
         assert!(e.message.contains("gold"));
-        let e = parse(
-            "o.toml",
-            &format!("{base}base_url = \"http://x\"\nwieght = 3\n"),
-            env,
-        )
-        .unwrap_err();
+        let e = parse("o.toml", &format!("{base}base_url = \"http://x\"\nwieght = 3\n"), env).unwrap_err();
         assert_eq!(e.key, "line 6, column 1");
         assert!(e.message.contains("wieght"), "{e}");
         let e = parse("o.toml", "[groups.vip]\nratio = -1\n", env).unwrap_err();

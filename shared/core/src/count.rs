@@ -8,18 +8,8 @@ use tiktoken_rs::CoreBPE;
 
 fn encoding_for(model: &str) -> &'static CoreBPE {
     let m = model.rsplit('/').next().unwrap_or(model);
-    let o200k = [
-        "gpt-4o",
-        "chatgpt-4o",
-        "gpt-4.1",
-        "gpt-4.5",
-        "gpt-5",
-        "o1",
-        "o3",
-        "o4",
-    ]
-    .iter()
-    .any(|p| m.starts_with(p));
+    let o200k =
+        ["gpt-4o", "chatgpt-4o", "gpt-4.1", "gpt-4.5", "gpt-5", "o1", "o3", "o4"].iter().any(|p| m.starts_with(p));
     if o200k {
         tiktoken_rs::o200k_base_singleton()
     } else {
@@ -71,10 +61,7 @@ fn count_content(model: &str, content: Option<&Value>) -> i64 {
             .iter()
             .map(|p| match p.get("type").and_then(Value::as_str) {
                 Some("image_url") | Some("image") => IMAGE_TOKENS,
-                _ => p
-                    .get("text")
-                    .and_then(Value::as_str)
-                    .map_or(0, |t| count_text(model, t)),
+                _ => p.get("text").and_then(Value::as_str).map_or(0, |t| count_text(model, t)),
             })
             .sum(),
         _ => 0,
@@ -104,9 +91,6 @@ mod tests {
         assert_eq!(count_text("gpt-4", ""), 0);
         let body = json!({"messages":[{"role":"user","content":"hello world"}]});
         assert_eq!(count_chat_prompt("gpt-4", &body), 3 + 3 + 2);
-        assert_eq!(
-            count_input("gpt-4", Some(&json!(["hello world", [1, 2, 3]]))),
-            5
-        );
+        assert_eq!(count_input("gpt-4", Some(&json!(["hello world", [1, 2, 3]]))), 5);
     }
 }

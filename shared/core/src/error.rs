@@ -80,13 +80,7 @@ pub struct ApiError {
 
 impl ApiError {
     pub fn new(kind: ErrorKind, code: &'static str, message: impl Into<String>) -> Self {
-        ApiError {
-            kind,
-            code,
-            message: message.into(),
-            param: None,
-            status_override: None,
-        }
+        ApiError { kind, code, message: message.into(), param: None, status_override: None }
     }
 
     pub fn with_param(mut self, param: &'static str) -> Self {

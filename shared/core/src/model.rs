@@ -32,9 +32,12 @@ pub struct User {
     pub role: Role,
     pub group: String,
     pub status: UserStatus,
-    /// Balance in quota units (enforced by billing).
+    /// Balance in quota units; requests reserve from it before going upstream.
     pub quota: i64,
     pub used_quota: i64,
+    /// No balance is enforced (the bootstrap admin is unlimited).
+    #[serde(default)]
+    pub unlimited: bool,
     pub created_at: i64,
 }
 
@@ -94,6 +97,11 @@ pub struct Token {
     /// Allowed client networks; empty means any address.
     pub ips: Vec<IpNet>,
     pub expires_at: Option<i64>,
+    /// Spending caps per UTC day and month, in quota units.
+    #[serde(default)]
+    pub daily_limit: Option<i64>,
+    #[serde(default)]
+    pub monthly_limit: Option<i64>,
     pub created_at: i64,
 }
 
@@ -213,26 +221,13 @@ impl ChannelSpec {
             return Err(("name", "must not be empty".into()));
         }
         if !(self.base_url.starts_with("http://") || self.base_url.starts_with("https://")) {
-            return Err((
-                "base_url",
-                format!("`{}` must start with http:// or https://", self.base_url),
-            ));
+            return Err(("base_url", format!("`{}` must start with http:// or https://", self.base_url)));
         }
         if self.models.is_empty() && self.model_mapping.is_empty() {
-            return Err((
-                "models",
-                "list at least one model (exact name or `prefix*`)".into(),
-            ));
+            return Err(("models", "list at least one model (exact name or `prefix*`)".into()));
         }
-        if let Some(m) = self
-            .models
-            .iter()
-            .find(|m| m.is_empty() || m[..m.len() - 1].contains('*'))
-        {
-            return Err((
-                "models",
-                format!("`{m}` is not a model name or `prefix*` pattern"),
-            ));
+        if let Some(m) = self.models.iter().find(|m| m.is_empty() || m[..m.len() - 1].contains('*')) {
+            return Err(("models", format!("`{m}` is not a model name or `prefix*` pattern")));
         }
         if self.groups.is_empty() {
             return Err(("group", "name at least one group".into()));
@@ -255,21 +250,13 @@ pub struct Channel {
 impl Channel {
     /// The upstream model name for a requested model (alias mapping applied).
     pub fn upstream_model<'a>(&'a self, requested: &'a str) -> &'a str {
-        self.spec
-            .model_mapping
-            .get(requested)
-            .map(String::as_str)
-            .unwrap_or(requested)
+        self.spec.model_mapping.get(requested).map(String::as_str).unwrap_or(requested)
     }
 
     /// Whether this channel serves `model`: listed (exactly or by `prefix*`), or an alias.
     pub fn serves(&self, model: &str) -> bool {
         self.spec.model_mapping.contains_key(model)
-            || self
-                .spec
-                .models
-                .iter()
-                .any(|p| crate::pattern::matches(p, model))
+            || self.spec.models.iter().any(|p| crate::pattern::matches(p, model))
     }
 }
 
@@ -282,17 +269,66 @@ pub struct Group {
     pub description: String,
 }
 
-/// Prices in quota units (micro-USD).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// One version of a model's price, in quota units (micro-USD). Versions are
+/// never edited: a change is a new version with its own effective time, and
+/// each usage record names the version it was charged at.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Price {
+    /// Version id (assigned by the store).
+    #[serde(default)]
+    pub version: Id,
+    /// An exact model name, or `prefix*` (exact names win, then the longest prefix).
     pub model: String,
+    /// Unix ms from which this version applies.
+    #[serde(default)]
+    pub effective_at: i64,
     /// Units per 1M prompt tokens.
+    #[serde(default)]
     pub input_per_m: i64,
     /// Units per 1M completion tokens.
+    #[serde(default)]
     pub output_per_m: i64,
+    /// Units per 1M cached prompt tokens; `None` charges them as input.
+    #[serde(default)]
+    pub cached_input_per_m: Option<i64>,
     /// Units charged once per request.
     #[serde(default)]
     pub per_request: i64,
+    #[serde(default)]
+    pub per_image: i64,
+    #[serde(default)]
+    pub per_audio_second: i64,
+    /// Explicitly free (a model with no price at all is refused).
+    #[serde(default)]
+    pub free: bool,
+    /// This version removes the model's price.
+    #[serde(default)]
+    pub retired: bool,
+}
+
+impl Price {
+    /// Same charges (ignoring version, time and model name).
+    pub fn same_rates(&self, other: &Price) -> bool {
+        (
+            self.input_per_m,
+            self.output_per_m,
+            self.cached_input_per_m,
+            self.per_request,
+            self.per_image,
+            self.per_audio_second,
+            self.free,
+            self.retired,
+        ) == (
+            other.input_per_m,
+            other.output_per_m,
+            other.cached_input_per_m,
+            other.per_request,
+            other.per_image,
+            other.per_audio_second,
+            other.free,
+            other.retired,
+        )
+    }
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -307,11 +343,20 @@ pub struct UsageRecord {
     pub requested_model: String,
     pub upstream_model: String,
     pub prompt_tokens: i64,
+    /// Of the prompt tokens, how many the upstream served from its cache.
+    #[serde(default)]
+    pub cached_tokens: i64,
     pub completion_tokens: i64,
     pub total_tokens: i64,
     /// True when the counts came from our own tokenizer, not the upstream.
     pub usage_estimated: bool,
+    /// Units reserved before the upstream call (settled to `cost`).
+    #[serde(default)]
+    pub reserved: i64,
     pub cost: i64,
+    /// The price version charged (none for refused requests).
+    #[serde(default)]
+    pub price_version: Option<Id>,
     pub latency_ms: i64,
     pub ttfb_ms: Option<i64>,
     pub status: u16,
@@ -338,6 +383,8 @@ mod tests {
             models: vec![],
             ips: vec![],
             expires_at: None,
+            daily_limit: None,
+            monthly_limit: None,
             created_at: 0,
         }
     }

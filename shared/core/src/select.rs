@@ -13,12 +13,7 @@ pub struct Candidate {
 /// `cands`. Zero weights in a tier mean "equal shares".
 pub fn pick_channel(cands: &[Candidate], random: u64) -> Option<usize> {
     let top = cands.iter().map(|c| c.priority).max()?;
-    let tier = || {
-        cands
-            .iter()
-            .enumerate()
-            .filter(move |(_, c)| c.priority == top)
-    };
+    let tier = || cands.iter().enumerate().filter(move |(_, c)| c.priority == top);
     let total: u64 = tier().map(|(_, c)| u64::from(c.weight)).sum();
     if total == 0 {
         let n = tier().count() as u64;
@@ -61,18 +56,9 @@ mod tests {
     #[test]
     fn highest_priority_tier_by_weight() {
         let c = [
-            Candidate {
-                priority: 0,
-                weight: 100,
-            },
-            Candidate {
-                priority: 10,
-                weight: 1,
-            },
-            Candidate {
-                priority: 10,
-                weight: 3,
-            },
+            Candidate { priority: 0, weight: 100 },
+            Candidate { priority: 10, weight: 1 },
+            Candidate { priority: 10, weight: 3 },
         ];
         let mut counts = [0; 3];
         for r in 0..4000u64 {
@@ -81,29 +67,14 @@ mod tests {
         assert_eq!(counts, [0, 1000, 3000]);
         assert_eq!(pick_channel(&c[..1], 7), Some(0));
         assert_eq!(pick_channel(&[], 7), None);
-        let zero = [
-            Candidate {
-                priority: 1,
-                weight: 0,
-            },
-            Candidate {
-                priority: 1,
-                weight: 0,
-            },
-        ];
+        let zero = [Candidate { priority: 1, weight: 0 }, Candidate { priority: 1, weight: 0 }];
         assert_eq!(pick_channel(&zero, 3), Some(1));
     }
 
     #[test]
     fn keys_skip_resting() {
-        assert_eq!(
-            pick_key(3, KeySelection::RoundRobin, 4, 0, |_| true),
-            Some(1)
-        );
-        assert_eq!(
-            pick_key(3, KeySelection::RoundRobin, 4, 0, |i| i != 1),
-            Some(2)
-        );
+        assert_eq!(pick_key(3, KeySelection::RoundRobin, 4, 0, |_| true), Some(1));
+        assert_eq!(pick_key(3, KeySelection::RoundRobin, 4, 0, |i| i != 1), Some(2));
         assert_eq!(pick_key(3, KeySelection::Random, 0, 5, |i| i == 0), Some(0));
         assert_eq!(pick_key(3, KeySelection::Random, 0, 5, |_| false), None);
         assert_eq!(pick_key(0, KeySelection::Random, 0, 5, |_| true), None);

@@ -94,10 +94,7 @@ impl SseDecoder {
             return None;
         }
         self.has_data = false;
-        Some(SseEvent {
-            event,
-            data: std::mem::take(&mut self.data),
-        })
+        Some(SseEvent { event, data: std::mem::take(&mut self.data) })
     }
 }
 
@@ -121,8 +118,7 @@ mod tests {
 
     #[test]
     fn decodes_any_split() {
-        let input =
-            b": ping\r\ndata: {\"a\":1}\r\n\r\nevent: x\ndata: l1\ndata: l2\n\ndata: [DONE]\r\r";
+        let input = b": ping\r\ndata: {\"a\":1}\r\n\r\nevent: x\ndata: l1\ndata: l2\n\ndata: [DONE]\r\r";
         for split in 0..input.len() {
             let mut dec = SseDecoder::new();
             dec.push(&input[..split]);

@@ -21,21 +21,11 @@ pub use store::*;
 pub trait Hot: Send + Sync + 'static {
     fn get(&self, key: &str) -> impl Future<Output = Result<Option<i64>, PortError>> + Send;
     /// Adds `delta` and returns the new value; `ttl` applies when the key is created.
-    fn incr(
-        &self,
-        key: &str,
-        delta: i64,
-        ttl: Option<Duration>,
-    ) -> impl Future<Output = Result<i64, PortError>> + Send;
-    fn set(
-        &self,
-        key: &str,
-        value: i64,
-        ttl: Option<Duration>,
-    ) -> impl Future<Output = Result<(), PortError>> + Send;
+    fn incr(&self, key: &str, delta: i64, ttl: Option<Duration>)
+        -> impl Future<Output = Result<i64, PortError>> + Send;
+    fn set(&self, key: &str, value: i64, ttl: Option<Duration>) -> impl Future<Output = Result<(), PortError>> + Send;
     fn del(&self, key: &str) -> impl Future<Output = Result<(), PortError>> + Send;
-    fn get_bytes(&self, key: &str)
-        -> impl Future<Output = Result<Option<Bytes>, PortError>> + Send;
+    fn get_bytes(&self, key: &str) -> impl Future<Output = Result<Option<Bytes>, PortError>> + Send;
     fn set_bytes(
         &self,
         key: &str,
@@ -78,10 +68,7 @@ pub enum UpstreamError {
 
 /// Outbound HTTP. Dropping the response body cancels the call.
 pub trait Upstream: Send + Sync + 'static {
-    fn send(
-        &self,
-        req: UpstreamRequest,
-    ) -> impl Future<Output = Result<UpstreamResponse, UpstreamError>> + Send;
+    fn send(&self, req: UpstreamRequest) -> impl Future<Output = Result<UpstreamResponse, UpstreamError>> + Send;
 }
 
 pub trait Clock: Send + Sync + 'static {

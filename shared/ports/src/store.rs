@@ -4,8 +4,7 @@ use std::future::Future;
 
 use ipnet::IpNet;
 use oblivious_core::model::{
-    Channel, ChannelSpec, ChannelStatus, Group, Id, Price, Role, Token, TokenStatus, UsageRecord,
-    User, UserStatus,
+    Channel, ChannelSpec, ChannelStatus, Group, Id, Price, Role, Token, TokenStatus, UsageRecord, User, UserStatus,
 };
 use serde::{Deserialize, Serialize};
 
@@ -110,47 +109,20 @@ pub trait Store: Send + Sync + 'static {
     fn user(&self, id: Id) -> impl Future<Output = StoreResult<Option<User>>> + Send;
     fn user_by_name(&self, name: &str) -> impl Future<Output = StoreResult<Option<User>>> + Send;
     fn users(&self, page: Page) -> impl Future<Output = StoreResult<Paged<User>>> + Send;
-    fn create_user(
-        &self,
-        user: NewUser,
-        now_ms: i64,
-    ) -> impl Future<Output = StoreResult<User>> + Send;
-    fn update_user(
-        &self,
-        id: Id,
-        patch: UserPatch,
-    ) -> impl Future<Output = StoreResult<User>> + Send;
+    fn create_user(&self, user: NewUser, now_ms: i64) -> impl Future<Output = StoreResult<User>> + Send;
+    fn update_user(&self, id: Id, patch: UserPatch) -> impl Future<Output = StoreResult<User>> + Send;
     /// Deletes the user and soft-deletes their tokens.
     fn delete_user(&self, id: Id) -> impl Future<Output = StoreResult<()>> + Send;
 
     fn token(&self, id: Id) -> impl Future<Output = StoreResult<Option<Token>>> + Send;
-    fn token_by_hash(
-        &self,
-        key_hash: &str,
-    ) -> impl Future<Output = StoreResult<Option<Token>>> + Send;
-    fn tokens(
-        &self,
-        filter: TokenFilter,
-        page: Page,
-    ) -> impl Future<Output = StoreResult<Paged<Token>>> + Send;
-    fn create_token(
-        &self,
-        token: NewToken,
-        now_ms: i64,
-    ) -> impl Future<Output = StoreResult<Token>> + Send;
-    fn update_token(
-        &self,
-        id: Id,
-        patch: TokenPatch,
-    ) -> impl Future<Output = StoreResult<Token>> + Send;
+    fn token_by_hash(&self, key_hash: &str) -> impl Future<Output = StoreResult<Option<Token>>> + Send;
+    fn tokens(&self, filter: TokenFilter, page: Page) -> impl Future<Output = StoreResult<Paged<Token>>> + Send;
+    fn create_token(&self, token: NewToken, now_ms: i64) -> impl Future<Output = StoreResult<Token>> + Send;
+    fn update_token(&self, id: Id, patch: TokenPatch) -> impl Future<Output = StoreResult<Token>> + Send;
 
     fn channels(&self) -> impl Future<Output = StoreResult<Vec<Channel>>> + Send;
     fn channel(&self, id: Id) -> impl Future<Output = StoreResult<Option<Channel>>> + Send;
-    fn create_channel(
-        &self,
-        spec: ChannelSpec,
-        now_ms: i64,
-    ) -> impl Future<Output = StoreResult<Channel>> + Send;
+    fn create_channel(&self, spec: ChannelSpec, now_ms: i64) -> impl Future<Output = StoreResult<Channel>> + Send;
     /// Replaces an API-declared channel's spec; config channels answer Conflict.
     fn update_channel(
         &self,
@@ -177,19 +149,11 @@ pub trait Store: Send + Sync + 'static {
     /// Makes the store's config-owned rows match the file: upserts what it
     /// declares (keeping runtime status such as auto-disabled), removes what it
     /// no longer declares. API-declared rows are untouched.
-    fn sync_config(
-        &self,
-        config: ConfigSnapshot,
-        now_ms: i64,
-    ) -> impl Future<Output = StoreResult<()>> + Send;
+    fn sync_config(&self, config: ConfigSnapshot, now_ms: i64) -> impl Future<Output = StoreResult<()>> + Send;
 
     /// Writes the record and charges its cost to the token and its user, in one
     /// transaction. Returns false (and changes nothing) when the request id was
     /// already recorded.
     fn record_usage(&self, record: &UsageRecord) -> impl Future<Output = StoreResult<bool>> + Send;
-    fn usage(
-        &self,
-        filter: UsageFilter,
-        page: Page,
-    ) -> impl Future<Output = StoreResult<Paged<UsageRecord>>> + Send;
+    fn usage(&self, filter: UsageFilter, page: Page) -> impl Future<Output = StoreResult<Paged<UsageRecord>>> + Send;
 }

@@ -47,13 +47,7 @@ impl MemoryHot {
             if map.len() > SWEEP_ABOVE {
                 map.retain(|_, e| e.live(now));
             }
-            map.insert(
-                key.to_string(),
-                Entry {
-                    value,
-                    expires: ttl.map(|t| now + t),
-                },
-            );
+            map.insert(key.to_string(), Entry { value, expires: ttl.map(|t| now + t) });
         })
     }
 
@@ -79,19 +73,11 @@ impl Hot for MemoryHot {
 
     async fn incr(&self, key: &str, delta: i64, ttl: Option<Duration>) -> Result<i64, PortError> {
         Ok(self.with(|map, now| {
-            let e = map.entry(key.to_string()).or_insert(Entry {
-                value: Value::Int(0),
-                expires: ttl.map(|t| now + t),
-            });
+            let e = map.entry(key.to_string()).or_insert(Entry { value: Value::Int(0), expires: ttl.map(|t| now + t) });
             if !e.live(now) || !matches!(e.value, Value::Int(_)) {
-                *e = Entry {
-                    value: Value::Int(0),
-                    expires: ttl.map(|t| now + t),
-                };
+                *e = Entry { value: Value::Int(0), expires: ttl.map(|t| now + t) };
             }
-            let Value::Int(v) = &mut e.value else {
-                unreachable!("normalised above")
-            };
+            let Value::Int(v) = &mut e.value else { unreachable!("normalised above") };
             *v += delta;
             *v
         }))
@@ -114,12 +100,7 @@ impl Hot for MemoryHot {
         })
     }
 
-    async fn set_bytes(
-        &self,
-        key: &str,
-        value: Bytes,
-        ttl: Option<Duration>,
-    ) -> Result<(), PortError> {
+    async fn set_bytes(&self, key: &str, value: Bytes, ttl: Option<Duration>) -> Result<(), PortError> {
         self.put(key, Value::Bytes(value), ttl);
         Ok(())
     }
@@ -134,20 +115,12 @@ mod tests {
         let h = MemoryHot::new();
         assert_eq!(h.incr("a", 1, None).await.unwrap(), 1);
         assert_eq!(h.incr("a", 2, None).await.unwrap(), 3);
-        h.set("b", 7, Some(Duration::from_millis(20)))
-            .await
-            .unwrap();
+        h.set("b", 7, Some(Duration::from_millis(20))).await.unwrap();
         assert_eq!(h.get("b").await.unwrap(), Some(7));
         tokio::time::sleep(Duration::from_millis(30)).await;
         assert_eq!(h.get("b").await.unwrap(), None);
-        assert_eq!(
-            h.incr("b", 1, None).await.unwrap(),
-            1,
-            "an expired counter restarts"
-        );
-        h.set_bytes("c", Bytes::from_static(b"x"), None)
-            .await
-            .unwrap();
+        assert_eq!(h.incr("b", 1, None).await.unwrap(), 1, "an expired counter restarts");
+        h.set_bytes("c", Bytes::from_static(b"x"), None).await.unwrap();
         assert_eq!(h.get_bytes("c").await.unwrap().as_deref(), Some(&b"x"[..]));
         h.del("c").await.unwrap();
         assert_eq!(h.get_bytes("c").await.unwrap(), None);

@@ -44,13 +44,7 @@ impl Upstream for HttpUpstream {
             .map_err(classify)?;
         let status = resp.status().as_u16();
         let headers = resp.headers().clone();
-        let body = resp
-            .bytes_stream()
-            .map_err(|e| UpstreamError::Body(e.to_string()));
-        Ok(UpstreamResponse {
-            status,
-            headers,
-            body: Box::pin(body),
-        })
+        let body = resp.bytes_stream().map_err(|e| UpstreamError::Body(e.to_string()));
+        Ok(UpstreamResponse { status, headers, body: Box::pin(body) })
     }
 }

@@ -30,20 +30,20 @@ pub struct OutboxJob {
 
 impl SqliteQueue {
     pub fn new(db: Db) -> Self {
-        SqliteQueue {
-            db,
-            wake: Arc::new(Notify::new()),
-        }
+        SqliteQueue { db, wake: Arc::new(Notify::new()) }
     }
 
     /// Jobs due at `now_ms`, oldest first. Unparseable rows are parked.
     pub async fn due(&self, now_ms: i64, limit: i64) -> Result<Vec<OutboxJob>, StoreError> {
         self.db
             .write(move |c| {
-                let mut st =
-                    c.prepare("SELECT id, payload, attempts FROM outbox WHERE dead = 0 AND next_at <= ?1 ORDER BY id LIMIT ?2")?;
+                let mut st = c.prepare(
+                    "SELECT id, payload, attempts FROM outbox WHERE dead = 0 AND next_at <= ?1 ORDER BY id LIMIT ?2",
+                )?;
                 let rows = st
-                    .query_map(params![now_ms, limit], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?, r.get::<_, i64>(2)?)))?
+                    .query_map(params![now_ms, limit], |r| {
+                        Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?, r.get::<_, i64>(2)?))
+                    })?
                     .collect::<Result<Vec<_>, _>>()?;
                 drop(st);
                 let mut jobs = Vec::with_capacity(rows.len());
@@ -51,7 +51,10 @@ impl SqliteQueue {
                     match serde_json::from_str(&payload) {
                         Ok(job) => jobs.push(OutboxJob { id, job, attempts }),
                         Err(e) => {
-                            c.execute("UPDATE outbox SET dead = 1, last_error = ?1 WHERE id = ?2", params![e.to_string(), id])?;
+                            c.execute(
+                                "UPDATE outbox SET dead = 1, last_error = ?1 WHERE id = ?2",
+                                params![e.to_string(), id],
+                            )?;
                         }
                     }
                 }
@@ -61,22 +64,24 @@ impl SqliteQueue {
     }
 
     pub async fn ack(&self, id: i64) -> Result<(), StoreError> {
-        self.db
-            .write(move |c| {
-                Ok(c.execute("DELETE FROM outbox WHERE id = ?1", [id])
-                    .map(|_| ())?)
-            })
-            .await
+        self.db.write(move |c| Ok(c.execute("DELETE FROM outbox WHERE id = ?1", [id]).map(|_| ())?)).await
     }
 
     /// Records a failed attempt; retries later with backoff, or parks the job.
     pub async fn fail(&self, id: i64, error: String, now_ms: i64) -> Result<(), StoreError> {
         self.db
             .write(move |c| {
-                let attempts: i64 = c.query_row("UPDATE outbox SET attempts = attempts + 1, last_error = ?1 WHERE id = ?2 RETURNING attempts", params![error, id], |r| r.get(0))?;
+                let attempts: i64 = c.query_row(
+                    "UPDATE outbox SET attempts = attempts + 1, last_error = ?1 WHERE id = ?2 RETURNING attempts",
+                    params![error, id],
+                    |r| r.get(0),
+                )?;
                 let dead = attempts >= MAX_ATTEMPTS;
                 let delay = 250i64 << attempts.min(10);
-                c.execute("UPDATE outbox SET dead = ?1, next_at = ?2 WHERE id = ?3", params![dead, now_ms + delay, id])?;
+                c.execute(
+                    "UPDATE outbox SET dead = ?1, next_at = ?2 WHERE id = ?3",
+                    params![dead, now_ms + delay, id],
+                )?;
                 if dead {
                     tracing::error!(id, attempts, "job parked after repeated failures");
                 }
@@ -89,11 +94,9 @@ impl SqliteQueue {
     pub async fn depth(&self) -> Result<(i64, i64), StoreError> {
         self.db
             .read(|c| {
-                Ok(c.query_row(
-                    "SELECT COALESCE(SUM(dead = 0), 0), COALESCE(SUM(dead = 1), 0) FROM outbox",
-                    [],
-                    |r| Ok((r.get(0)?, r.get(1)?)),
-                )?)
+                Ok(c.query_row("SELECT COALESCE(SUM(dead = 0), 0), COALESCE(SUM(dead = 1), 0) FROM outbox", [], |r| {
+                    Ok((r.get(0)?, r.get(1)?))
+                })?)
             })
             .await
     }

@@ -1,8 +1,6 @@
 //! Row ↔ entity mapping.
 
-use oblivious_core::model::{
-    Channel, ChannelStatus, Role, Source, Token, TokenStatus, UsageRecord, User, UserStatus,
-};
+use oblivious_core::model::{Channel, ChannelStatus, Role, Source, Token, TokenStatus, UsageRecord, User, UserStatus};
 use rusqlite::Row;
 
 pub(crate) const USER_COLS: &str = "id, name, role, grp, status, quota, used_quota, created_at";
@@ -14,18 +12,13 @@ pub(crate) const USAGE_COLS: &str = "request_id, created_at, endpoint, user_id, 
     latency_ms, ttfb_ms, status, stream, retries, error";
 
 fn bad(col: usize, what: &str) -> rusqlite::Error {
-    rusqlite::Error::FromSqlConversionFailure(
-        col,
-        rusqlite::types::Type::Text,
-        what.to_string().into(),
-    )
+    rusqlite::Error::FromSqlConversionFailure(col, rusqlite::types::Type::Text, what.to_string().into())
 }
 
 fn json<T: serde::de::DeserializeOwned>(row: &Row, col: usize) -> rusqlite::Result<T> {
     let text: String = row.get(col)?;
-    serde_json::from_str(&text).map_err(|e| {
-        rusqlite::Error::FromSqlConversionFailure(col, rusqlite::types::Type::Text, Box::new(e))
-    })
+    serde_json::from_str(&text)
+        .map_err(|e| rusqlite::Error::FromSqlConversionFailure(col, rusqlite::types::Type::Text, Box::new(e)))
 }
 
 pub(crate) fn role_str(r: Role) -> &'static str {
@@ -48,17 +41,9 @@ pub(crate) fn user(row: &Row) -> rusqlite::Result<User> {
     Ok(User {
         id: row.get(0)?,
         name: row.get(1)?,
-        role: if role == "admin" {
-            Role::Admin
-        } else {
-            Role::User
-        },
+        role: if role == "admin" { Role::Admin } else { Role::User },
         group: row.get(3)?,
-        status: if status == "disabled" {
-            UserStatus::Disabled
-        } else {
-            UserStatus::Enabled
-        },
+        status: if status == "disabled" { UserStatus::Disabled } else { UserStatus::Enabled },
         quota: row.get(5)?,
         used_quota: row.get(6)?,
         created_at: row.get(7)?,
@@ -92,11 +77,7 @@ pub(crate) fn channel(row: &Row) -> rusqlite::Result<Channel> {
         spec: json(row, 1)?,
         status: ChannelStatus::parse(&status).ok_or_else(|| bad(2, "channel status"))?,
         status_reason: row.get(3)?,
-        source: if source == "config" {
-            Source::Config
-        } else {
-            Source::Api
-        },
+        source: if source == "config" { Source::Config } else { Source::Api },
         updated_at: row.get(5)?,
     })
 }

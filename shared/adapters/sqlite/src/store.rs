@@ -1,12 +1,11 @@
 //! [`Store`] over SQLite.
 
 use oblivious_core::model::{
-    Channel, ChannelSpec, ChannelStatus, Group, Id, Price, Source, Token, TokenStatus, UsageRecord,
-    User,
+    Channel, ChannelSpec, ChannelStatus, Group, Id, Price, Source, Token, TokenStatus, UsageRecord, User,
 };
 use oblivious_ports::{
-    ConfigSnapshot, NewToken, NewUser, Page, Paged, Store, StoreError, StoreResult, TokenFilter,
-    TokenPatch, UsageFilter, UserPatch,
+    ConfigSnapshot, NewToken, NewUser, Page, Paged, Store, StoreError, StoreResult, TokenFilter, TokenPatch,
+    UsageFilter, UserPatch,
 };
 use rusqlite::types::Value;
 use rusqlite::{params, params_from_iter, Connection, OptionalExtension, TransactionBehavior};
@@ -32,12 +31,7 @@ impl SqliteStore {
     pub async fn meta(&self, key: &str) -> StoreResult<Option<String>> {
         let key = key.to_string();
         self.db
-            .read(move |c| {
-                Ok(
-                    c.query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
-                        .optional()?,
-                )
-            })
+            .read(move |c| Ok(c.query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0)).optional()?))
             .await
     }
 
@@ -45,41 +39,23 @@ impl SqliteStore {
     pub async fn set_meta_once(&self, key: &str, value: &str) -> StoreResult<bool> {
         let (key, value) = (key.to_string(), value.to_string());
         self.db
-            .write(move |c| {
-                Ok(c.execute(
-                    "INSERT OR IGNORE INTO meta (key, value) VALUES (?1, ?2)",
-                    [key, value],
-                )? == 1)
-            })
+            .write(
+                move |c| Ok(c.execute("INSERT OR IGNORE INTO meta (key, value) VALUES (?1, ?2)", [key, value])? == 1),
+            )
             .await
     }
 }
 
 fn user_by_id(c: &Connection, id: Id) -> DbResult<Option<User>> {
-    Ok(c.query_row(
-        &format!("SELECT {USER_COLS} FROM users WHERE id = ?1"),
-        [id],
-        rows::user,
-    )
-    .optional()?)
+    Ok(c.query_row(&format!("SELECT {USER_COLS} FROM users WHERE id = ?1"), [id], rows::user).optional()?)
 }
 
 fn token_by_id(c: &Connection, id: Id) -> DbResult<Option<Token>> {
-    Ok(c.query_row(
-        &format!("SELECT {TOKEN_COLS} FROM tokens WHERE id = ?1"),
-        [id],
-        rows::token,
-    )
-    .optional()?)
+    Ok(c.query_row(&format!("SELECT {TOKEN_COLS} FROM tokens WHERE id = ?1"), [id], rows::token).optional()?)
 }
 
 fn channel_by_id(c: &Connection, id: Id) -> DbResult<Option<Channel>> {
-    Ok(c.query_row(
-        &format!("SELECT {CHANNEL_COLS} FROM channels WHERE id = ?1"),
-        [id],
-        rows::channel,
-    )
-    .optional()?)
+    Ok(c.query_row(&format!("SELECT {CHANNEL_COLS} FROM channels WHERE id = ?1"), [id], rows::channel).optional()?)
 }
 
 fn found<T>(v: Option<T>, what: impl FnOnce() -> String) -> DbResult<T> {
@@ -87,20 +63,15 @@ fn found<T>(v: Option<T>, what: impl FnOnce() -> String) -> DbResult<T> {
 }
 
 fn limit_offset(page: Page) -> (i64, i64) {
-    (
-        page.limit.min(i64::MAX as u64) as i64,
-        page.offset.min(i64::MAX as u64) as i64,
-    )
+    (page.limit.min(i64::MAX as u64) as i64, page.offset.min(i64::MAX as u64) as i64)
 }
 
 fn put_channel_config(tx: &Connection, spec: &ChannelSpec, now_ms: i64) -> DbResult<()> {
     let json = serde_json::to_string(spec)?;
     let existing: Option<(Id, String, String)> = tx
-        .query_row(
-            "SELECT id, spec, source FROM channels WHERE name = ?1",
-            [&spec.name],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-        )
+        .query_row("SELECT id, spec, source FROM channels WHERE name = ?1", [&spec.name], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+        })
         .optional()?;
     match existing {
         None => {
@@ -123,9 +94,7 @@ fn put_channel_config(tx: &Connection, spec: &ChannelSpec, now_ms: i64) -> DbRes
 
 impl Store for SqliteStore {
     async fn revision(&self) -> StoreResult<i64> {
-        self.db
-            .read(|c| Ok(c.query_row("SELECT value FROM revision WHERE id = 1", [], |r| r.get(0))?))
-            .await
+        self.db.read(|c| Ok(c.query_row("SELECT value FROM revision WHERE id = 1", [], |r| r.get(0))?)).await
     }
 
     async fn user(&self, id: Id) -> StoreResult<Option<User>> {
@@ -136,12 +105,8 @@ impl Store for SqliteStore {
         let name = name.to_string();
         self.db
             .read(move |c| {
-                Ok(c.query_row(
-                    &format!("SELECT {USER_COLS} FROM users WHERE name = ?1"),
-                    [name],
-                    rows::user,
-                )
-                .optional()?)
+                Ok(c.query_row(&format!("SELECT {USER_COLS} FROM users WHERE name = ?1"), [name], rows::user)
+                    .optional()?)
             })
             .await
     }
@@ -150,17 +115,10 @@ impl Store for SqliteStore {
         self.db
             .read(move |c| {
                 let (limit, offset) = limit_offset(page);
-                let mut st = c.prepare(&format!(
-                    "SELECT {USER_COLS} FROM users ORDER BY id LIMIT ?1 OFFSET ?2"
-                ))?;
-                let items = st
-                    .query_map([limit, offset], rows::user)?
-                    .collect::<Result<Vec<_>, _>>()?;
+                let mut st = c.prepare(&format!("SELECT {USER_COLS} FROM users ORDER BY id LIMIT ?1 OFFSET ?2"))?;
+                let items = st.query_map([limit, offset], rows::user)?.collect::<Result<Vec<_>, _>>()?;
                 let total: i64 = c.query_row("SELECT COUNT(*) FROM users", [], |r| r.get(0))?;
-                Ok(Paged {
-                    items,
-                    total: total as u64,
-                })
+                Ok(Paged { items, total: total as u64 })
             })
             .await
     }
@@ -183,16 +141,10 @@ impl Store for SqliteStore {
                 let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
                 found(user_by_id(&tx, id)?, || format!("user {id}"))?;
                 if let Some(role) = p.role {
-                    tx.execute(
-                        "UPDATE users SET role = ?1 WHERE id = ?2",
-                        params![rows::role_str(role), id],
-                    )?;
+                    tx.execute("UPDATE users SET role = ?1 WHERE id = ?2", params![rows::role_str(role), id])?;
                 }
                 if let Some(group) = p.group {
-                    tx.execute(
-                        "UPDATE users SET grp = ?1 WHERE id = ?2",
-                        params![group, id],
-                    )?;
+                    tx.execute("UPDATE users SET grp = ?1 WHERE id = ?2", params![group, id])?;
                 }
                 if let Some(status) = p.status {
                     tx.execute(
@@ -201,10 +153,7 @@ impl Store for SqliteStore {
                     )?;
                 }
                 if let Some(quota) = p.quota {
-                    tx.execute(
-                        "UPDATE users SET quota = ?1 WHERE id = ?2",
-                        params![quota, id],
-                    )?;
+                    tx.execute("UPDATE users SET quota = ?1 WHERE id = ?2", params![quota, id])?;
                 }
                 let user = found(user_by_id(&tx, id)?, || format!("user {id}"))?;
                 tx.commit()?;
@@ -219,7 +168,10 @@ impl Store for SqliteStore {
                 let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
                 // Keep token rows (usage history points at them) but make them unusable.
                 tx.execute("UPDATE tokens SET status = 'deleted' WHERE user_id = ?1", [id])?;
-                tx.execute("UPDATE users SET status = 'disabled', name = name || '#deleted-' || id WHERE id = ?1", [id])?;
+                tx.execute(
+                    "UPDATE users SET status = 'disabled', name = name || '#deleted-' || id WHERE id = ?1",
+                    [id],
+                )?;
                 if tx.changes() == 0 {
                     return Err(StoreError::NotFound(format!("user {id}")).into());
                 }
@@ -299,16 +251,11 @@ impl Store for SqliteStore {
                 let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
                 found(token_by_id(&tx, id)?, || format!("token {id}"))?;
                 if let Some(name) = p.name {
-                    tx.execute(
-                        "UPDATE tokens SET name = ?1 WHERE id = ?2",
-                        params![name, id],
-                    )?;
+                    tx.execute("UPDATE tokens SET name = ?1 WHERE id = ?2", params![name, id])?;
                 }
                 if let Some(status) = p.status {
                     let stored = match status {
-                        TokenStatus::Normal | TokenStatus::Disabled | TokenStatus::Deleted => {
-                            status.as_str()
-                        }
+                        TokenStatus::Normal | TokenStatus::Disabled | TokenStatus::Deleted => status.as_str(),
                         TokenStatus::Expired | TokenStatus::Exhausted => {
                             return Err(StoreError::Conflict(format!(
                                 "`{}` is derived and cannot be set",
@@ -317,22 +264,13 @@ impl Store for SqliteStore {
                             .into())
                         }
                     };
-                    tx.execute(
-                        "UPDATE tokens SET status = ?1 WHERE id = ?2",
-                        params![stored, id],
-                    )?;
+                    tx.execute("UPDATE tokens SET status = ?1 WHERE id = ?2", params![stored, id])?;
                 }
                 if let Some(unlimited) = p.unlimited {
-                    tx.execute(
-                        "UPDATE tokens SET unlimited = ?1 WHERE id = ?2",
-                        params![unlimited, id],
-                    )?;
+                    tx.execute("UPDATE tokens SET unlimited = ?1 WHERE id = ?2", params![unlimited, id])?;
                 }
                 if let Some(q) = p.remaining_quota {
-                    tx.execute(
-                        "UPDATE tokens SET remaining_quota = ?1 WHERE id = ?2",
-                        params![q, id],
-                    )?;
+                    tx.execute("UPDATE tokens SET remaining_quota = ?1 WHERE id = ?2", params![q, id])?;
                 }
                 if let Some(models) = p.models {
                     tx.execute(
@@ -341,16 +279,10 @@ impl Store for SqliteStore {
                     )?;
                 }
                 if let Some(ips) = p.ips {
-                    tx.execute(
-                        "UPDATE tokens SET ips = ?1 WHERE id = ?2",
-                        params![serde_json::to_string(&ips)?, id],
-                    )?;
+                    tx.execute("UPDATE tokens SET ips = ?1 WHERE id = ?2", params![serde_json::to_string(&ips)?, id])?;
                 }
                 if let Some(expires_at) = p.expires_at {
-                    tx.execute(
-                        "UPDATE tokens SET expires_at = ?1 WHERE id = ?2",
-                        params![expires_at, id],
-                    )?;
+                    tx.execute("UPDATE tokens SET expires_at = ?1 WHERE id = ?2", params![expires_at, id])?;
                 }
                 let token = found(token_by_id(&tx, id)?, || format!("token {id}"))?;
                 tx.commit()?;
@@ -362,11 +294,8 @@ impl Store for SqliteStore {
     async fn channels(&self) -> StoreResult<Vec<Channel>> {
         self.db
             .read(|c| {
-                let mut st =
-                    c.prepare(&format!("SELECT {CHANNEL_COLS} FROM channels ORDER BY id"))?;
-                let v = st
-                    .query_map([], rows::channel)?
-                    .collect::<Result<Vec<_>, _>>()?;
+                let mut st = c.prepare(&format!("SELECT {CHANNEL_COLS} FROM channels ORDER BY id"))?;
+                let v = st.query_map([], rows::channel)?.collect::<Result<Vec<_>, _>>()?;
                 Ok(v)
             })
             .await
@@ -414,17 +343,14 @@ impl Store for SqliteStore {
     async fn delete_channel(&self, id: Id) -> StoreResult<()> {
         self.db
             .write(move |c| {
-                let source: Option<String> = c
-                    .query_row("SELECT source FROM channels WHERE id = ?1", [id], |r| {
-                        r.get(0)
-                    })
-                    .optional()?;
+                let source: Option<String> =
+                    c.query_row("SELECT source FROM channels WHERE id = ?1", [id], |r| r.get(0)).optional()?;
                 match source.as_deref() {
                     None => Err(StoreError::NotFound(format!("channel {id}")).into()),
-                    Some("config") => Err(StoreError::Conflict(
-                        "this channel is declared in the config file; remove it there".into(),
-                    )
-                    .into()),
+                    Some("config") => {
+                        Err(StoreError::Conflict("this channel is declared in the config file; remove it there".into())
+                            .into())
+                    }
                     Some(_) => {
                         c.execute("DELETE FROM channels WHERE id = ?1", [id])?;
                         Ok(())
@@ -458,16 +384,9 @@ impl Store for SqliteStore {
     async fn groups(&self) -> StoreResult<Vec<Group>> {
         self.db
             .read(|c| {
-                let mut st =
-                    c.prepare("SELECT name, ratio_bp, description FROM user_groups ORDER BY name")?;
+                let mut st = c.prepare("SELECT name, ratio_bp, description FROM user_groups ORDER BY name")?;
                 let v = st
-                    .query_map([], |r| {
-                        Ok(Group {
-                            name: r.get(0)?,
-                            ratio_bp: r.get(1)?,
-                            description: r.get(2)?,
-                        })
-                    })?
+                    .query_map([], |r| Ok(Group { name: r.get(0)?, ratio_bp: r.get(1)?, description: r.get(2)? }))?
                     .collect::<Result<Vec<_>, _>>()?;
                 Ok(v)
             })
@@ -502,10 +421,16 @@ impl Store for SqliteStore {
     async fn prices(&self) -> StoreResult<Vec<Price>> {
         self.db
             .read(|c| {
-                let mut st = c.prepare("SELECT model, input_per_m, output_per_m, per_request FROM prices ORDER BY model")?;
+                let mut st =
+                    c.prepare("SELECT model, input_per_m, output_per_m, per_request FROM prices ORDER BY model")?;
                 let v = st
                     .query_map([], |r| {
-                        Ok(Price { model: r.get(0)?, input_per_m: r.get(1)?, output_per_m: r.get(2)?, per_request: r.get(3)? })
+                        Ok(Price {
+                            model: r.get(0)?,
+                            input_per_m: r.get(1)?,
+                            output_per_m: r.get(2)?,
+                            per_request: r.get(3)?,
+                        })
                     })?
                     .collect::<Result<Vec<_>, _>>()?;
                 Ok(v)
@@ -617,7 +542,10 @@ impl Store for SqliteStore {
                          WHERE id = ?2",
                         params![u.cost, u.token_id],
                     )?;
-                    tx.execute("UPDATE users SET used_quota = used_quota + ?1 WHERE id = ?2", params![u.cost, u.user_id])?;
+                    tx.execute(
+                        "UPDATE users SET used_quota = used_quota + ?1 WHERE id = ?2",
+                        params![u.cost, u.user_id],
+                    )?;
                 }
                 tx.commit()?;
                 Ok(inserted)
@@ -712,15 +640,7 @@ mod tests {
     async fn usage_is_recorded_and_charged_once() {
         let (_d, s) = temp_db();
         let user = s
-            .create_user(
-                NewUser {
-                    name: "u".into(),
-                    role: Role::User,
-                    group: "default".into(),
-                    quota: 0,
-                },
-                1,
-            )
+            .create_user(NewUser { name: "u".into(), role: Role::User, group: "default".into(), quota: 0 }, 1)
             .await
             .unwrap();
         let t = s
@@ -741,89 +661,36 @@ mod tests {
             .await
             .unwrap();
         let rev = s.revision().await.unwrap();
-        let rec = UsageRecord {
-            request_id: "r1".into(),
-            user_id: user.id,
-            token_id: t.id,
-            cost: 60,
-            ..Default::default()
-        };
+        let rec =
+            UsageRecord { request_id: "r1".into(), user_id: user.id, token_id: t.id, cost: 60, ..Default::default() };
         assert!(s.record_usage(&rec).await.unwrap());
         assert!(!s.record_usage(&rec).await.unwrap());
         let t2 = s.token(t.id).await.unwrap().unwrap();
         assert_eq!((t2.remaining_quota, t2.used_quota), (40, 60));
-        assert_eq!(
-            s.revision().await.unwrap(),
-            rev,
-            "spending without running out does not invalidate caches"
-        );
-        let rec2 = UsageRecord {
-            request_id: "r2".into(),
-            cost: 60,
-            ..rec
-        };
+        assert_eq!(s.revision().await.unwrap(), rev, "spending without running out does not invalidate caches");
+        let rec2 = UsageRecord { request_id: "r2".into(), cost: 60, ..rec };
         assert!(s.record_usage(&rec2).await.unwrap());
         assert!(s.revision().await.unwrap() > rev, "running out does");
-        assert_eq!(
-            s.usage(
-                UsageFilter::default(),
-                Page {
-                    offset: 0,
-                    limit: 10
-                }
-            )
-            .await
-            .unwrap()
-            .total,
-            2
-        );
+        assert_eq!(s.usage(UsageFilter::default(), Page { offset: 0, limit: 10 }).await.unwrap().total, 2);
     }
 
     #[tokio::test(flavor = "multi_thread")]
     async fn config_sync_keeps_runtime_status_and_api_rows() {
         let (_d, s) = temp_db();
-        let snap = |chs: Vec<ChannelSpec>| ConfigSnapshot {
-            groups: vec![],
-            prices: vec![],
-            channels: chs,
-        };
-        s.sync_config(snap(vec![spec("a"), spec("b")]), 1)
-            .await
-            .unwrap();
+        let snap = |chs: Vec<ChannelSpec>| ConfigSnapshot { groups: vec![], prices: vec![], channels: chs };
+        s.sync_config(snap(vec![spec("a"), spec("b")]), 1).await.unwrap();
         let api = s.create_channel(spec("c"), 1).await.unwrap();
-        let a = s
-            .channels()
-            .await
-            .unwrap()
-            .into_iter()
-            .find(|c| c.spec.name == "a")
-            .unwrap();
-        s.set_channel_status(
-            a.id,
-            ChannelStatus::AutoDisabled,
-            Some("5 failures".into()),
-            2,
-        )
-        .await
-        .unwrap();
+        let a = s.channels().await.unwrap().into_iter().find(|c| c.spec.name == "a").unwrap();
+        s.set_channel_status(a.id, ChannelStatus::AutoDisabled, Some("5 failures".into()), 2).await.unwrap();
         let rev = s.revision().await.unwrap();
-        s.sync_config(snap(vec![spec("a"), spec("b")]), 3)
-            .await
-            .unwrap();
-        assert_eq!(
-            s.revision().await.unwrap(),
-            rev,
-            "an unchanged file changes nothing"
-        );
+        s.sync_config(snap(vec![spec("a"), spec("b")]), 3).await.unwrap();
+        assert_eq!(s.revision().await.unwrap(), rev, "an unchanged file changes nothing");
         s.sync_config(snap(vec![spec("a")]), 3).await.unwrap();
         let all = s.channels().await.unwrap();
         let names: Vec<_> = all.iter().map(|c| c.spec.name.as_str()).collect();
         assert_eq!(names, ["a", "c"]);
         assert_eq!(all[0].status, ChannelStatus::AutoDisabled);
-        assert!(matches!(
-            s.update_channel(all[0].id, spec("a"), 4).await,
-            Err(StoreError::Conflict(_))
-        ));
+        assert!(matches!(s.update_channel(all[0].id, spec("a"), 4).await, Err(StoreError::Conflict(_))));
         assert!(s.update_channel(api.id, spec("c2"), 4).await.is_ok());
     }
 }
