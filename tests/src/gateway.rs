@@ -161,9 +161,14 @@ impl Drop for Gateway {
     }
 }
 
-/// A config with one channel per `(name, base_url, extra TOML lines)`.
+/// A config with one channel per `(name, base_url, extra TOML lines)`. Unless
+/// `extra` prices `"*"` itself, every model is declared free (unpriced models
+/// are refused), so tests that are not about money need not price anything.
 pub fn config(channels: &[(&str, &str, &str)], extra: &str) -> String {
     let mut s = format!("{extra}\n");
+    if !extra.contains("[prices.\"*\"]") {
+        s.push_str("\n[prices.\"*\"]\nfree = true\n");
+    }
     for (name, url, more) in channels {
         s.push_str(&format!("\n[[channels]]\nname = \"{name}\"\ntype = \"openai\"\nbase_url = \"{url}\"\n{more}\n"));
     }

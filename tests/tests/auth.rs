@@ -141,19 +141,25 @@ fn chrono_like_rfc3339(t: std::time::SystemTime) -> String {
 #[tokio::test(flavor = "multi_thread")]
 async fn spending_the_quota_exhausts_the_key() {
     let (_mock, gw) = start().await;
-    // "priced" costs $1000/M tokens = 1000 units a token; one answer is 16 tokens.
-    let key = gw.key(&["--quota", "5000"]);
-    let (status, _) = code(gw.post("/v1/chat/completions", &key, &chat("priced")).send().await.unwrap()).await;
+    // "priced" costs $1000/M tokens = 1000 units a token. The reservation is
+    // the counted prompt (8 tokens) plus max_tokens (4): 12_000 units; the
+    // mock then reports 12 prompt + 4 completion tokens: 16_000 units.
+    let key = gw.key(&["--quota", "20000"]);
+    let req = json!({ "model": "priced", "max_tokens": 4, "messages": [{ "role": "user", "content": "hi there" }] });
+    let (status, _) = code(gw.post("/v1/chat/completions", &key, &req).send().await.unwrap()).await;
     assert_eq!(status, 200);
     let rows = gw.usage_rows(1).await;
-    assert_eq!(rows[0]["cost"], 16_000);
-    gw.settle().await;
-    let (status, c) = code(gw.post("/v1/chat/completions", &key, &chat("priced")).send().await.unwrap()).await;
+    assert_eq!((rows[0]["reserved"].as_i64(), rows[0]["cost"].as_i64()), (Some(12_000), Some(16_000)));
+    // 4_000 left: too little to reserve another 12_000.
+    let (status, c) = code(gw.post("/v1/chat/completions", &key, &req).send().await.unwrap()).await;
     assert_eq!((status, c.as_str()), (429, "insufficient_quota"));
     let (_, listed, _) = gw.cli(&["token", "list", "--json"]);
     let listed: Value = serde_json::from_str(&listed).unwrap();
-    assert_eq!(listed[1]["status"], "exhausted");
-    assert_eq!(listed[1]["remaining_quota"], 5000 - 16_000);
+    assert_eq!(listed[1]["remaining_quota"], 4_000);
+    assert_eq!(listed[1]["used_quota"], 16_000);
+    // Without max_tokens the default (1024) is reserved: far over what is left.
+    let big = json!({ "model": "priced", "messages": [{ "role": "user", "content": "hi there" }] });
+    assert_eq!(code(gw.post("/v1/chat/completions", &key, &big).send().await.unwrap()).await.0, 429);
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -135,13 +135,14 @@ async fn admin_api_manages_everything_and_only_admins_may_use_it() {
     };
     use reqwest::Method as M;
 
-    let user: Value = api(M::POST, "/api/admin/users", Some(json!({ "name": "alice", "group": "vip" })))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let user: Value =
+        api(M::POST, "/api/admin/users", Some(json!({ "name": "alice", "group": "vip", "quota": 100_000 })))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
     assert_eq!(user["group"], "vip");
     let uid = user["id"].as_i64().unwrap();
     let bad = api(M::POST, "/api/admin/users", Some(json!({ "name": "bob", "group": "nope" }))).send().await.unwrap();
@@ -150,7 +151,7 @@ async fn admin_api_manages_everything_and_only_admins_may_use_it() {
     assert_eq!(dup.status(), 409);
 
     let tok: Value =
-        api(M::POST, "/api/admin/tokens", Some(json!({ "name": "alice-key", "user_id": uid, "quota": 1000 })))
+        api(M::POST, "/api/admin/tokens", Some(json!({ "name": "alice-key", "user_id": uid, "quota": 1_000_000 })))
             .send()
             .await
             .unwrap()
@@ -164,7 +165,7 @@ async fn admin_api_manages_everything_and_only_admins_may_use_it() {
     let fetched: Value =
         api(M::GET, &format!("/api/admin/tokens/{tid}"), None).send().await.unwrap().json().await.unwrap();
     assert!(fetched.get("key").is_none(), "the key is shown once");
-    assert_eq!(fetched["remaining_quota"], 1000);
+    assert_eq!(fetched["remaining_quota"], 1_000_000);
 
     // Not an admin.
     let resp = gw.get("/api/admin/users", &alice_key).send().await.unwrap();

@@ -21,7 +21,7 @@ use crate::tokens::{create_token, parse_ips, parse_time, CreateToken};
 type R<P> = State<Arc<Relay<P>>>;
 type Reply = Result<(u16, Value), ApiError>;
 
-fn respond<P: Platform>(relay: &Relay<P>, reply: Reply) -> Response {
+pub(crate) fn respond<P: Platform>(relay: &Relay<P>, reply: Reply) -> Response {
     let request_id = relay.ports.ids.request_id();
     match reply {
         Ok((status, v)) => json_response(status, v.to_string().into(), &request_id),
@@ -29,7 +29,7 @@ fn respond<P: Platform>(relay: &Relay<P>, reply: Reply) -> Response {
     }
 }
 
-async fn admin<P: Platform>(relay: &Relay<P>, parts: &Parts) -> Result<Arc<Principal>, ApiError> {
+pub(crate) async fn admin<P: Platform>(relay: &Relay<P>, parts: &Parts) -> Result<Arc<Principal>, ApiError> {
     let p = relay.authenticate(parts).await?;
     if p.user.role != Role::Admin {
         return Err(ApiError::new(
@@ -41,17 +41,17 @@ async fn admin<P: Platform>(relay: &Relay<P>, parts: &Parts) -> Result<Arc<Princ
     Ok(p)
 }
 
-fn body<T: DeserializeOwned>(raw: &[u8]) -> Result<T, ApiError> {
+pub(crate) fn body<T: DeserializeOwned>(raw: &[u8]) -> Result<T, ApiError> {
     serde_json::from_slice(raw).map_err(|e| ApiError::invalid("invalid_body", format!("Invalid request body: {e}.")))
 }
 
-fn query<T: DeserializeOwned>(parts: &Parts) -> Result<T, ApiError> {
+pub(crate) fn query<T: DeserializeOwned>(parts: &Parts) -> Result<T, ApiError> {
     axum::extract::Query::<T>::try_from_uri(&parts.uri)
         .map(|q| q.0)
         .map_err(|e| ApiError::invalid("invalid_query", format!("Invalid query string: {}.", e.body_text())))
 }
 
-fn id(raw: &str) -> Result<Id, ApiError> {
+pub(crate) fn id(raw: &str) -> Result<Id, ApiError> {
     raw.parse().map_err(|_| ApiError::invalid("invalid_id", format!("`{raw}` is not an id.")))
 }
 
@@ -66,18 +66,18 @@ struct PageQuery {
     per_page: Option<u64>,
 }
 
-fn page(parts: &Parts) -> Result<(Page, u64, u64), ApiError> {
+pub(crate) fn page(parts: &Parts) -> Result<(Page, u64, u64), ApiError> {
     let q: PageQuery = query(parts)?;
     let page = q.page.unwrap_or(1).max(1);
     let per_page = q.per_page.unwrap_or(50).clamp(1, 500);
     Ok((Page { offset: (page - 1) * per_page, limit: per_page }, page, per_page))
 }
 
-fn listing(items: Vec<Value>, total: u64, page: u64, per_page: u64) -> Value {
+pub(crate) fn listing(items: Vec<Value>, total: u64, page: u64, per_page: u64) -> Value {
     json!({ "data": items, "page": page, "per_page": per_page, "total": total })
 }
 
-fn to_value(v: impl serde::Serialize) -> Value {
+pub(crate) fn to_value(v: impl serde::Serialize) -> Value {
     serde_json::to_value(v).unwrap_or(Value::Null)
 }
 
@@ -113,6 +113,8 @@ struct CreateUser {
     group: Option<String>,
     #[serde(default)]
     quota: i64,
+    #[serde(default)]
+    unlimited: bool,
 }
 
 fn check_group<P: Platform>(r: &Relay<P>, group: &str) -> Result<(), ApiError> {
@@ -133,8 +135,13 @@ pub async fn create_user<P: Platform>(State(r): R<P>, parts: Parts, raw: Bytes) 
         }
         let group = req.group.unwrap_or_else(|| oblivious_core::config::DEFAULT_GROUP.into());
         check_group(&r, &group)?;
-        let new =
-            NewUser { name: req.name.trim().into(), role: req.role.unwrap_or(Role::User), group, quota: req.quota };
+        let new = NewUser {
+            name: req.name.trim().into(),
+            role: req.role.unwrap_or(Role::User),
+            group,
+            quota: req.quota,
+            unlimited: req.unlimited,
+        };
         let user = r.ports.store.create_user(new, r.ports.clock.now_ms()).await.map_err(store_error)?;
         Ok((201, to_value(user)))
     };
@@ -242,6 +249,10 @@ struct UpdateToken {
     ips: Option<Vec<String>>,
     #[serde(default, deserialize_with = "present")]
     expires_at: Option<Option<String>>,
+    #[serde(default, deserialize_with = "present")]
+    daily_limit: Option<Option<i64>>,
+    #[serde(default, deserialize_with = "present")]
+    monthly_limit: Option<Option<i64>>,
 }
 
 async fn patch_token<P: Platform>(r: &Relay<P>, token_id: Id, patch: TokenPatch) -> Reply {
@@ -279,6 +290,8 @@ pub async fn update_token<P: Platform>(
             models: req.models,
             ips: req.ips.as_deref().map(parse_ips).transpose()?,
             expires_at,
+            daily_limit: req.daily_limit,
+            monthly_limit: req.monthly_limit,
         };
         patch_token(&r, id(&raw_id)?, patch).await
     };
@@ -461,47 +474,124 @@ pub async fn delete_group<P: Platform>(State(r): R<P>, Path(name): Path<String>,
     respond(&r, reply.await)
 }
 
+#[derive(Deserialize)]
+struct PriceQuery {
+    #[serde(default)]
+    history: bool,
+}
+
+/// The prices in force now (one per model or pattern), or with `?history=true`
+/// every version, future ones included.
 pub async fn list_prices<P: Platform>(State(r): R<P>, parts: Parts) -> Response {
     let reply = async {
         admin(&r, &parts).await?;
-        let prices = r.ports.store.prices().await.map_err(store_error)?;
-        let n = prices.len() as u64;
-        Ok((200, listing(prices.iter().map(to_value).collect(), n, 1, n.max(1))))
+        let q: PriceQuery = query(&parts)?;
+        let all = r.ports.store.prices().await.map_err(store_error)?;
+        let now = r.ports.clock.now_ms();
+        let items: Vec<Value> = if q.history {
+            all.iter().map(to_value).collect()
+        } else {
+            let mut current: std::collections::BTreeMap<&str, &Price> = Default::default();
+            for p in all.iter().filter(|p| p.effective_at <= now) {
+                current.insert(&p.model, p);
+            }
+            current.values().filter(|p| !p.retired).map(to_value).collect()
+        };
+        let n = items.len() as u64;
+        Ok((200, listing(items, n, 1, n.max(1))))
     };
     respond(&r, reply.await)
 }
 
+/// A new price version. Rates are integer units (per 1M tokens, or per
+/// request/image/audio second); `effective_at` (RFC 3339 or Unix ms) defaults to now.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct PutPrice {
+    #[serde(default)]
     input_per_m: i64,
+    #[serde(default)]
     output_per_m: i64,
+    cached_input_per_m: Option<i64>,
     #[serde(default)]
     per_request: i64,
+    #[serde(default)]
+    per_image: i64,
+    #[serde(default)]
+    per_audio_second: i64,
+    #[serde(default)]
+    free: bool,
+    effective_at: Option<Value>,
+}
+
+fn time_value(v: &Value, param: &'static str) -> Result<i64, ApiError> {
+    match v {
+        Value::Number(n) => {
+            n.as_i64().ok_or_else(|| ApiError::invalid("invalid_time", "expected Unix milliseconds").with_param(param))
+        }
+        Value::String(s) => parse_time(s, param),
+        _ => Err(ApiError::invalid("invalid_time", "expected RFC 3339 or Unix milliseconds").with_param(param)),
+    }
+}
+
+async fn add_price_version<P: Platform>(r: &Relay<P>, price: Price) -> Reply {
+    let stored = r.ports.store.put_price(price).await.map_err(store_error)?;
+    let _ = r.refresh(false).await;
+    Ok((200, to_value(stored)))
 }
 
 pub async fn put_price<P: Platform>(State(r): R<P>, Path(model): Path<String>, parts: Parts, raw: Bytes) -> Response {
     let reply = async {
         admin(&r, &parts).await?;
         let req: PutPrice = body(&raw)?;
-        if req.input_per_m < 0 || req.output_per_m < 0 || req.per_request < 0 {
+        let rates = [
+            req.input_per_m,
+            req.output_per_m,
+            req.cached_input_per_m.unwrap_or(0),
+            req.per_request,
+            req.per_image,
+            req.per_audio_second,
+        ];
+        if rates.iter().any(|x| *x < 0) {
             return Err(ApiError::invalid("invalid_price", "Prices are quota units and must be 0 or more."));
         }
-        let price =
-            Price { model, input_per_m: req.input_per_m, output_per_m: req.output_per_m, per_request: req.per_request };
-        r.ports.store.put_price(price.clone()).await.map_err(store_error)?;
-        let _ = r.refresh(false).await;
-        Ok((200, to_value(price)))
+        if req.free && rates.iter().any(|x| *x != 0) {
+            return Err(ApiError::invalid("invalid_price", "A free model cannot also have rates."));
+        }
+        if model.is_empty() || model[..model.len() - 1].contains('*') {
+            return Err(ApiError::invalid("invalid_model", "Price a model name or a `prefix*` pattern."));
+        }
+        let effective_at = match &req.effective_at {
+            Some(v) => time_value(v, "effective_at")?,
+            None => r.ports.clock.now_ms(),
+        };
+        let price = Price {
+            version: 0,
+            model,
+            effective_at,
+            input_per_m: req.input_per_m,
+            output_per_m: req.output_per_m,
+            cached_input_per_m: req.cached_input_per_m,
+            per_request: req.per_request,
+            per_image: req.per_image,
+            per_audio_second: req.per_audio_second,
+            free: req.free,
+            retired: false,
+        };
+        add_price_version(&r, price).await
     };
     respond(&r, reply.await)
 }
 
+/// Retires the model's price from now on (a new version; history is kept).
 pub async fn delete_price<P: Platform>(State(r): R<P>, Path(model): Path<String>, parts: Parts) -> Response {
     let reply = async {
         admin(&r, &parts).await?;
-        r.ports.store.delete_price(&model).await.map_err(store_error)?;
-        let _ = r.refresh(false).await;
-        Ok((200, json!({ "deleted": model })))
+        let now = r.ports.clock.now_ms();
+        if r.snapshot().price_for(&model, now).is_none_or(|p| p.model != model) {
+            return Err(ApiError::not_found("not_found", format!("`{model}` has no price in force")));
+        }
+        add_price_version(&r, Price { model, effective_at: now, retired: true, ..Price::default() }).await
     };
     respond(&r, reply.await)
 }
@@ -509,7 +599,7 @@ pub async fn delete_price<P: Platform>(State(r): R<P>, Path(model): Path<String>
 // ---- usage
 
 #[derive(Deserialize)]
-struct UsageQuery {
+pub(crate) struct UsageQuery {
     user_id: Option<Id>,
     token_id: Option<Id>,
     channel_id: Option<Id>,
@@ -524,21 +614,24 @@ fn time_param(v: Option<String>, param: &'static str) -> Result<Option<i64>, Api
     v.map(|s| s.parse::<i64>().or_else(|_| parse_time(&s, param))).transpose()
 }
 
+pub(crate) fn usage_filter(q: UsageQuery) -> Result<UsageFilter, ApiError> {
+    Ok(UsageFilter {
+        user_id: q.user_id,
+        token_id: q.token_id,
+        channel_id: q.channel_id,
+        model: q.model,
+        status: q.status,
+        since: time_param(q.since, "since")?,
+        until: time_param(q.until, "until")?,
+    })
+}
+
 pub async fn list_usage<P: Platform>(State(r): R<P>, parts: Parts) -> Response {
     let reply = async {
         admin(&r, &parts).await?;
         let (pg, page_no, per) = page(&parts)?;
         let q: UsageQuery = query(&parts)?;
-        let filter = UsageFilter {
-            user_id: q.user_id,
-            token_id: q.token_id,
-            channel_id: q.channel_id,
-            model: q.model,
-            status: q.status,
-            since: time_param(q.since, "since")?,
-            until: time_param(q.until, "until")?,
-        };
-        let rows = r.ports.store.usage(filter, pg).await.map_err(store_error)?;
+        let rows = r.ports.store.usage(usage_filter(q)?, pg).await.map_err(store_error)?;
         Ok((200, listing(rows.items.iter().map(to_value).collect(), rows.total, page_no, per)))
     };
     respond(&r, reply.await)

@@ -3,6 +3,7 @@
 //! The CLI and the web console are clients of the same operations.
 
 mod handlers;
+pub mod money;
 pub mod tokens;
 
 use std::sync::Arc;
@@ -13,6 +14,7 @@ use oblivious_core::{ApiError, ErrorKind};
 use oblivious_ports::{Platform, StoreError};
 use oblivious_relay::Relay;
 
+pub use money::create_codes;
 pub use tokens::{create_token, CreateToken};
 
 pub fn router<P: Platform>(relay: Arc<Relay<P>>) -> Router {
@@ -31,6 +33,13 @@ pub fn router<P: Platform>(relay: Arc<Relay<P>>) -> Router {
         .route("/api/admin/prices", get(list_prices::<P>))
         .route("/api/admin/prices/{*model}", put(put_price::<P>).delete(delete_price::<P>))
         .route("/api/admin/usage", get(list_usage::<P>))
+        .route("/api/admin/users/{id}/topup", post(money::top_up::<P>))
+        .route("/api/admin/ledger", get(money::ledger::<P>))
+        .route("/api/admin/codes", get(money::list_codes::<P>).post(money::new_codes::<P>))
+        .route("/api/admin/reservations", get(money::reservations::<P>))
+        .route("/api/account", get(money::account::<P>))
+        .route("/api/usage", get(money::own_usage::<P>))
+        .route("/api/redeem", post(money::redeem::<P>))
         .with_state(relay)
 }
 

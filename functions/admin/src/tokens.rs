@@ -24,6 +24,9 @@ pub struct CreateToken {
     pub ips: Vec<String>,
     /// RFC 3339.
     pub expires_at: Option<String>,
+    /// Spending caps per UTC day and month, in units.
+    pub daily_limit: Option<i64>,
+    pub monthly_limit: Option<i64>,
 }
 
 pub fn parse_ips(ips: &[String]) -> Result<Vec<IpNet>, ApiError> {
@@ -55,7 +58,7 @@ pub async fn create_token<S: Store>(
     if req.name.trim().is_empty() {
         return Err(ApiError::invalid("invalid_name", "A token needs a name.").with_param("name"));
     }
-    if req.quota.is_some_and(|q| q < 0) {
+    if [req.quota, req.daily_limit, req.monthly_limit].iter().flatten().any(|q| *q < 0) {
         return Err(ApiError::invalid("invalid_quota", "Quota must be 0 or more units.").with_param("quota"));
     }
     let now = clock.now_ms();
@@ -77,6 +80,8 @@ pub async fn create_token<S: Store>(
                 models: req.models.iter().map(|m| m.trim().to_string()).filter(|m| !m.is_empty()).collect(),
                 ips: parse_ips(&req.ips)?,
                 expires_at,
+                daily_limit: req.daily_limit,
+                monthly_limit: req.monthly_limit,
             },
             now,
         )

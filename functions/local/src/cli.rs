@@ -5,7 +5,7 @@ use std::path::Path;
 
 use clap::Subcommand;
 use oblivious_core::model::{ChannelStatus, Id, Role, TokenStatus};
-use oblivious_ports::{Clock, NewUser, Page, Store, TokenFilter, TokenPatch};
+use oblivious_ports::{Clock, Ledger, NewUser, Page, Store, TokenFilter, TokenPatch};
 use oblivious_relay::Relay;
 
 use crate::platform;
@@ -34,6 +34,12 @@ pub enum TokenCmd {
         /// Expiry, RFC 3339 (e.g. 2027-01-01T00:00:00Z).
         #[arg(long)]
         expires: Option<String>,
+        /// Spending cap per UTC day, in units.
+        #[arg(long)]
+        daily_limit: Option<i64>,
+        /// Spending cap per UTC month, in units.
+        #[arg(long)]
+        monthly_limit: Option<i64>,
     },
     /// List keys.
     List {
@@ -90,8 +96,36 @@ pub enum UserCmd {
         admin: bool,
         #[arg(long, default_value_t = 0)]
         quota: i64,
+        /// No balance is enforced for this user.
+        #[arg(long)]
+        unlimited: bool,
     },
     List,
+    /// Credit a user's balance (a negative amount takes units back).
+    Topup {
+        name: String,
+        #[arg(allow_negative_numbers = true)]
+        units: i64,
+        #[arg(long, default_value = "")]
+        note: String,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum CodeCmd {
+    /// Generate redemption codes and print them, one per line (shown only once).
+    Create {
+        /// Units each code credits.
+        #[arg(long)]
+        value: i64,
+        #[arg(long, default_value_t = 1)]
+        count: u32,
+        /// Expiry, RFC 3339.
+        #[arg(long)]
+        expires: Option<String>,
+        #[arg(long)]
+        batch: Option<String>,
+    },
 }
 
 async fn relay(data: &Path) -> Result<std::sync::Arc<Relay<platform::Local>>, String> {
@@ -137,7 +171,7 @@ pub async fn token(data: &Path, cmd: TokenCmd) -> Result<(), String> {
             .ok_or_else(|| format!("no user named `{name}` (create one with `oblivious user create`)"))
     };
     match cmd {
-        TokenCmd::Create { name, user, quota, unlimited, models, ips, expires } => {
+        TokenCmd::Create { name, user, quota, unlimited, models, ips, expires, daily_limit, monthly_limit } => {
             let uid = user_id(user).await?;
             let req = oblivious_admin::CreateToken {
                 name,
@@ -147,6 +181,8 @@ pub async fn token(data: &Path, cmd: TokenCmd) -> Result<(), String> {
                 models,
                 ips,
                 expires_at: expires,
+                daily_limit,
+                monthly_limit,
             };
             let (_, key) = oblivious_admin::create_token(store, &r.ports.ids, &r.ports.clock, req, uid)
                 .await
@@ -280,13 +316,24 @@ pub async fn user(data: &Path, cmd: UserCmd) -> Result<(), String> {
     let r = relay(data).await?;
     let store = &r.ports.store;
     match cmd {
-        UserCmd::Create { name, group, admin, quota } => {
+        UserCmd::Create { name, group, admin, quota, unlimited } => {
             if !store.groups().await.map_err(s)?.iter().any(|g| g.name == group) {
                 return Err(format!("there is no group `{group}`"));
             }
             let role = if admin { Role::Admin } else { Role::User };
-            let u = store.create_user(NewUser { name, role, group, quota }, r.ports.clock.now_ms()).await.map_err(s)?;
+            let u = store
+                .create_user(NewUser { name, role, group, quota, unlimited }, r.ports.clock.now_ms())
+                .await
+                .map_err(s)?;
             println!("{}", u.id);
+            Ok(())
+        }
+        UserCmd::Topup { name, units, note } => {
+            let user = store.user_by_name(&name).await.map_err(s)?.ok_or_else(|| format!("no user named `{name}`"))?;
+            let kind = if units >= 0 { "topup" } else { "adjust" };
+            let u =
+                store.adjust_balance(user.id, units, kind, "cli", &note, r.ports.clock.now_ms()).await.map_err(s)?;
+            println!("{}", u.quota);
             Ok(())
         }
         UserCmd::List => {
@@ -296,6 +343,28 @@ pub async fn user(data: &Path, cmd: UserCmd) -> Result<(), String> {
                 let role = if u.role == Role::Admin { "admin" } else { "user" };
                 let status = format!("{:?}", u.status).to_lowercase();
                 println!("{:<5} {:<20} {:<6} {:<12} {:<9} {}", u.id, u.name, role, u.group, status, u.used_quota);
+            }
+            Ok(())
+        }
+    }
+}
+
+pub async fn code(data: &Path, cmd: CodeCmd) -> Result<(), String> {
+    let r = relay(data).await?;
+    match cmd {
+        CodeCmd::Create { value, count, expires, batch } => {
+            let expires_at = expires
+                .as_deref()
+                .map(|e| oblivious_admin::tokens::parse_time(e, "expires"))
+                .transpose()
+                .map_err(|e| e.message)?;
+            let now = r.ports.clock.now_ms();
+            let (_, codes) =
+                oblivious_admin::create_codes(&r.ports.store, &r.ports.ids, now, count, value, expires_at, batch)
+                    .await
+                    .map_err(|e| e.message)?;
+            for c in codes {
+                println!("{c}");
             }
             Ok(())
         }

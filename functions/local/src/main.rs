@@ -32,9 +32,12 @@ enum Command {
     /// Manage channels.
     #[command(subcommand)]
     Channel(cli::ChannelCmd),
-    /// Manage users.
+    /// Manage users and their balances.
     #[command(subcommand)]
     User(cli::UserCmd),
+    /// Redemption codes.
+    #[command(subcommand)]
+    Code(cli::CodeCmd),
 }
 
 fn main() -> ExitCode {
@@ -59,6 +62,7 @@ fn main() -> ExitCode {
             Command::Token(c) => cli::token(&args.data, c).await,
             Command::Channel(c) => cli::channel(&args.data, c).await,
             Command::User(c) => cli::user(&args.data, c).await,
+            Command::Code(c) => cli::code(&args.data, c).await,
         }
     });
     match result {

@@ -66,6 +66,7 @@ pub async fn ensure_basics(ports: &Ports<Local>) -> Result<oblivious_core::model
         role: Role::Admin,
         group: oblivious_core::config::DEFAULT_GROUP.into(),
         quota: 0,
+        unlimited: true,
     };
     match store.create_user(new, oblivious_ports::Clock::now_ms(&ports.clock)).await {
         Ok(u) => Ok(u),

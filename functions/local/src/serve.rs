@@ -54,6 +54,7 @@ pub async fn run(data: &Path, args: ServeArgs) -> Result<(), String> {
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
 
     spawn_refresh(relay.clone());
+    spawn_sweeper(relay.clone(), cfg.as_ref().map(|c| c.billing.clone()).unwrap_or_default());
     let consumer = spawn_consumer(relay.clone(), queue.clone());
 
     let app = app(relay.clone());
@@ -118,6 +119,22 @@ fn spawn_refresh(relay: Arc<Relay<Local>>) {
             if let Err(e) = relay.refresh(false).await {
                 tracing::warn!("refresh failed: {e}");
             }
+        }
+    });
+}
+
+/// Refunds reservations whose requests died with a crashed process.
+fn spawn_sweeper(relay: Arc<Relay<Local>>, billing: oblivious_core::config::BillingSettings) {
+    tokio::spawn(async move {
+        loop {
+            let now = relay.ports.clock.now_ms();
+            let cutoff = now - (billing.reservation_timeout_seconds as i64).saturating_mul(1000);
+            match oblivious_ports::Ledger::sweep_reservations(&relay.ports.store, cutoff, now).await {
+                Ok(0) => {}
+                Ok(n) => tracing::warn!(refunded = n, "refunded reservations left open"),
+                Err(e) => tracing::error!("reservation sweep failed: {e}"),
+            }
+            tokio::time::sleep(Duration::from_secs(billing.sweep_interval_seconds.max(1))).await;
         }
     });
 }

@@ -12,8 +12,10 @@ use futures_util::future::{select, Either};
 use futures_util::StreamExt;
 use oblivious_core::config::RelaySettings;
 use oblivious_core::model::{Channel, Id};
-use oblivious_core::{authz, retry, select as choose, ApiError, ErrorKind};
-use oblivious_ports::{ByteStream, Clock, Ids, Platform, Upstream, UpstreamError, UpstreamResponse};
+use oblivious_core::{authz, count, pricing, retry, select as choose, ApiError, ErrorKind};
+use oblivious_ports::{
+    ByteStream, Clock, Ids, Ledger, Platform, Reservation, Upstream, UpstreamError, UpstreamResponse,
+};
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
@@ -191,22 +193,9 @@ pub(crate) async fn handle<P: Platform>(relay: Arc<Relay<P>>, endpoint: Endpoint
         }
     };
     let settings = relay.settings();
-    let mut draft = UsageDraft {
-        request_id: request_id.clone(),
-        endpoint,
-        principal: principal.clone(),
-        body: Arc::new(Value::Null),
-        requested_model: String::new(),
-        upstream_model: String::new(),
-        channel_id: None,
-        key_index: None,
-        started_us,
-        ttfb_ms: None,
-        stream: false,
-        retries: 0,
-    };
-    let refuse = |draft: UsageDraft, e: ApiError| {
-        draft.finish(&relay, e.status(), None, String::new(), Some(e.message.clone()));
+    let mut draft = UsageDraft::new(relay.clone(), request_id.clone(), endpoint, principal.clone(), started_us);
+    let refuse = |mut draft: UsageDraft<P>, e: ApiError| {
+        draft.finish(e.status(), None, String::new(), Some(e.message.clone()));
         error_response(&e, &request_id)
     };
     let parsed = match read_body(&parts, body, settings.max_body_bytes).await.and_then(|raw| parse(endpoint, &raw)) {
@@ -237,8 +226,78 @@ pub(crate) async fn handle<P: Platform>(relay: Arc<Relay<P>>, endpoint: Endpoint
         };
         return refuse(draft, e);
     }
+    if let Err(e) = admit(&relay, &snapshot, &settings, endpoint, &parsed, &mut draft).await {
+        return refuse(draft, e);
+    }
     drop(snapshot);
     run(relay.clone(), endpoint, &settings, parsed, candidates, draft).await
+}
+
+/// Prices the request and reserves its estimated cost: the prompt as counted
+/// plus the completion at its ceiling (`max_tokens`/`max_completion_tokens`,
+/// else the configured default). Unpriced models are refused.
+async fn admit<P: Platform>(
+    relay: &Relay<P>,
+    snapshot: &crate::Snapshot,
+    settings: &RelaySettings,
+    endpoint: Endpoint,
+    parsed: &Parsed,
+    draft: &mut UsageDraft<P>,
+) -> Result<(), ApiError> {
+    let now = relay.ports.clock.now_ms();
+    let price = snapshot.price_for(&parsed.model, now).cloned().ok_or_else(|| {
+        ApiError::new(
+            ErrorKind::PermissionDenied,
+            "model_not_priced",
+            format!("The model `{}` has no price set; an operator must price it or mark it free.", parsed.model),
+        )
+        .with_param("model")
+    })?;
+    let ratio_bp = snapshot.ratio_bp(&draft.principal.user.group);
+    draft.ratio_bp = ratio_bp;
+    if price.free {
+        draft.price = Some(price);
+        return Ok(());
+    }
+    let body = Value::Object(parsed.body.clone());
+    let model = parsed.model.as_str();
+    let (prompt, completion) = match endpoint {
+        Endpoint::ChatCompletions => (count::count_chat_prompt(model, &body), max_tokens(&parsed.body, settings)),
+        Endpoint::Completions => (count::count_input(model, body.get("prompt")), max_tokens(&parsed.body, settings)),
+        Endpoint::Embeddings => (count::count_input(model, body.get("input")), 0),
+    };
+    draft.body = Arc::new(body);
+    let amount = pricing::estimate(&price, ratio_bp, prompt, completion);
+    draft.price = Some(price);
+    if amount == 0 {
+        return Ok(());
+    }
+    let reservation = Reservation {
+        request_id: draft.request_id.clone(),
+        token_id: draft.principal.token.id,
+        user_id: draft.principal.user.id,
+        amount,
+        created_at: now,
+        state: String::new(),
+        charged: None,
+    };
+    match relay.ports.store.reserve(reservation).await {
+        Ok(Ok(())) => {
+            draft.reserved = amount;
+            Ok(())
+        }
+        Ok(Err(short)) => Err(ApiError::new(ErrorKind::InsufficientQuota, "insufficient_quota", short.message())),
+        Err(e) => Err(ApiError::internal(format!("could not reserve quota: {e}"))),
+    }
+}
+
+/// The completion ceiling a request sets, or the configured default.
+fn max_tokens(body: &Map<String, Value>, settings: &RelaySettings) -> i64 {
+    ["max_completion_tokens", "max_tokens"]
+        .iter()
+        .find_map(|k| body.get(*k).and_then(Value::as_i64))
+        .filter(|n| *n >= 0)
+        .unwrap_or(settings.default_max_tokens)
 }
 
 async fn run<P: Platform>(
@@ -247,7 +306,7 @@ async fn run<P: Platform>(
     settings: &RelaySettings,
     parsed: Parsed,
     candidates: Vec<Arc<Channel>>,
-    mut draft: UsageDraft,
+    mut draft: UsageDraft<P>,
 ) -> Response {
     let ports = &relay.ports;
     let request_id = draft.request_id.clone();
@@ -346,7 +405,7 @@ async fn run<P: Platform>(
                         let _ = relay.record_failure(&ch, key, &f.describe(), false).await;
                     }
                     let (status, response, described) = f.into_response(attempts, &request_id);
-                    draft.finish(&relay, status, None, String::new(), Some(described));
+                    draft.finish(status, None, String::new(), Some(described));
                     return response;
                 }
                 f
@@ -374,7 +433,7 @@ async fn run<P: Platform>(
             (e.status(), error_response(&e, &request_id), described)
         }
     };
-    draft.finish(&relay, status, None, String::new(), Some(described));
+    draft.finish(status, None, String::new(), Some(described));
     response
 }
 
@@ -404,8 +463,8 @@ async fn deliver<P: Platform>(
     key: Option<usize>,
     parsed: &Parsed,
     resp: UpstreamResponse,
-    mut draft: UsageDraft,
-) -> Result<Response, (UsageDraft, Failure)> {
+    mut draft: UsageDraft<P>,
+) -> Result<Response, (UsageDraft<P>, Failure)> {
     let content_type = resp.headers.get(http::header::CONTENT_TYPE).cloned();
     let is_sse =
         content_type.as_ref().and_then(|v| v.to_str().ok()).is_some_and(|v| v.starts_with("text/event-stream"));
@@ -440,7 +499,7 @@ async fn deliver<P: Platform>(
     };
     let request_id = draft.request_id.clone();
     draft.body = Arc::new(Value::Object(parsed.body.clone()));
-    draft.finish(relay, resp.status, usage, text, None);
+    draft.finish(resp.status, usage, text, None);
     let mut response = json_response(resp.status, bytes, &request_id);
     if let Some(ct) = content_type {
         response.headers_mut().insert(http::header::CONTENT_TYPE, ct);

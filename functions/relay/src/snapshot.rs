@@ -24,7 +24,10 @@ pub struct Snapshot {
     /// Channels with at least one `prefix*` pattern.
     wildcard: Vec<usize>,
     pub groups: HashMap<String, Group>,
-    pub prices: HashMap<String, Price>,
+    /// Price versions per model or `prefix*` pattern, oldest first.
+    prices: HashMap<String, Vec<Price>>,
+    /// `prefix*` patterns that have prices, longest prefix first.
+    price_patterns: Vec<String>,
 }
 
 impl Snapshot {
@@ -45,8 +48,16 @@ impl Snapshot {
             }
         }
         let groups = store.groups().await?.into_iter().map(|g| (g.name.clone(), g)).collect();
-        let prices = store.prices().await?.into_iter().map(|p| (p.model.clone(), p)).collect();
-        Ok(Snapshot { revision, channels, by_model, wildcard, groups, prices })
+        let mut prices: HashMap<String, Vec<Price>> = HashMap::new();
+        for p in store.prices().await? {
+            prices.entry(p.model.clone()).or_default().push(p);
+        }
+        for versions in prices.values_mut() {
+            versions.sort_by_key(|p| (p.effective_at, p.version));
+        }
+        let mut price_patterns: Vec<String> = prices.keys().filter(|m| pattern::is_wildcard(m)).cloned().collect();
+        price_patterns.sort_by_key(|p| std::cmp::Reverse(p.len()));
+        Ok(Snapshot { revision, channels, by_model, wildcard, groups, prices, price_patterns })
     }
 
     /// Every channel that lists `model`, whatever its status or groups.
@@ -78,6 +89,15 @@ impl Snapshot {
             }
         }
         out.into_iter().collect()
+    }
+
+    /// The price in force for `model` at `now_ms`: its own, else the longest
+    /// matching `prefix*` pattern's. `None` when nothing prices it.
+    pub fn price_for(&self, model: &str, now_ms: i64) -> Option<&Price> {
+        let in_force =
+            |key: &str| self.prices.get(key)?.iter().rev().find(|p| p.effective_at <= now_ms).filter(|p| !p.retired);
+        in_force(model)
+            .or_else(|| self.price_patterns.iter().filter(|p| pattern::matches(p, model)).find_map(|p| in_force(p)))
     }
 
     /// The group's price ratio in basis points (1.0 when the group is unknown).

@@ -61,8 +61,8 @@ struct StreamState<P: Platform> {
     usage: Option<UpstreamUsage>,
     /// Everything the client received as completion text, for counting.
     text: String,
-    /// Taken when the record is published, so it is published exactly once.
-    draft: Option<UsageDraft>,
+    /// Publishes once: at the end, or when dropped early.
+    draft: UsageDraft<P>,
     error: Option<String>,
     ended: bool,
     keepalive: Duration,
@@ -71,7 +71,7 @@ struct StreamState<P: Platform> {
 pub(crate) fn relay_stream<P: Platform>(
     relay: Arc<Relay<P>>,
     upstream: ByteStream,
-    draft: UsageDraft,
+    draft: UsageDraft<P>,
     include_usage: bool,
 ) -> impl Stream<Item = Result<Bytes, std::io::Error>> + Send + 'static {
     let keepalive = Duration::from_millis(relay.settings().keepalive_interval_ms);
@@ -82,7 +82,7 @@ pub(crate) fn relay_stream<P: Platform>(
         include_usage,
         usage: None,
         text: String::new(),
-        draft: Some(draft),
+        draft,
         error: None,
         ended: false,
         keepalive,
@@ -174,24 +174,14 @@ impl<P: Platform> StreamState<P> {
 
     fn end(&mut self, status: u16) {
         self.ended = true;
-        if let Some(draft) = self.draft.take() {
-            draft.finish(&self.relay, status, self.usage, std::mem::take(&mut self.text), self.error.take());
-        }
+        self.draft.finish(status, self.usage, std::mem::take(&mut self.text), self.error.take());
     }
 }
 
 impl<P: Platform> Drop for StreamState<P> {
     /// The client went away before the end: the upstream call is dropped with
-    /// us, and what was delivered so far is still recorded.
+    /// us, and what was delivered so far is still recorded (and charged).
     fn drop(&mut self) {
-        if let Some(draft) = self.draft.take() {
-            draft.finish(
-                &self.relay,
-                499,
-                self.usage,
-                std::mem::take(&mut self.text),
-                Some("client disconnected".into()),
-            );
-        }
+        self.draft.finish(499, self.usage, std::mem::take(&mut self.text), Some("client disconnected".into()));
     }
 }

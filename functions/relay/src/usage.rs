@@ -1,13 +1,15 @@
 //! The usage record of one request: gathered while relaying, completed
-//! (tokens counted when the upstream reported none, cost priced) and published
-//! off the response path.
+//! (tokens counted when the upstream reported none, cost priced at the
+//! version the request was reserved at) and published off the response path.
+//! A draft dropped without being finished (the client went away while we
+//! waited on the upstream) still publishes, so its reservation is settled.
 
 use std::sync::Arc;
 
 use oblivious_core::count;
 use oblivious_core::job::Job;
-use oblivious_core::model::{Id, UsageRecord};
-use oblivious_core::pricing;
+use oblivious_core::model::{Id, Price, UsageRecord};
+use oblivious_core::pricing::{self, Usage};
 use oblivious_ports::{Clock, Platform, Queue, Tasks};
 use serde::Deserialize;
 use serde_json::Value;
@@ -23,9 +25,18 @@ pub(crate) struct UpstreamUsage {
     pub completion_tokens: i64,
     #[serde(default)]
     pub total_tokens: i64,
+    #[serde(default)]
+    pub prompt_tokens_details: Option<PromptDetails>,
 }
 
-pub(crate) struct UsageDraft {
+#[derive(Clone, Copy, Debug, Default, Deserialize)]
+pub(crate) struct PromptDetails {
+    #[serde(default)]
+    pub cached_tokens: Option<i64>,
+}
+
+pub(crate) struct UsageDraft<P: Platform> {
+    pub relay: Arc<Relay<P>>,
     pub request_id: String,
     pub endpoint: Endpoint,
     pub principal: Arc<Principal>,
@@ -38,68 +49,124 @@ pub(crate) struct UsageDraft {
     pub ttfb_ms: Option<i64>,
     pub stream: bool,
     pub retries: u32,
+    /// The price version in force when the request was admitted.
+    pub price: Option<Price>,
+    pub ratio_bp: i64,
+    /// Units held by the reservation (0 when nothing was reserved).
+    pub reserved: i64,
+    finished: bool,
 }
 
-impl UsageDraft {
-    /// Completes the record and publishes it. `completion_text` is what the
-    /// client received, counted when the upstream reported no usage.
-    pub(crate) fn finish<P: Platform>(
-        self,
-        relay: &Arc<Relay<P>>,
+impl<P: Platform> UsageDraft<P> {
+    pub(crate) fn new(
+        relay: Arc<Relay<P>>,
+        request_id: String,
+        endpoint: Endpoint,
+        principal: Arc<Principal>,
+        started_us: i64,
+    ) -> Self {
+        UsageDraft {
+            relay,
+            request_id,
+            endpoint,
+            principal,
+            body: Arc::new(Value::Null),
+            requested_model: String::new(),
+            upstream_model: String::new(),
+            channel_id: None,
+            key_index: None,
+            started_us,
+            ttfb_ms: None,
+            stream: false,
+            retries: 0,
+            price: None,
+            ratio_bp: 10_000,
+            reserved: 0,
+            finished: false,
+        }
+    }
+
+    /// Completes the record and publishes it, once. `completion_text` is what
+    /// the client received, counted when the upstream reported no usage.
+    pub(crate) fn finish(
+        &mut self,
         status: u16,
         reported: Option<UpstreamUsage>,
         completion_text: String,
         error: Option<String>,
     ) {
+        if std::mem::replace(&mut self.finished, true) {
+            return;
+        }
+        let relay = self.relay.clone();
         let latency_ms = (relay.ports.clock.now_us() - self.started_us) / 1000;
-        let snapshot = relay.snapshot();
         let delivered = status < 400 || !completion_text.is_empty();
+        let endpoint = self.endpoint;
+        let body = self.body.clone();
+        let price = self.price.take();
+        let ratio_bp = self.ratio_bp;
+        let mut record = UsageRecord {
+            request_id: std::mem::take(&mut self.request_id),
+            created_at: self.started_us / 1000,
+            endpoint: format!("/v1{}", endpoint.path()),
+            user_id: self.principal.user.id,
+            token_id: self.principal.token.id,
+            channel_id: self.channel_id,
+            key_index: self.key_index.map(|k| k as u32),
+            requested_model: std::mem::take(&mut self.requested_model),
+            upstream_model: std::mem::take(&mut self.upstream_model),
+            reserved: self.reserved,
+            price_version: price.as_ref().map(|p| p.version).filter(|v| *v > 0),
+            latency_ms,
+            ttfb_ms: self.ttfb_ms,
+            status,
+            stream: self.stream,
+            retries: self.retries,
+            error,
+            ..UsageRecord::default()
+        };
         let owner = relay.clone();
         relay.ports.tasks.spawn(async move {
-            let model = self.upstream_model.as_str();
-            let (prompt, completion, estimated) = match reported {
-                Some(u) => (u.prompt_tokens, u.completion_tokens, false),
-                None if delivered => {
-                    let prompt = match self.endpoint {
-                        Endpoint::ChatCompletions => count::count_chat_prompt(model, &self.body),
-                        Endpoint::Completions => count::count_input(model, self.body.get("prompt")),
-                        Endpoint::Embeddings => count::count_input(model, self.body.get("input")),
-                    };
-                    (prompt, count::count_text(model, &completion_text), true)
+            let model = record.upstream_model.as_str();
+            let (prompt, completion, cached, estimated) = match reported {
+                Some(u) => {
+                    let cached = u.prompt_tokens_details.and_then(|d| d.cached_tokens).unwrap_or(0);
+                    (u.prompt_tokens, u.completion_tokens, cached, false)
                 }
-                None => (0, 0, false),
+                None if delivered => {
+                    let prompt = match endpoint {
+                        Endpoint::ChatCompletions => count::count_chat_prompt(model, &body),
+                        Endpoint::Completions => count::count_input(model, body.get("prompt")),
+                        Endpoint::Embeddings => count::count_input(model, body.get("input")),
+                    };
+                    (prompt, count::count_text(model, &completion_text), 0, true)
+                }
+                None => (0, 0, 0, false),
             };
-            let total = reported.map(|u| u.total_tokens).filter(|t| *t > 0).unwrap_or(prompt + completion);
-            let cost = snapshot
-                .prices
-                .get(&self.requested_model)
-                .map_or(0, |p| pricing::cost(p, snapshot.ratio_bp(&self.principal.user.group), prompt, completion));
-            let record = UsageRecord {
-                request_id: self.request_id,
-                created_at: self.started_us / 1000,
-                endpoint: format!("/v1{}", self.endpoint.path()),
-                user_id: self.principal.user.id,
-                token_id: self.principal.token.id,
-                channel_id: self.channel_id,
-                key_index: self.key_index.map(|k| k as u32),
-                requested_model: self.requested_model,
-                upstream_model: self.upstream_model,
+            record.prompt_tokens = prompt;
+            record.completion_tokens = completion;
+            record.cached_tokens = cached;
+            record.usage_estimated = estimated;
+            record.total_tokens = reported.map(|u| u.total_tokens).filter(|t| *t > 0).unwrap_or(prompt + completion);
+            let used = Usage {
                 prompt_tokens: prompt,
+                cached_tokens: cached,
                 completion_tokens: completion,
-                total_tokens: total,
-                usage_estimated: estimated,
-                cost,
-                latency_ms,
-                ttfb_ms: self.ttfb_ms,
-                status,
-                stream: self.stream,
-                retries: self.retries,
-                error,
+                ..Usage::default()
             };
+            record.cost = price.as_ref().map_or(0, |p| pricing::cost(p, ratio_bp, &used));
             let id = record.request_id.clone();
             if let Err(e) = owner.ports.queue.publish(Job::Usage(record)).await {
                 tracing::error!(request_id = %id, "could not publish usage: {e}");
             }
         });
+    }
+}
+
+impl<P: Platform> Drop for UsageDraft<P> {
+    fn drop(&mut self) {
+        if !self.finished {
+            self.finish(499, None, String::new(), Some("client disconnected".into()));
+        }
     }
 }

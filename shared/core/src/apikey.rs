@@ -7,18 +7,21 @@ pub const RANDOM_LEN: usize = 48;
 const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
 
 /// Builds a key from caller-supplied random bytes (one byte per character).
-/// Rejection sampling keeps every character uniform over the alphabet.
-pub fn generate(mut random: impl FnMut() -> u8) -> String {
-    let mut key = String::with_capacity(PREFIX.len() + RANDOM_LEN);
-    key.push_str(PREFIX);
+pub fn generate(random: impl FnMut() -> u8) -> String {
+    format!("{PREFIX}{}", random_alnum(RANDOM_LEN, random))
+}
+
+/// `len` alphanumerics; rejection sampling keeps every character uniform.
+pub fn random_alnum(len: usize, mut random: impl FnMut() -> u8) -> String {
+    let mut out = String::with_capacity(len);
     let limit = (256 / ALPHABET.len() * ALPHABET.len()) as u8; // 248
-    while key.len() < PREFIX.len() + RANDOM_LEN {
+    while out.len() < len {
         let b = random();
         if b < limit {
-            key.push(ALPHABET[b as usize % ALPHABET.len()] as char);
+            out.push(ALPHABET[b as usize % ALPHABET.len()] as char);
         }
     }
-    key
+    out
 }
 
 pub fn hash(key: &str) -> String {

@@ -99,7 +99,7 @@ pub struct PortError(pub String);
 
 /// One adapter per port.
 pub trait Platform: Send + Sync + 'static {
-    type Store: Store;
+    type Store: Store + Ledger;
     type Hot: Hot;
     type Queue: Queue;
     type Upstream: Upstream;

@@ -38,12 +38,15 @@ pub struct NewUser {
     pub role: Role,
     pub group: String,
     pub quota: i64,
+    #[serde(default)]
+    pub unlimited: bool,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct UserPatch {
     pub role: Option<Role>,
+    pub unlimited: Option<bool>,
     pub group: Option<String>,
     pub status: Option<UserStatus>,
     pub quota: Option<i64>,
@@ -60,6 +63,8 @@ pub struct NewToken {
     pub models: Vec<String>,
     pub ips: Vec<IpNet>,
     pub expires_at: Option<i64>,
+    pub daily_limit: Option<i64>,
+    pub monthly_limit: Option<i64>,
 }
 
 /// A partial update; `expires_at: Some(None)` clears the expiry.
@@ -72,6 +77,8 @@ pub struct TokenPatch {
     pub models: Option<Vec<String>>,
     pub ips: Option<Vec<IpNet>>,
     pub expires_at: Option<Option<i64>>,
+    pub daily_limit: Option<Option<i64>>,
+    pub monthly_limit: Option<Option<i64>>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -142,18 +149,143 @@ pub trait Store: Send + Sync + 'static {
     fn groups(&self) -> impl Future<Output = StoreResult<Vec<Group>>> + Send;
     fn put_group(&self, group: Group) -> impl Future<Output = StoreResult<()>> + Send;
     fn delete_group(&self, name: &str) -> impl Future<Output = StoreResult<()>> + Send;
+    /// Every price version, oldest first.
     fn prices(&self) -> impl Future<Output = StoreResult<Vec<Price>>> + Send;
-    fn put_price(&self, price: Price) -> impl Future<Output = StoreResult<()>> + Send;
-    fn delete_price(&self, model: &str) -> impl Future<Output = StoreResult<()>> + Send;
+    /// Adds a version (effective at `price.effective_at`); returns it with its id.
+    fn put_price(&self, price: Price) -> impl Future<Output = StoreResult<Price>> + Send;
 
     /// Makes the store's config-owned rows match the file: upserts what it
     /// declares (keeping runtime status such as auto-disabled), removes what it
     /// no longer declares. API-declared rows are untouched.
     fn sync_config(&self, config: ConfigSnapshot, now_ms: i64) -> impl Future<Output = StoreResult<()>> + Send;
 
-    /// Writes the record and charges its cost to the token and its user, in one
-    /// transaction. Returns false (and changes nothing) when the request id was
-    /// already recorded.
+    /// Writes the record and settles its request's money in one transaction:
+    /// an open reservation is settled to the cost (the rest released), a
+    /// reservation the sweeper already refunded is charged the cost again, and
+    /// a request without one is charged the cost. Returns false (and changes
+    /// nothing) when the request id was already recorded.
     fn record_usage(&self, record: &UsageRecord) -> impl Future<Output = StoreResult<bool>> + Send;
     fn usage(&self, filter: UsageFilter, page: Page) -> impl Future<Output = StoreResult<Paged<UsageRecord>>> + Send;
+}
+
+/// Money held for one request between the upstream call and its settlement.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Reservation {
+    pub request_id: String,
+    pub token_id: Id,
+    pub user_id: Id,
+    pub amount: i64,
+    pub created_at: i64,
+    /// `reserved`, `settled` or `refunded`.
+    #[serde(default)]
+    pub state: String,
+    /// What was finally charged (settled) — 0 when refunded.
+    #[serde(default)]
+    pub charged: Option<i64>,
+}
+
+/// Why a reservation was refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Shortfall {
+    UserBalance,
+    TokenQuota,
+    DailyLimit,
+    MonthlyLimit,
+}
+
+impl Shortfall {
+    pub fn message(self) -> &'static str {
+        match self {
+            Shortfall::UserBalance => "Your account balance is too low for this request. Top up, or lower max_tokens.",
+            Shortfall::TokenQuota => "This API key's remaining quota is too low for this request.",
+            Shortfall::DailyLimit => "This API key has reached its daily spending limit.",
+            Shortfall::MonthlyLimit => "This API key has reached its monthly spending limit.",
+        }
+    }
+}
+
+/// A balance change that is not a request's charge (those live in
+/// reservations and the usage log).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct LedgerEntry {
+    pub id: Id,
+    pub user_id: Id,
+    pub delta: i64,
+    pub balance_after: i64,
+    /// `topup`, `redeem` or `adjust`.
+    pub kind: String,
+    /// Who made the change (user name, or `cli`).
+    pub actor: String,
+    pub note: String,
+    pub created_at: i64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct RedemptionCode {
+    pub id: Id,
+    pub batch: String,
+    pub code_hint: String,
+    pub value: i64,
+    pub expires_at: Option<i64>,
+    pub redeemed_by: Option<Id>,
+    pub redeemed_at: Option<i64>,
+    pub created_at: i64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RedeemError {
+    Unknown,
+    AlreadyUsed,
+    Expired,
+}
+
+/// Daily/monthly period keys (UTC) for spend caps: `d:2026-11-24`, `m:2026-11`.
+pub fn spend_periods(now_ms: i64) -> (String, String) {
+    let t = chrono::DateTime::from_timestamp_millis(now_ms).unwrap_or_default();
+    (format!("d:{}", t.format("%Y-%m-%d")), format!("m:{}", t.format("%Y-%m")))
+}
+
+/// Billing operations, kept apart from CRUD so each backend implements the
+/// money paths as atomic units.
+pub trait Ledger: Send + Sync + 'static {
+    /// Atomically holds `amount` against the user's balance, the token's quota
+    /// and its daily/monthly caps (each skipped where unlimited or unset).
+    fn reserve(&self, r: Reservation) -> impl Future<Output = StoreResult<Result<(), Shortfall>>> + Send;
+    /// Refunds reservations still open that were made before `cutoff_ms`;
+    /// returns how many.
+    fn sweep_reservations(&self, cutoff_ms: i64, now_ms: i64) -> impl Future<Output = StoreResult<u64>> + Send;
+    fn reservations(
+        &self,
+        state: Option<String>,
+        page: Page,
+    ) -> impl Future<Output = StoreResult<Paged<Reservation>>> + Send;
+    /// Credits (or with a negative delta, debits) a user's balance, with a ledger entry.
+    fn adjust_balance(
+        &self,
+        user_id: Id,
+        delta: i64,
+        kind: &str,
+        actor: &str,
+        note: &str,
+        now_ms: i64,
+    ) -> impl Future<Output = StoreResult<User>> + Send;
+    fn ledger(&self, user_id: Option<Id>, page: Page) -> impl Future<Output = StoreResult<Paged<LedgerEntry>>> + Send;
+    /// Stores codes by hash: `(code_hash, code_hint)` each worth `value`.
+    fn create_codes(
+        &self,
+        batch: &str,
+        codes: Vec<(String, String)>,
+        value: i64,
+        expires_at: Option<i64>,
+        now_ms: i64,
+    ) -> impl Future<Output = StoreResult<()>> + Send;
+    fn codes(&self, page: Page) -> impl Future<Output = StoreResult<Paged<RedemptionCode>>> + Send;
+    /// Marks the code used by `user_id` and credits its value, once.
+    fn redeem(
+        &self,
+        code_hash: &str,
+        user_id: Id,
+        actor: &str,
+        now_ms: i64,
+    ) -> impl Future<Output = StoreResult<Result<User, RedeemError>>> + Send;
 }

@@ -7,7 +7,10 @@ use std::sync::{Arc, Mutex};
 use oblivious_ports::StoreError;
 use rusqlite::{Connection, OpenFlags};
 
-const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("../../../../migrations/0001_init.sql"))];
+const MIGRATIONS: &[(i64, &str)] = &[
+    (1, include_str!("../../../../migrations/0001_init.sql")),
+    (2, include_str!("../../../../migrations/0002_billing.sql")),
+];
 const READERS: usize = 4;
 
 /// Errors inside a database closure: SQL failures or a domain answer.

@@ -3,6 +3,7 @@
 //! and a running server share one database file.
 
 mod db;
+mod ledger;
 mod queue;
 mod rows;
 mod store;

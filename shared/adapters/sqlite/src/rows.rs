@@ -1,15 +1,20 @@
 //! Row ↔ entity mapping.
 
-use oblivious_core::model::{Channel, ChannelStatus, Role, Source, Token, TokenStatus, UsageRecord, User, UserStatus};
+use oblivious_core::model::{
+    Channel, ChannelStatus, Price, Role, Source, Token, TokenStatus, UsageRecord, User, UserStatus,
+};
 use rusqlite::Row;
 
-pub(crate) const USER_COLS: &str = "id, name, role, grp, status, quota, used_quota, created_at";
+pub(crate) const USER_COLS: &str = "id, name, role, grp, status, quota, used_quota, created_at, unlimited";
 pub(crate) const TOKEN_COLS: &str =
-    "id, user_id, name, key_hash, key_hint, status, unlimited, remaining_quota, used_quota, models, ips, expires_at, created_at";
+    "id, user_id, name, key_hash, key_hint, status, unlimited, remaining_quota, used_quota, models, ips, expires_at, created_at, daily_limit, monthly_limit";
 pub(crate) const CHANNEL_COLS: &str = "id, spec, status, status_reason, source, updated_at";
 pub(crate) const USAGE_COLS: &str = "request_id, created_at, endpoint, user_id, token_id, channel_id, key_index, \
     requested_model, upstream_model, prompt_tokens, completion_tokens, total_tokens, usage_estimated, cost, \
-    latency_ms, ttfb_ms, status, stream, retries, error";
+    latency_ms, ttfb_ms, status, stream, retries, error, cached_tokens, reserved, price_version";
+pub(crate) const PRICE_COLS: &str =
+    "id, model, effective_at, input_per_m, output_per_m, cached_input_per_m, per_request, \
+    per_image, per_audio_second, free, retired";
 
 fn bad(col: usize, what: &str) -> rusqlite::Error {
     rusqlite::Error::FromSqlConversionFailure(col, rusqlite::types::Type::Text, what.to_string().into())
@@ -47,6 +52,7 @@ pub(crate) fn user(row: &Row) -> rusqlite::Result<User> {
         quota: row.get(5)?,
         used_quota: row.get(6)?,
         created_at: row.get(7)?,
+        unlimited: row.get(8)?,
     })
 }
 
@@ -66,6 +72,8 @@ pub(crate) fn token(row: &Row) -> rusqlite::Result<Token> {
         ips: json(row, 10)?,
         expires_at: row.get(11)?,
         created_at: row.get(12)?,
+        daily_limit: row.get(13)?,
+        monthly_limit: row.get(14)?,
     })
 }
 
@@ -104,5 +112,24 @@ pub(crate) fn usage(row: &Row) -> rusqlite::Result<UsageRecord> {
         stream: row.get(17)?,
         retries: row.get(18)?,
         error: row.get(19)?,
+        cached_tokens: row.get(20)?,
+        reserved: row.get(21)?,
+        price_version: row.get(22)?,
+    })
+}
+
+pub(crate) fn price(row: &Row) -> rusqlite::Result<Price> {
+    Ok(Price {
+        version: row.get(0)?,
+        model: row.get(1)?,
+        effective_at: row.get(2)?,
+        input_per_m: row.get(3)?,
+        output_per_m: row.get(4)?,
+        cached_input_per_m: row.get(5)?,
+        per_request: row.get(6)?,
+        per_image: row.get(7)?,
+        per_audio_second: row.get(8)?,
+        free: row.get(9)?,
+        retired: row.get(10)?,
     })
 }

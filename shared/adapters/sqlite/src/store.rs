@@ -11,7 +11,7 @@ use rusqlite::types::Value;
 use rusqlite::{params, params_from_iter, Connection, OptionalExtension, TransactionBehavior};
 
 use crate::db::{Db, DbResult};
-use crate::rows::{self, CHANNEL_COLS, TOKEN_COLS, USAGE_COLS, USER_COLS};
+use crate::rows::{self, CHANNEL_COLS, PRICE_COLS, TOKEN_COLS, USAGE_COLS, USER_COLS};
 
 #[derive(Clone)]
 pub struct SqliteStore {
@@ -127,8 +127,8 @@ impl Store for SqliteStore {
         self.db
             .write(move |c| {
                 c.execute(
-                    "INSERT INTO users (name, role, grp, quota, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
-                    params![u.name, rows::role_str(u.role), u.group, u.quota, now_ms],
+                    "INSERT INTO users (name, role, grp, quota, unlimited, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                    params![u.name, rows::role_str(u.role), u.group, u.quota, u.unlimited, now_ms],
                 )?;
                 found(user_by_id(c, c.last_insert_rowid())?, || "user".into())
             })
@@ -154,6 +154,9 @@ impl Store for SqliteStore {
                 }
                 if let Some(quota) = p.quota {
                     tx.execute("UPDATE users SET quota = ?1 WHERE id = ?2", params![quota, id])?;
+                }
+                if let Some(unlimited) = p.unlimited {
+                    tx.execute("UPDATE users SET unlimited = ?1 WHERE id = ?2", params![unlimited, id])?;
                 }
                 let user = found(user_by_id(&tx, id)?, || format!("user {id}"))?;
                 tx.commit()?;
@@ -225,8 +228,9 @@ impl Store for SqliteStore {
             .write(move |c| {
                 found(user_by_id(c, t.user_id)?, || format!("user {}", t.user_id))?;
                 c.execute(
-                    "INSERT INTO tokens (user_id, name, key_hash, key_hint, status, unlimited, remaining_quota, models, ips, expires_at, created_at)
-                     VALUES (?1, ?2, ?3, ?4, 'normal', ?5, ?6, ?7, ?8, ?9, ?10)",
+                    "INSERT INTO tokens (user_id, name, key_hash, key_hint, status, unlimited, remaining_quota, models, ips,
+                        expires_at, created_at, daily_limit, monthly_limit)
+                     VALUES (?1, ?2, ?3, ?4, 'normal', ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
                     params![
                         t.user_id,
                         t.name,
@@ -237,7 +241,9 @@ impl Store for SqliteStore {
                         serde_json::to_string(&t.models)?,
                         serde_json::to_string(&t.ips)?,
                         t.expires_at,
-                        now_ms
+                        now_ms,
+                        t.daily_limit,
+                        t.monthly_limit
                     ],
                 )?;
                 found(token_by_id(c, c.last_insert_rowid())?, || "token".into())
@@ -283,6 +289,12 @@ impl Store for SqliteStore {
                 }
                 if let Some(expires_at) = p.expires_at {
                     tx.execute("UPDATE tokens SET expires_at = ?1 WHERE id = ?2", params![expires_at, id])?;
+                }
+                if let Some(limit) = p.daily_limit {
+                    tx.execute("UPDATE tokens SET daily_limit = ?1 WHERE id = ?2", params![limit, id])?;
+                }
+                if let Some(limit) = p.monthly_limit {
+                    tx.execute("UPDATE tokens SET monthly_limit = ?1 WHERE id = ?2", params![limit, id])?;
                 }
                 let token = found(token_by_id(&tx, id)?, || format!("token {id}"))?;
                 tx.commit()?;
@@ -422,46 +434,15 @@ impl Store for SqliteStore {
         self.db
             .read(|c| {
                 let mut st =
-                    c.prepare("SELECT model, input_per_m, output_per_m, per_request FROM prices ORDER BY model")?;
-                let v = st
-                    .query_map([], |r| {
-                        Ok(Price {
-                            model: r.get(0)?,
-                            input_per_m: r.get(1)?,
-                            output_per_m: r.get(2)?,
-                            per_request: r.get(3)?,
-                        })
-                    })?
-                    .collect::<Result<Vec<_>, _>>()?;
+                    c.prepare(&format!("SELECT {PRICE_COLS} FROM price_versions ORDER BY effective_at, id"))?;
+                let v = st.query_map([], rows::price)?.collect::<Result<Vec<_>, _>>()?;
                 Ok(v)
             })
             .await
     }
 
-    async fn put_price(&self, p: Price) -> StoreResult<()> {
-        self.db
-            .write(move |c| {
-                c.execute(
-                    "INSERT INTO prices (model, input_per_m, output_per_m, per_request, source) VALUES (?1, ?2, ?3, ?4, 'api')
-                     ON CONFLICT (model) DO UPDATE SET input_per_m = excluded.input_per_m,
-                        output_per_m = excluded.output_per_m, per_request = excluded.per_request",
-                    params![p.model, p.input_per_m, p.output_per_m, p.per_request],
-                )?;
-                Ok(())
-            })
-            .await
-    }
-
-    async fn delete_price(&self, model: &str) -> StoreResult<()> {
-        let model = model.to_string();
-        self.db
-            .write(move |c| {
-                if c.execute("DELETE FROM prices WHERE model = ?1", [&model])? == 0 {
-                    return Err(StoreError::NotFound(format!("price for {model}")).into());
-                }
-                Ok(())
-            })
-            .await
+    async fn put_price(&self, p: Price) -> StoreResult<Price> {
+        self.db.write(move |c| insert_price(c, &p, "api")).await
     }
 
     async fn sync_config(&self, cfg: ConfigSnapshot, now_ms: i64) -> StoreResult<()> {
@@ -479,18 +460,7 @@ impl Store for SqliteStore {
                 }
                 let names: Vec<Value> = cfg.groups.iter().map(|g| Value::Text(g.name.clone())).collect();
                 delete_missing(&tx, "user_groups", "name", &names)?;
-                for p in &cfg.prices {
-                    tx.execute(
-                        "INSERT INTO prices (model, input_per_m, output_per_m, per_request, source) VALUES (?1, ?2, ?3, ?4, 'config')
-                         ON CONFLICT (model) DO UPDATE SET input_per_m = excluded.input_per_m,
-                            output_per_m = excluded.output_per_m, per_request = excluded.per_request, source = 'config'
-                         WHERE input_per_m != excluded.input_per_m OR output_per_m != excluded.output_per_m
-                            OR per_request != excluded.per_request OR source != 'config'",
-                        params![p.model, p.input_per_m, p.output_per_m, p.per_request],
-                    )?;
-                }
-                let models: Vec<Value> = cfg.prices.iter().map(|p| Value::Text(p.model.clone())).collect();
-                delete_missing(&tx, "prices", "model", &models)?;
+                sync_config_prices(&tx, &cfg.prices, now_ms)?;
                 for spec in &cfg.channels {
                     put_channel_config(&tx, spec, now_ms)?;
                 }
@@ -509,8 +479,8 @@ impl Store for SqliteStore {
                 let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
                 let inserted = tx.execute(
                     &format!(
-                        "INSERT OR IGNORE INTO usage_log ({USAGE_COLS}) VALUES
-                         (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20)"
+                        "INSERT OR IGNORE INTO usage_log ({USAGE_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10,
+                         ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23)"
                     ),
                     params![
                         u.request_id,
@@ -532,20 +502,14 @@ impl Store for SqliteStore {
                         u.status,
                         u.stream,
                         u.retries,
-                        u.error
+                        u.error,
+                        u.cached_tokens,
+                        u.reserved,
+                        u.price_version
                     ],
                 )? == 1;
-                if inserted && u.cost > 0 {
-                    tx.execute(
-                        "UPDATE tokens SET used_quota = used_quota + ?1,
-                            remaining_quota = CASE WHEN unlimited THEN remaining_quota ELSE remaining_quota - ?1 END
-                         WHERE id = ?2",
-                        params![u.cost, u.token_id],
-                    )?;
-                    tx.execute(
-                        "UPDATE users SET used_quota = used_quota + ?1 WHERE id = ?2",
-                        params![u.cost, u.user_id],
-                    )?;
+                if inserted {
+                    crate::ledger::settle(&tx, &u)?;
                 }
                 tx.commit()?;
                 Ok(inserted)
@@ -575,6 +539,59 @@ impl Store for SqliteStore {
             })
             .await
     }
+}
+
+fn insert_price(c: &Connection, p: &Price, source: &str) -> DbResult<Price> {
+    c.execute(
+        "INSERT INTO price_versions (model, effective_at, input_per_m, output_per_m, cached_input_per_m, per_request,
+            per_image, per_audio_second, free, retired, source, created_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?2)",
+        params![
+            p.model,
+            p.effective_at,
+            p.input_per_m,
+            p.output_per_m,
+            p.cached_input_per_m,
+            p.per_request,
+            p.per_image,
+            p.per_audio_second,
+            p.free,
+            p.retired,
+            source
+        ],
+    )?;
+    Ok(Price { version: c.last_insert_rowid(), ..p.clone() })
+}
+
+/// Adds a version, effective now, for each config price whose rates differ
+/// from the one in force; retires config prices the file no longer declares.
+fn sync_config_prices(tx: &Connection, prices: &[Price], now_ms: i64) -> DbResult<()> {
+    let mut current: Vec<(Price, String)> = Vec::new();
+    {
+        let mut st = tx.prepare(&format!(
+            "SELECT {PRICE_COLS}, source FROM price_versions v WHERE effective_at <= ?1 AND id = (
+                SELECT id FROM price_versions w WHERE w.model = v.model AND w.effective_at <= ?1
+                ORDER BY effective_at DESC, id DESC LIMIT 1)"
+        ))?;
+        let rows = st.query_map([now_ms], |r| Ok((rows::price(r)?, r.get::<_, String>(11)?)))?;
+        for row in rows {
+            current.push(row?);
+        }
+    }
+    for p in prices {
+        let in_force = current.iter().find(|(c, _)| c.model == p.model);
+        let unchanged = in_force.is_some_and(|(c, source)| c.same_rates(p) && source == "config");
+        if !unchanged {
+            insert_price(tx, &Price { effective_at: now_ms, ..p.clone() }, "config")?;
+        }
+    }
+    for (c, source) in &current {
+        if source == "config" && !c.retired && !prices.iter().any(|p| p.model == c.model) {
+            let retired = Price { model: c.model.clone(), effective_at: now_ms, retired: true, ..Price::default() };
+            insert_price(tx, &retired, "config")?;
+        }
+    }
+    Ok(())
 }
 
 /// Deletes config-owned rows of `table` whose `key` is not in `keep`.
@@ -640,7 +657,10 @@ mod tests {
     async fn usage_is_recorded_and_charged_once() {
         let (_d, s) = temp_db();
         let user = s
-            .create_user(NewUser { name: "u".into(), role: Role::User, group: "default".into(), quota: 0 }, 1)
+            .create_user(
+                NewUser { name: "u".into(), role: Role::User, group: "default".into(), quota: 1000, unlimited: false },
+                1,
+            )
             .await
             .unwrap();
         let t = s
@@ -655,6 +675,8 @@ mod tests {
                     models: vec![],
                     ips: vec![],
                     expires_at: None,
+                    daily_limit: None,
+                    monthly_limit: None,
                 },
                 1,
             )

@@ -1,0 +1,384 @@
+//! The money paths over SQLite: reserve, settle, sweep, top-ups and codes.
+//! Each runs in one IMMEDIATE transaction, so concurrent requests on one key
+//! serialize on the write lock and no unit is counted twice or lost.
+
+use oblivious_core::model::{Id, UsageRecord, User};
+use oblivious_ports::{
+    spend_periods, Ledger, LedgerEntry, Page, Paged, RedeemError, RedemptionCode, Reservation, Shortfall, StoreError,
+    StoreResult,
+};
+use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
+
+use crate::db::DbResult;
+use crate::rows::{self, USER_COLS};
+use crate::SqliteStore;
+
+/// Adds `delta` (negative: a charge) to the token's quota and the user's
+/// balance, leaving unlimited ones alone.
+fn credit(tx: &Connection, token_id: Id, user_id: Id, delta: i64) -> DbResult<()> {
+    if delta != 0 {
+        tx.execute(
+            "UPDATE tokens SET remaining_quota = remaining_quota + ?1 WHERE id = ?2 AND NOT unlimited",
+            params![delta, token_id],
+        )?;
+        tx.execute("UPDATE users SET quota = quota + ?1 WHERE id = ?2 AND NOT unlimited", params![delta, user_id])?;
+    }
+    Ok(())
+}
+
+fn add_spend(tx: &Connection, token_id: Id, periods: &[String], delta: i64) -> DbResult<()> {
+    if delta != 0 {
+        for period in periods {
+            tx.execute(
+                "INSERT INTO token_spend (token_id, period, spent) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (token_id, period) DO UPDATE SET spent = spent + excluded.spent",
+                params![token_id, period, delta],
+            )?;
+        }
+    }
+    Ok(())
+}
+
+fn spent(tx: &Connection, token_id: Id, period: &str) -> DbResult<i64> {
+    Ok(tx
+        .query_row(
+            "SELECT spent FROM token_spend WHERE token_id = ?1 AND period = ?2",
+            params![token_id, period],
+            |r| r.get(0),
+        )
+        .optional()?
+        .unwrap_or(0))
+}
+
+fn now_sql(tx: &Connection) -> DbResult<i64> {
+    Ok(tx.query_row("SELECT CAST(unixepoch('subsec') * 1000 AS INTEGER)", [], |r| r.get(0))?)
+}
+
+/// Settles the money of a request whose usage row was just written (inside
+/// `record_usage`'s transaction).
+pub(crate) fn settle(tx: &Connection, u: &UsageRecord) -> DbResult<()> {
+    let held: Option<(i64, String, String)> = tx
+        .query_row("SELECT amount, state, periods FROM reservations WHERE request_id = ?1", [&u.request_id], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+        })
+        .optional()?;
+    let closed_at = now_sql(tx)?;
+    match held {
+        Some((amount, state, periods)) => {
+            let periods: Vec<String> = serde_json::from_str(&periods)?;
+            let (give_back, spend) = match state.as_str() {
+                "reserved" => (amount - u.cost, u.cost - amount),
+                // The sweeper refunded it (the request outlived the timeout): charge afresh.
+                "refunded" => (-u.cost, u.cost),
+                _ => (0, 0),
+            };
+            if state != "settled" {
+                credit(tx, u.token_id, u.user_id, give_back)?;
+                add_spend(tx, u.token_id, &periods, spend)?;
+                let new_state = if u.cost == 0 { "refunded" } else { "settled" };
+                tx.execute(
+                    "UPDATE reservations SET state = ?1, charged = ?2, closed_at = ?3 WHERE request_id = ?4",
+                    params![new_state, u.cost, closed_at, u.request_id],
+                )?;
+            }
+        }
+        None if u.cost > 0 => {
+            let (d, m) = spend_periods(u.created_at);
+            credit(tx, u.token_id, u.user_id, -u.cost)?;
+            add_spend(tx, u.token_id, &[d, m], u.cost)?;
+        }
+        None => {}
+    }
+    if u.cost > 0 {
+        tx.execute("UPDATE tokens SET used_quota = used_quota + ?1 WHERE id = ?2", params![u.cost, u.token_id])?;
+        tx.execute("UPDATE users SET used_quota = used_quota + ?1 WHERE id = ?2", params![u.cost, u.user_id])?;
+    }
+    Ok(())
+}
+
+fn reservation(row: &rusqlite::Row) -> rusqlite::Result<Reservation> {
+    Ok(Reservation {
+        request_id: row.get(0)?,
+        token_id: row.get(1)?,
+        user_id: row.get(2)?,
+        amount: row.get(3)?,
+        created_at: row.get(4)?,
+        state: row.get(5)?,
+        charged: row.get(6)?,
+    })
+}
+
+fn user_row(c: &Connection, id: Id) -> DbResult<User> {
+    c.query_row(&format!("SELECT {USER_COLS} FROM users WHERE id = ?1"), [id], rows::user)
+        .optional()?
+        .ok_or_else(|| StoreError::NotFound(format!("user {id}")).into())
+}
+
+fn write_ledger(
+    c: &Connection,
+    user: &User,
+    delta: i64,
+    kind: &str,
+    actor: &str,
+    note: &str,
+    now_ms: i64,
+) -> DbResult<()> {
+    c.execute(
+        "INSERT INTO balance_ledger (user_id, delta, balance_after, kind, actor, note, created_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        params![user.id, delta, user.quota, kind, actor, note, now_ms],
+    )?;
+    Ok(())
+}
+
+impl Ledger for SqliteStore {
+    async fn reserve(&self, r: Reservation) -> StoreResult<Result<(), Shortfall>> {
+        self.db()
+            .write(move |c| {
+                let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+                let (balance, user_unlimited): (i64, bool) = tx
+                    .query_row("SELECT quota, unlimited FROM users WHERE id = ?1", [r.user_id], |x| {
+                        Ok((x.get(0)?, x.get(1)?))
+                    })
+                    .optional()?
+                    .ok_or_else(|| StoreError::NotFound(format!("user {}", r.user_id)))?;
+                if !user_unlimited && balance < r.amount {
+                    return Ok(Err(Shortfall::UserBalance));
+                }
+                type Caps = (i64, bool, Option<i64>, Option<i64>);
+                let (remaining, token_unlimited, daily, monthly): Caps = tx
+                    .query_row(
+                        "SELECT remaining_quota, unlimited, daily_limit, monthly_limit FROM tokens WHERE id = ?1",
+                        [r.token_id],
+                        |x| Ok((x.get(0)?, x.get(1)?, x.get(2)?, x.get(3)?)),
+                    )
+                    .optional()?
+                    .ok_or_else(|| StoreError::NotFound(format!("token {}", r.token_id)))?;
+                if !token_unlimited && remaining < r.amount {
+                    return Ok(Err(Shortfall::TokenQuota));
+                }
+                let (day, month) = spend_periods(r.created_at);
+                if daily.is_some_and(|cap| spent(&tx, r.token_id, &day).is_ok_and(|s| s + r.amount > cap)) {
+                    return Ok(Err(Shortfall::DailyLimit));
+                }
+                if monthly.is_some_and(|cap| spent(&tx, r.token_id, &month).is_ok_and(|s| s + r.amount > cap)) {
+                    return Ok(Err(Shortfall::MonthlyLimit));
+                }
+                let periods = vec![day, month];
+                credit(&tx, r.token_id, r.user_id, -r.amount)?;
+                add_spend(&tx, r.token_id, &periods, r.amount)?;
+                tx.execute(
+                    "INSERT INTO reservations (request_id, token_id, user_id, amount, state, periods, created_at)
+                     VALUES (?1, ?2, ?3, ?4, 'reserved', ?5, ?6)",
+                    params![
+                        r.request_id,
+                        r.token_id,
+                        r.user_id,
+                        r.amount,
+                        serde_json::to_string(&periods)?,
+                        r.created_at
+                    ],
+                )?;
+                tx.commit()?;
+                Ok(Ok(()))
+            })
+            .await
+    }
+
+    async fn sweep_reservations(&self, cutoff_ms: i64, now_ms: i64) -> StoreResult<u64> {
+        self.db()
+            .write(move |c| {
+                let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+                let open: Vec<(String, Id, Id, i64, String)> = {
+                    let mut st = tx.prepare(
+                        "SELECT request_id, token_id, user_id, amount, periods FROM reservations
+                         WHERE state = 'reserved' AND created_at < ?1",
+                    )?;
+                    let rows =
+                        st.query_map([cutoff_ms], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)))?;
+                    rows.collect::<Result<_, _>>()?
+                };
+                for (request_id, token_id, user_id, amount, periods) in &open {
+                    let periods: Vec<String> = serde_json::from_str(periods)?;
+                    credit(&tx, *token_id, *user_id, *amount)?;
+                    add_spend(&tx, *token_id, &periods, -amount)?;
+                    tx.execute(
+                        "UPDATE reservations SET state = 'refunded', charged = 0, closed_at = ?1 WHERE request_id = ?2",
+                        params![now_ms, request_id],
+                    )?;
+                }
+                tx.commit()?;
+                Ok(open.len() as u64)
+            })
+            .await
+    }
+
+    async fn reservations(&self, state: Option<String>, page: Page) -> StoreResult<Paged<Reservation>> {
+        self.db()
+            .read(move |c| {
+                let mut st = c.prepare(
+                    "SELECT request_id, token_id, user_id, amount, created_at, state, charged FROM reservations
+                     WHERE ?1 IS NULL OR state = ?1 ORDER BY created_at LIMIT ?2 OFFSET ?3",
+                )?;
+                let items = st
+                    .query_map(params![state, page.limit.min(i64::MAX as u64) as i64, page.offset as i64], reservation)?
+                    .collect::<Result<Vec<_>, _>>()?;
+                let total: i64 =
+                    c.query_row("SELECT COUNT(*) FROM reservations WHERE ?1 IS NULL OR state = ?1", [&state], |r| {
+                        r.get(0)
+                    })?;
+                Ok(Paged { items, total: total as u64 })
+            })
+            .await
+    }
+
+    async fn adjust_balance(
+        &self,
+        user_id: Id,
+        delta: i64,
+        kind: &str,
+        actor: &str,
+        note: &str,
+        now_ms: i64,
+    ) -> StoreResult<User> {
+        let (kind, actor, note) = (kind.to_string(), actor.to_string(), note.to_string());
+        self.db()
+            .write(move |c| {
+                let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+                if tx.execute("UPDATE users SET quota = quota + ?1 WHERE id = ?2", params![delta, user_id])? == 0 {
+                    return Err(StoreError::NotFound(format!("user {user_id}")).into());
+                }
+                let user = user_row(&tx, user_id)?;
+                write_ledger(&tx, &user, delta, &kind, &actor, &note, now_ms)?;
+                tx.commit()?;
+                Ok(user)
+            })
+            .await
+    }
+
+    async fn ledger(&self, user_id: Option<Id>, page: Page) -> StoreResult<Paged<LedgerEntry>> {
+        self.db()
+            .read(move |c| {
+                let mut st = c.prepare(
+                    "SELECT id, user_id, delta, balance_after, kind, actor, note, created_at FROM balance_ledger
+                     WHERE ?1 IS NULL OR user_id = ?1 ORDER BY id DESC LIMIT ?2 OFFSET ?3",
+                )?;
+                let items = st
+                    .query_map(params![user_id, page.limit.min(i64::MAX as u64) as i64, page.offset as i64], |r| {
+                        Ok(LedgerEntry {
+                            id: r.get(0)?,
+                            user_id: r.get(1)?,
+                            delta: r.get(2)?,
+                            balance_after: r.get(3)?,
+                            kind: r.get(4)?,
+                            actor: r.get(5)?,
+                            note: r.get(6)?,
+                            created_at: r.get(7)?,
+                        })
+                    })?
+                    .collect::<Result<Vec<_>, _>>()?;
+                let total: i64 = c.query_row(
+                    "SELECT COUNT(*) FROM balance_ledger WHERE ?1 IS NULL OR user_id = ?1",
+                    [user_id],
+                    |r| r.get(0),
+                )?;
+                Ok(Paged { items, total: total as u64 })
+            })
+            .await
+    }
+
+    async fn create_codes(
+        &self,
+        batch: &str,
+        codes: Vec<(String, String)>,
+        value: i64,
+        expires_at: Option<i64>,
+        now_ms: i64,
+    ) -> StoreResult<()> {
+        let batch = batch.to_string();
+        self.db()
+            .write(move |c| {
+                let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+                for (hash, hint) in &codes {
+                    tx.execute(
+                        "INSERT INTO redemption_codes (code_hash, code_hint, batch, value, expires_at, created_at)
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                        params![hash, hint, batch, value, expires_at, now_ms],
+                    )?;
+                }
+                tx.commit()?;
+                Ok(())
+            })
+            .await
+    }
+
+    async fn codes(&self, page: Page) -> StoreResult<Paged<RedemptionCode>> {
+        self.db()
+            .read(move |c| {
+                let mut st = c.prepare(
+                    "SELECT id, batch, code_hint, value, expires_at, redeemed_by, redeemed_at, created_at
+                     FROM redemption_codes ORDER BY id LIMIT ?1 OFFSET ?2",
+                )?;
+                let items = st
+                    .query_map(params![page.limit.min(i64::MAX as u64) as i64, page.offset as i64], |r| {
+                        Ok(RedemptionCode {
+                            id: r.get(0)?,
+                            batch: r.get(1)?,
+                            code_hint: r.get(2)?,
+                            value: r.get(3)?,
+                            expires_at: r.get(4)?,
+                            redeemed_by: r.get(5)?,
+                            redeemed_at: r.get(6)?,
+                            created_at: r.get(7)?,
+                        })
+                    })?
+                    .collect::<Result<Vec<_>, _>>()?;
+                let total: i64 = c.query_row("SELECT COUNT(*) FROM redemption_codes", [], |r| r.get(0))?;
+                Ok(Paged { items, total: total as u64 })
+            })
+            .await
+    }
+
+    async fn redeem(
+        &self,
+        code_hash: &str,
+        user_id: Id,
+        actor: &str,
+        now_ms: i64,
+    ) -> StoreResult<Result<User, RedeemError>> {
+        let (code_hash, actor) = (code_hash.to_string(), actor.to_string());
+        self.db()
+            .write(move |c| {
+                let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+                let code: Option<(Id, i64, Option<i64>, Option<Id>, String)> = tx
+                    .query_row(
+                        "SELECT id, value, expires_at, redeemed_by, code_hint FROM redemption_codes WHERE code_hash = ?1",
+                        [&code_hash],
+                        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
+                    )
+                    .optional()?;
+                let Some((id, value, expires_at, redeemed_by, hint)) = code else {
+                    return Ok(Err(RedeemError::Unknown));
+                };
+                if redeemed_by.is_some() {
+                    return Ok(Err(RedeemError::AlreadyUsed));
+                }
+                if expires_at.is_some_and(|t| t <= now_ms) {
+                    return Ok(Err(RedeemError::Expired));
+                }
+                let claimed = tx.execute(
+                    "UPDATE redemption_codes SET redeemed_by = ?1, redeemed_at = ?2 WHERE id = ?3 AND redeemed_by IS NULL",
+                    params![user_id, now_ms, id],
+                )?;
+                if claimed == 0 {
+                    return Ok(Err(RedeemError::AlreadyUsed));
+                }
+                tx.execute("UPDATE users SET quota = quota + ?1 WHERE id = ?2", params![value, user_id])?;
+                let user = user_row(&tx, user_id)?;
+                write_ledger(&tx, &user, value, "redeem", &actor, &format!("code {hint}"), now_ms)?;
+                tx.commit()?;
+                Ok(Ok(user))
+            })
+            .await
+    }
+}
