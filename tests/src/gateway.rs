@@ -52,46 +52,67 @@ pub struct Gateway {
     pub http: reqwest::Client,
 }
 
+/// Spawns `oblivious serve` and reads its address (and, on a first start, the
+/// admin key) from stdout.
+fn spawn(dir: &Path, config_path: &Path) -> (Child, String, Option<String>) {
+    let mut child = Command::new(binary())
+        .args(["serve", "--listen", "127.0.0.1:0", "--config"])
+        .arg(config_path)
+        .arg("--data")
+        .arg(dir.join("data"))
+        .env("OBLIVIOUS_LOG", std::env::var("OBLIVIOUS_LOG").unwrap_or_else(|_| "warn".into()))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn oblivious");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut lines = BufReader::new(stdout).lines();
+    let (mut admin_key, mut url) = (None, None);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while url.is_none() && Instant::now() < deadline {
+        let Some(Ok(line)) = lines.next() else { break };
+        if let Some(k) = line.split_whitespace().find(|w| w.starts_with("sk-")) {
+            admin_key = Some(k.to_string());
+        }
+        if let Some(rest) = line.strip_prefix("Oblivious listening on ") {
+            url = rest.split_whitespace().next().map(str::to_string);
+        }
+    }
+    // Keep draining stdout so the child never blocks on a full pipe.
+    std::thread::spawn(move || for _ in lines {});
+    (child, url.expect("gateway did not report its address"), admin_key)
+}
+
 impl Gateway {
     /// Starts the gateway with `config` (TOML) written to its config file.
     pub fn start(config: &str) -> Gateway {
         let dir = temp_dir("gw");
         let config_path = dir.join("oblivious.toml");
         std::fs::write(&config_path, config).expect("write config");
-        let mut child = Command::new(binary())
-            .args(["serve", "--listen", "127.0.0.1:0", "--config"])
-            .arg(&config_path)
-            .arg("--data")
-            .arg(dir.join("data"))
-            .env("OBLIVIOUS_LOG", std::env::var("OBLIVIOUS_LOG").unwrap_or_else(|_| "warn".into()))
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn oblivious");
-        let stdout = child.stdout.take().expect("stdout");
-        let mut lines = BufReader::new(stdout).lines();
-        let (mut admin_key, mut url) = (None, None);
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while url.is_none() && Instant::now() < deadline {
-            let Some(Ok(line)) = lines.next() else { break };
-            if let Some(k) = line.split_whitespace().find(|w| w.starts_with("sk-")) {
-                admin_key = Some(k.to_string());
-            }
-            if let Some(rest) = line.strip_prefix("Oblivious listening on ") {
-                url = rest.split_whitespace().next().map(str::to_string);
-            }
-        }
-        // Keep draining stdout so the child never blocks on a full pipe.
-        std::thread::spawn(move || for _ in lines {});
+        let (child, url, admin_key) = spawn(&dir, &config_path);
         let http = reqwest::Client::builder().pool_max_idle_per_host(0).build().expect("client");
         Gateway {
-            url: url.expect("gateway did not report its address"),
+            url,
             admin_key: admin_key.expect("gateway did not print the admin key"),
             dir: dir.clone(),
             config: config_path,
             child,
             http,
         }
+    }
+
+    /// Kills the process with SIGKILL (no graceful shutdown, like a crash).
+    pub fn crash(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts the gateway again on the same data directory and config file.
+    pub fn restart(&mut self) {
+        self.crash();
+        let (child, url, _) = spawn(&self.dir, &self.config);
+        self.child = child;
+        self.url = url;
     }
 
     pub fn data_dir(&self) -> PathBuf {
@@ -161,12 +182,15 @@ impl Drop for Gateway {
     }
 }
 
+/// Put this in a config's `extra` to leave unpriced models unpriced.
+pub const STRICT_PRICES: &str = "# strict prices";
+
 /// A config with one channel per `(name, base_url, extra TOML lines)`. Unless
-/// `extra` prices `"*"` itself, every model is declared free (unpriced models
-/// are refused), so tests that are not about money need not price anything.
+/// `extra` contains [`STRICT_PRICES`], every model is declared free (unpriced
+/// models are refused), so tests that are not about money need not price anything.
 pub fn config(channels: &[(&str, &str, &str)], extra: &str) -> String {
     let mut s = format!("{extra}\n");
-    if !extra.contains("[prices.\"*\"]") {
+    if !extra.contains(STRICT_PRICES) {
         s.push_str("\n[prices.\"*\"]\nfree = true\n");
     }
     for (name, url, more) in channels {

@@ -76,6 +76,8 @@ struct Inner {
     behavior: Mutex<Behavior>,
     /// `Authorization` values that get a 500 (a broken key on a healthy upstream).
     bad_keys: Mutex<Vec<String>>,
+    /// Prompt tokens reported as served from the provider's cache.
+    cached_tokens: AtomicUsize,
     stream: Mutex<StreamShape>,
     seen: Seen,
 }
@@ -97,6 +99,7 @@ impl Mock {
             name: name.to_string(),
             behavior: Mutex::new(Behavior::Ok),
             bad_keys: Mutex::new(Vec::new()),
+            cached_tokens: AtomicUsize::new(0),
             stream: Mutex::new(StreamShape::default()),
             seen: Seen::default(),
         });
@@ -125,6 +128,11 @@ impl Mock {
     /// Makes calls with this upstream key fail with 500.
     pub fn fail_key(&self, key: &str) {
         self.inner.bad_keys.lock().expect("lock").push(format!("Bearer {key}"));
+    }
+
+    /// Reports this many of each prompt's tokens as cached.
+    pub fn set_cached_tokens(&self, n: usize) {
+        self.inner.cached_tokens.store(n, Ordering::SeqCst);
     }
 
     pub fn set_stream(&self, s: StreamShape) {
@@ -208,12 +216,12 @@ fn words(v: &Value) -> i64 {
     }
 }
 
-fn usage(prompt: i64, completion: i64) -> Value {
+fn usage(prompt: i64, completion: i64, cached: i64) -> Value {
     json!({
         "prompt_tokens": prompt,
         "completion_tokens": completion,
         "total_tokens": prompt + completion,
-        "prompt_tokens_details": { "cached_tokens": 0, "audio_tokens": 0 },
+        "prompt_tokens_details": { "cached_tokens": cached.min(prompt), "audio_tokens": 0 },
         "completion_tokens_details": { "reasoning_tokens": 0, "audio_tokens": 0, "accepted_prediction_tokens": 0, "rejected_prediction_tokens": 0 }
     })
 }
@@ -245,7 +253,7 @@ async fn chat(State(inner): State<Arc<Inner>>, headers: HeaderMap, raw: Bytes) -
             "logprobs": null,
             "finish_reason": "stop"
         }],
-        "usage": usage(prompt, shape.pieces.len() as i64),
+        "usage": usage(prompt, shape.pieces.len() as i64, inner.cached_tokens.load(Ordering::SeqCst) as i64),
         "served_by": inner.name,
     });
     let mut answer = answer;
@@ -373,7 +381,7 @@ fn sse(
         };
         frames.push((Duration::ZERO, Ok(frame(&chunk(last, Value::Null)))));
         if include_usage {
-            let u = json!({ "id": id, "object": object, "created": 1_700_000_000, "model": model, "system_fingerprint": "fp_mock", "choices": [], "usage": usage(prompt, shape.pieces.len() as i64) });
+            let u = json!({ "id": id, "object": object, "created": 1_700_000_000, "model": model, "system_fingerprint": "fp_mock", "choices": [], "usage": usage(prompt, shape.pieces.len() as i64, inner.cached_tokens.load(Ordering::SeqCst) as i64) });
             frames.push((Duration::ZERO, Ok(frame(&u))));
         }
         frames.push((Duration::ZERO, Ok(Bytes::from_static(b"data: [DONE]\n\n"))));

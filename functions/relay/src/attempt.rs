@@ -414,8 +414,9 @@ async fn run<P: Platform>(
         };
         tracing::info!(request_id, channel = %ch.spec.name, attempt = attempts, "{}", failure.describe());
         fails_here += 1;
-        if relay.record_failure(&ch, key, &failure.describe(), true).await {
-            // Just disabled: no more tries on it.
+        let disabled = relay.record_failure(&ch, key, &failure.describe(), true).await;
+        if disabled || !relay.snapshot().is_enabled(ch.id) {
+            // Disabled (by us or by a concurrent request): no more tries on it.
             fails_here = settings.attempts_per_channel;
         }
         last = Some(failure);

@@ -80,7 +80,7 @@ impl<P: Platform> Relay<P> {
         let hot = &self.ports.hot;
         if let Some(k) = key {
             let n = hot.incr(&key_failures(ch.id, k), 1, None).await.unwrap_or(0);
-            if n >= i64::from(s.key_failure_threshold) {
+            if n == i64::from(s.key_failure_threshold) {
                 tracing::warn!(channel = %ch.spec.name, key = k, failures = n, "key resting");
                 let _ = hot.set(&key_rest(ch.id, k), 1, Some(Duration::from_secs(s.key_rest_seconds))).await;
                 let _ = hot.del(&key_failures(ch.id, k)).await;
@@ -90,10 +90,12 @@ impl<P: Platform> Relay<P> {
             return false;
         }
         let n = hot.incr(&channel_failures(ch.id), 1, None).await.unwrap_or(0);
-        if n >= i64::from(s.channel_failure_threshold) {
+        // `==`: of concurrent failures, exactly one crosses the threshold.
+        if n == i64::from(s.channel_failure_threshold) {
             let why = format!("disabled after {n} consecutive failures; last: {reason}");
             tracing::warn!(channel = %ch.spec.name, "{why}");
-            let _ = hot.del(&channel_failures(ch.id)).await;
+            // The counter stays past the threshold (so in-flight failures do not
+            // disable it again) until a revival clears it.
             let now = self.ports.clock.now_ms();
             match self.ports.store.set_channel_status(ch.id, ChannelStatus::AutoDisabled, Some(why), now).await {
                 Ok(()) => {

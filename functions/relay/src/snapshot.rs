@@ -67,6 +67,11 @@ impl Snapshot {
         exact.iter().chain(wild).map(|&i| &self.channels[i])
     }
 
+    /// Whether the channel exists and is enabled (a linear scan: failure paths only).
+    pub fn is_enabled(&self, id: oblivious_core::model::Id) -> bool {
+        self.channels.iter().any(|c| c.id == id && c.status == ChannelStatus::Enabled)
+    }
+
     /// Enabled channels in `group` that serve `model`.
     pub fn candidates(&self, group: &str, model: &str) -> Vec<Arc<Channel>> {
         self.serving(model)

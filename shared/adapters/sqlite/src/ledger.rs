@@ -350,7 +350,8 @@ impl Ledger for SqliteStore {
         self.db()
             .write(move |c| {
                 let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
-                let code: Option<(Id, i64, Option<i64>, Option<Id>, String)> = tx
+                type CodeRow = (Id, i64, Option<i64>, Option<Id>, String);
+                let code: Option<CodeRow> = tx
                     .query_row(
                         "SELECT id, value, expires_at, redeemed_by, code_hint FROM redemption_codes WHERE code_hash = ?1",
                         [&code_hash],
