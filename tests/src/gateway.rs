@@ -50,6 +50,8 @@ pub struct Gateway {
     pub config: PathBuf,
     child: Child,
     pub http: reqwest::Client,
+    /// The first process on a data directory removes it when dropped.
+    owns_dir: bool,
 }
 
 /// Spawns `oblivious serve` and reads its address (and, on a first start, the
@@ -98,6 +100,21 @@ impl Gateway {
             config: config_path,
             child,
             http,
+            owns_dir: true,
+        }
+    }
+
+    /// A second gateway process on the same data directory and config.
+    pub fn second(&self) -> Gateway {
+        let (child, url, _) = spawn(&self.dir, &self.config);
+        Gateway {
+            url,
+            admin_key: self.admin_key.clone(),
+            dir: self.dir.clone(),
+            config: self.config.clone(),
+            child,
+            http: self.http.clone(),
+            owns_dir: false,
         }
     }
 
@@ -178,8 +195,26 @@ impl Drop for Gateway {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
+        if self.owns_dir {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
     }
+}
+
+/// The Redis server for tests: `OBLIVIOUS_TEST_REDIS`, else the one `.ci/run`
+/// starts on port 6390.
+pub fn redis_url() -> String {
+    std::env::var("OBLIVIOUS_TEST_REDIS").unwrap_or_else(|_| "redis://127.0.0.1:6390/".into())
+}
+
+/// A `[hot]` section on the test Redis with a key prefix of its own.
+pub fn redis_hot() -> String {
+    format!(
+        "[hot]\nbackend = \"redis\"\nredis_url = \"{}\"\nkey_prefix = \"test-{}-{}:\"\n",
+        redis_url(),
+        std::process::id(),
+        SEQ.fetch_add(1, Ordering::SeqCst)
+    )
 }
 
 /// Put this in a config's `extra` to leave unpriced models unpriced.

@@ -129,7 +129,7 @@ pub enum CodeCmd {
 }
 
 async fn relay(data: &Path) -> Result<std::sync::Arc<Relay<platform::Local>>, String> {
-    let (ports, _) = platform::open(data)?;
+    let (ports, _) = platform::open(data, &Default::default()).await?;
     platform::ensure_basics(&ports).await?;
     Relay::new(ports, Default::default()).await.map_err(|e| e.to_string())
 }

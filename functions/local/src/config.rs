@@ -21,6 +21,7 @@ pub async fn apply(relay: &Relay<Local>, cfg: &Config) -> Result<(), String> {
         ConfigSnapshot { groups: cfg.groups.clone(), prices: cfg.prices.clone(), channels: cfg.channels.clone() };
     relay.ports.store.sync_config(snapshot, relay.ports.clock.now_ms()).await.map_err(|e| e.to_string())?;
     relay.set_settings(cfg.relay.clone());
+    relay.set_rate_limits(cfg.rate_limits.clone());
     relay.refresh(false).await.map_err(|e| e.to_string())?;
     Ok(())
 }

@@ -34,7 +34,8 @@ const REFRESH_EVERY: Duration = Duration::from_millis(500);
 pub async fn run(data: &Path, args: ServeArgs) -> Result<(), String> {
     let config_path = args.config.or_else(|| Some(PathBuf::from("oblivious.toml")).filter(|p| p.exists()));
     let cfg = config_path.as_deref().map(crate::config::load).transpose()?;
-    let (ports, queue) = platform::open(data)?;
+    let hot = cfg.as_ref().map(|c| c.hot.clone()).unwrap_or_default();
+    let (ports, queue) = platform::open(data, &hot).await?;
     let admin = platform::ensure_basics(&ports).await?;
     let first_key = issue_first_admin_key(&ports, admin.id).await?;
     let relay = Relay::new(ports, cfg.as_ref().map(|c| c.relay.clone()).unwrap_or_default())

@@ -22,7 +22,7 @@ use serde_json::{Map, Value};
 use crate::health::upstream_request;
 use crate::respond::{error_response, json_response, read_body, set_request_id};
 use crate::usage::{UpstreamUsage, UsageDraft};
-use crate::{stream, Endpoint, Relay};
+use crate::{stream, ClientIp, Endpoint, Relay};
 
 /// Upstream error bodies are read up to this size (they are relayed or logged).
 const ERROR_BODY_LIMIT: usize = 64 * 1024;
@@ -226,11 +226,34 @@ pub(crate) async fn handle<P: Platform>(relay: Arc<Relay<P>>, endpoint: Endpoint
         };
         return refuse(draft, e);
     }
-    if let Err(e) = admit(&relay, &snapshot, &settings, endpoint, &parsed, &mut draft).await {
-        return refuse(draft, e);
+    let body = Value::Object(parsed.body.clone());
+    let model = parsed.model.as_str();
+    let (prompt, completion) = match endpoint {
+        Endpoint::ChatCompletions => (count::count_chat_prompt(model, &body), max_tokens(&parsed.body, &settings)),
+        Endpoint::Completions => (count::count_input(model, body.get("prompt")), max_tokens(&parsed.body, &settings)),
+        Endpoint::Embeddings => (count::count_input(model, body.get("input")), 0),
+    };
+    draft.body = Arc::new(body);
+    let ip = parts.extensions.get::<ClientIp>().map(|c| c.0);
+    let admission = match relay.admit_rate(&principal, ip, model, prompt + completion).await {
+        Ok(a) => a,
+        Err((e, headers)) => {
+            let mut resp = refuse(draft, e);
+            resp.headers_mut().extend(headers);
+            return resp;
+        }
+    };
+    let limit_headers = admission.headers.clone();
+    draft.admission = Some(admission);
+    if let Err(e) = admit(&relay, &snapshot, &parsed, prompt, completion, &mut draft).await {
+        let mut resp = refuse(draft, e);
+        resp.headers_mut().extend(limit_headers);
+        return resp;
     }
     drop(snapshot);
-    run(relay.clone(), endpoint, &settings, parsed, candidates, draft).await
+    let mut resp = run(relay.clone(), endpoint, &settings, parsed, candidates, draft).await;
+    resp.headers_mut().extend(limit_headers);
+    resp
 }
 
 /// Prices the request and reserves its estimated cost: the prompt as counted
@@ -239,9 +262,9 @@ pub(crate) async fn handle<P: Platform>(relay: Arc<Relay<P>>, endpoint: Endpoint
 async fn admit<P: Platform>(
     relay: &Relay<P>,
     snapshot: &crate::Snapshot,
-    settings: &RelaySettings,
-    endpoint: Endpoint,
     parsed: &Parsed,
+    prompt: i64,
+    completion: i64,
     draft: &mut UsageDraft<P>,
 ) -> Result<(), ApiError> {
     let now = relay.ports.clock.now_ms();
@@ -259,14 +282,6 @@ async fn admit<P: Platform>(
         draft.price = Some(price);
         return Ok(());
     }
-    let body = Value::Object(parsed.body.clone());
-    let model = parsed.model.as_str();
-    let (prompt, completion) = match endpoint {
-        Endpoint::ChatCompletions => (count::count_chat_prompt(model, &body), max_tokens(&parsed.body, settings)),
-        Endpoint::Completions => (count::count_input(model, body.get("prompt")), max_tokens(&parsed.body, settings)),
-        Endpoint::Embeddings => (count::count_input(model, body.get("input")), 0),
-    };
-    draft.body = Arc::new(body);
     let amount = pricing::estimate(&price, ratio_bp, prompt, completion);
     draft.price = Some(price);
     if amount == 0 {

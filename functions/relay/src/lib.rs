@@ -8,6 +8,7 @@
 mod attempt;
 mod auth;
 pub mod health;
+mod limits;
 mod respond;
 mod snapshot;
 mod stream;
@@ -22,6 +23,7 @@ use axum::routing::{get, post};
 use axum::Router;
 use oblivious_core::config::RelaySettings;
 use oblivious_core::model::{Channel, ChannelStatus};
+use oblivious_core::ratelimit::RateLimits;
 use oblivious_ports::{Platform, Ports, StoreError};
 
 pub use auth::Principal;
@@ -53,6 +55,7 @@ impl Endpoint {
 pub struct Relay<P: Platform> {
     pub ports: Ports<P>,
     settings: RwLock<Arc<RelaySettings>>,
+    rate_limits: RwLock<Arc<RateLimits>>,
     snapshot: RwLock<Arc<Snapshot>>,
     auth: auth::AuthCache,
 }
@@ -63,6 +66,7 @@ impl<P: Platform> Relay<P> {
         let relay = Arc::new(Relay {
             ports,
             settings: RwLock::new(Arc::new(settings)),
+            rate_limits: RwLock::new(Arc::new(RateLimits::default())),
             snapshot: RwLock::new(Arc::new(Snapshot::default())),
             auth: auth::AuthCache::default(),
         });
@@ -76,6 +80,14 @@ impl<P: Platform> Relay<P> {
 
     pub fn set_settings(&self, s: RelaySettings) {
         *self.settings.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(s);
+    }
+
+    pub fn rate_limits(&self) -> Arc<RateLimits> {
+        self.rate_limits.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    pub fn set_rate_limits(&self, limits: RateLimits) {
+        *self.rate_limits.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(limits);
     }
 
     pub fn snapshot(&self) -> Arc<Snapshot> {

@@ -14,6 +14,7 @@ use oblivious_ports::{Clock, Platform, Queue, Tasks};
 use serde::Deserialize;
 use serde_json::Value;
 
+use crate::limits::Admission;
 use crate::{Endpoint, Principal, Relay};
 
 /// Usage as OpenAI-compatible upstreams report it.
@@ -54,6 +55,8 @@ pub(crate) struct UsageDraft<P: Platform> {
     pub ratio_bp: i64,
     /// Units held by the reservation (0 when nothing was reserved).
     pub reserved: i64,
+    /// Rate-limit slots and windows to release at the end.
+    pub admission: Option<Admission>,
     finished: bool,
 }
 
@@ -82,6 +85,7 @@ impl<P: Platform> UsageDraft<P> {
             price: None,
             ratio_bp: 10_000,
             reserved: 0,
+            admission: None,
             finished: false,
         }
     }
@@ -105,6 +109,7 @@ impl<P: Platform> UsageDraft<P> {
         let body = self.body.clone();
         let price = self.price.take();
         let ratio_bp = self.ratio_bp;
+        let admission = self.admission.take();
         let mut record = UsageRecord {
             request_id: std::mem::take(&mut self.request_id),
             created_at: self.started_us / 1000,
@@ -155,6 +160,9 @@ impl<P: Platform> UsageDraft<P> {
                 ..Usage::default()
             };
             record.cost = price.as_ref().map_or(0, |p| pricing::cost(p, ratio_bp, &used));
+            if let Some(a) = admission {
+                owner.release(a, prompt + completion).await;
+            }
             let id = record.request_id.clone();
             if let Err(e) = owner.ports.queue.publish(Job::Usage(record)).await {
                 tracing::error!(request_id = %id, "could not publish usage: {e}");

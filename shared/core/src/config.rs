@@ -52,6 +52,33 @@ impl Default for RelaySettings {
     }
 }
 
+/// Where hot state (caches, counters, rate-limit windows) lives.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HotBackend {
+    /// In this process (one gateway).
+    #[default]
+    Memory,
+    /// A Redis server shared by every gateway process.
+    Redis,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HotSettings {
+    pub backend: HotBackend,
+    /// `redis://host:port/db`; `${ENV}` is expanded.
+    pub redis_url: Option<String>,
+    /// Prefix for every key, so several deployments can share one server.
+    pub key_prefix: String,
+}
+
+impl Default for HotSettings {
+    fn default() -> Self {
+        HotSettings { backend: HotBackend::Memory, redis_url: None, key_prefix: "oblivious:".into() }
+    }
+}
+
 /// Reservation housekeeping.
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -74,6 +101,8 @@ pub struct Config {
     pub listen: Option<String>,
     pub relay: RelaySettings,
     pub billing: BillingSettings,
+    pub hot: HotSettings,
+    pub rate_limits: crate::ratelimit::RateLimits,
     pub groups: Vec<Group>,
     pub prices: Vec<Price>,
     pub channels: Vec<ChannelSpec>,
@@ -108,6 +137,10 @@ struct RawFile {
     relay: RelaySettings,
     #[serde(default)]
     billing: BillingSettings,
+    #[serde(default)]
+    hot: HotSettings,
+    #[serde(default)]
+    rate_limits: crate::ratelimit::RateLimits,
     #[serde(default)]
     groups: BTreeMap<String, RawGroup>,
     #[serde(default)]
@@ -305,7 +338,33 @@ pub fn parse(file: &str, text: &str, env: impl Fn(&str) -> Option<String>) -> Re
     if relay.keepalive_interval_ms == 0 {
         return Err(err("relay.keepalive_interval_ms".into(), "must be at least 1".into()));
     }
-    Ok(Config { listen: raw.server.listen, relay, billing: raw.billing, groups, prices, channels })
+    let mut hot = raw.hot;
+    if let Some(url) = &hot.redis_url {
+        hot.redis_url = Some(expand(url, &env).map_err(|m| err("hot.redis_url".into(), m))?);
+    }
+    if hot.backend == HotBackend::Redis && hot.redis_url.as_deref().is_none_or(str::is_empty) {
+        return Err(err("hot.redis_url".into(), "required when backend = \"redis\"".into()));
+    }
+    let levels = raw.rate_limits.groups.iter().flat_map(|(g, l)| {
+        [("user", l.user), ("token", l.token), ("ip", l.ip)]
+            .map(move |(lvl, x)| (format!("rate_limits.groups.{g}.{lvl}"), x))
+    });
+    let models = raw.rate_limits.models.iter().map(|(m, l)| (format!("rate_limits.models.\"{m}\""), *l));
+    for (key, limits) in levels.chain(models) {
+        if [limits.rpm, limits.tpm, limits.concurrency].iter().flatten().any(|n| *n <= 0) {
+            return Err(err(key, "limits must be at least 1 (leave a limit out for none)".into()));
+        }
+    }
+    Ok(Config {
+        listen: raw.server.listen,
+        relay,
+        billing: raw.billing,
+        hot,
+        rate_limits: raw.rate_limits,
+        groups,
+        prices,
+        channels,
+    })
 }
 
 /// Expands `${VAR}` and `${VAR:-fallback}`; a missing variable without a fallback is an error.

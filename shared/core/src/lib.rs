@@ -11,6 +11,7 @@ pub mod job;
 pub mod model;
 pub mod pattern;
 pub mod pricing;
+pub mod ratelimit;
 pub mod retry;
 pub mod select;
 pub mod sse;

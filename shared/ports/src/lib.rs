@@ -32,6 +32,25 @@ pub trait Hot: Send + Sync + 'static {
         value: Bytes,
         ttl: Option<Duration>,
     ) -> impl Future<Output = Result<(), PortError>> + Send;
+    /// Sliding-window counter (the previous fixed window weighted by how much
+    /// of it still overlaps, plus the current one): adds `cost` unless that
+    /// would pass `limit`. A cost ≤ 0 (a correction) always applies. Atomic.
+    fn window_hit(
+        &self,
+        key: &str,
+        window_ms: i64,
+        limit: i64,
+        cost: i64,
+        now_ms: i64,
+    ) -> impl Future<Output = Result<Hit, PortError>> + Send;
+    /// Increments `key` unless it already holds `limit`; the new count, or
+    /// `None` when full. `ttl` bounds how long a crashed holder can leak a slot.
+    fn acquire(
+        &self,
+        key: &str,
+        limit: i64,
+        ttl: Duration,
+    ) -> impl Future<Output = Result<Option<i64>, PortError>> + Send;
 }
 
 /// Publishes jobs for consumers (usage, billing, …). Publishing is durable:
@@ -117,4 +136,14 @@ pub struct Ports<P: Platform> {
     pub clock: P::Clock,
     pub ids: P::Ids,
     pub tasks: P::Tasks,
+}
+
+/// The outcome of a sliding-window hit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Hit {
+    pub allowed: bool,
+    /// The window's count after the hit (or as it stands, when refused).
+    pub count: i64,
+    /// Milliseconds until the current window ends.
+    pub reset_ms: i64,
 }

@@ -5,7 +5,8 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use oblivious_ports::{Hot, PortError};
+use oblivious_core::ratelimit;
+use oblivious_ports::{Hit, Hot, PortError};
 
 #[derive(Clone)]
 enum Value {
@@ -103,6 +104,48 @@ impl Hot for MemoryHot {
     async fn set_bytes(&self, key: &str, value: Bytes, ttl: Option<Duration>) -> Result<(), PortError> {
         self.put(key, Value::Bytes(value), ttl);
         Ok(())
+    }
+
+    async fn window_hit(
+        &self,
+        key: &str,
+        window_ms: i64,
+        limit: i64,
+        cost: i64,
+        now_ms: i64,
+    ) -> Result<Hit, PortError> {
+        let (index, elapsed) = ratelimit::window_of(now_ms, window_ms);
+        let ttl = Duration::from_millis((2 * window_ms).max(1) as u64);
+        let current_key = format!("{key}:{index}");
+        let previous_key = format!("{key}:{}", index - 1);
+        Ok(self.with(|map, now| {
+            let count_of = |map: &HashMap<String, Entry>, k: &str| match map.get(k) {
+                Some(Entry { value: Value::Int(v), expires }) if expires.is_none_or(|e| e > now) => *v,
+                _ => 0,
+            };
+            let current = count_of(map, &current_key);
+            let before = ratelimit::sliding_count(count_of(map, &previous_key), current, elapsed, window_ms);
+            let reset_ms = window_ms - elapsed;
+            if cost > 0 && before + cost > limit {
+                return Hit { allowed: false, count: before, reset_ms };
+            }
+            map.insert(current_key, Entry { value: Value::Int(current + cost), expires: Some(now + ttl) });
+            Hit { allowed: true, count: before + cost, reset_ms }
+        }))
+    }
+
+    async fn acquire(&self, key: &str, limit: i64, ttl: Duration) -> Result<Option<i64>, PortError> {
+        Ok(self.with(|map, now| {
+            let held = match map.get(key) {
+                Some(Entry { value: Value::Int(v), expires }) if expires.is_none_or(|e| e > now) => *v,
+                _ => 0,
+            };
+            if held >= limit {
+                return None;
+            }
+            map.insert(key.to_string(), Entry { value: Value::Int(held + 1), expires: Some(now + ttl) });
+            Some(held + 1)
+        }))
     }
 }
 

@@ -1,0 +1,151 @@
+//! [`Hot`] over Redis, shared by every gateway process that points at the same
+//! server: counters and windows are atomic on the server (INCRBY, MULTI, Lua),
+//! so limits hold across processes.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use oblivious_core::ratelimit;
+use oblivious_ports::{Hit, Hot, PortError};
+use redis::aio::ConnectionManager;
+use redis::{AsyncCommands, Script};
+
+/// Adds `cost` to the current fixed window unless the sliding count would pass
+/// the limit (see `oblivious_core::ratelimit::sliding_count`).
+const WINDOW_LUA: &str = r#"
+local current = tonumber(redis.call('GET', KEYS[1]) or '0')
+local previous = tonumber(redis.call('GET', KEYS[2]) or '0')
+local window, limit, cost, elapsed = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
+local overlap = window - elapsed
+if overlap < 0 then overlap = 0 end
+local before = math.floor(previous * overlap / window) + current
+if cost > 0 and before + cost > limit then
+  return {0, before}
+end
+redis.call('INCRBY', KEYS[1], cost)
+redis.call('PEXPIRE', KEYS[1], window * 2)
+return {1, before + cost}
+"#;
+
+const ACQUIRE_LUA: &str = r#"
+local held = tonumber(redis.call('GET', KEYS[1]) or '0')
+if held >= tonumber(ARGV[1]) then
+  return -1
+end
+local n = redis.call('INCR', KEYS[1])
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+return n
+"#;
+
+#[derive(Clone)]
+pub struct RedisHot {
+    conn: ConnectionManager,
+    prefix: String,
+    window: Script,
+    acquire: Script,
+}
+
+fn port(e: redis::RedisError) -> PortError {
+    PortError(format!("redis: {e}"))
+}
+
+impl RedisHot {
+    /// Connects (reconnecting on its own later) to `url`; every key is put under `prefix`.
+    pub async fn connect(url: &str, prefix: &str) -> Result<Self, PortError> {
+        let client = redis::Client::open(url).map_err(port)?;
+        let conn = ConnectionManager::new(client).await.map_err(port)?;
+        Ok(RedisHot {
+            conn,
+            prefix: prefix.to_string(),
+            window: Script::new(WINDOW_LUA),
+            acquire: Script::new(ACQUIRE_LUA),
+        })
+    }
+
+    fn key(&self, key: &str) -> String {
+        format!("{}{key}", self.prefix)
+    }
+}
+
+fn ms(d: Duration) -> u64 {
+    (d.as_millis() as u64).max(1)
+}
+
+impl Hot for RedisHot {
+    async fn get(&self, key: &str) -> Result<Option<i64>, PortError> {
+        self.conn.clone().get(self.key(key)).await.map_err(port)
+    }
+
+    async fn incr(&self, key: &str, delta: i64, ttl: Option<Duration>) -> Result<i64, PortError> {
+        let key = self.key(key);
+        let mut pipe = redis::pipe();
+        pipe.atomic();
+        if let Some(ttl) = ttl {
+            // Starts the key (with its TTL) only if it does not exist yet.
+            pipe.cmd("SET").arg(&key).arg(0).arg("NX").arg("PX").arg(ms(ttl)).ignore();
+        }
+        pipe.cmd("INCRBY").arg(&key).arg(delta);
+        let (n,): (i64,) = pipe.query_async(&mut self.conn.clone()).await.map_err(port)?;
+        Ok(n)
+    }
+
+    async fn set(&self, key: &str, value: i64, ttl: Option<Duration>) -> Result<(), PortError> {
+        let mut conn = self.conn.clone();
+        match ttl {
+            Some(t) => conn.pset_ex(self.key(key), value, ms(t)).await.map_err(port),
+            None => conn.set(self.key(key), value).await.map_err(port),
+        }
+    }
+
+    async fn del(&self, key: &str) -> Result<(), PortError> {
+        self.conn.clone().del(self.key(key)).await.map_err(port)
+    }
+
+    async fn get_bytes(&self, key: &str) -> Result<Option<Bytes>, PortError> {
+        let v: Option<Vec<u8>> = self.conn.clone().get(self.key(key)).await.map_err(port)?;
+        Ok(v.map(Bytes::from))
+    }
+
+    async fn set_bytes(&self, key: &str, value: Bytes, ttl: Option<Duration>) -> Result<(), PortError> {
+        let mut conn = self.conn.clone();
+        match ttl {
+            Some(t) => conn.pset_ex(self.key(key), value.to_vec(), ms(t)).await.map_err(port),
+            None => conn.set(self.key(key), value.to_vec()).await.map_err(port),
+        }
+    }
+
+    async fn window_hit(
+        &self,
+        key: &str,
+        window_ms: i64,
+        limit: i64,
+        cost: i64,
+        now_ms: i64,
+    ) -> Result<Hit, PortError> {
+        let (index, elapsed) = ratelimit::window_of(now_ms, window_ms);
+        let (allowed, count): (i64, i64) = self
+            .window
+            .key(self.key(&format!("{key}:{index}")))
+            .key(self.key(&format!("{key}:{}", index - 1)))
+            .arg(window_ms)
+            .arg(limit)
+            .arg(cost)
+            .arg(elapsed)
+            .invoke_async(&mut self.conn.clone())
+            .await
+            .map_err(port)?;
+        Ok(Hit { allowed: allowed == 1, count, reset_ms: window_ms - elapsed })
+    }
+
+    async fn acquire(&self, key: &str, limit: i64, ttl: Duration) -> Result<Option<i64>, PortError> {
+        let n: i64 = self
+            .acquire
+            .key(self.key(key))
+            .arg(limit)
+            .arg(ms(ttl))
+            .invoke_async(&mut self.conn.clone())
+            .await
+            .map_err(port)?;
+        Ok((n >= 0).then_some(n))
+    }
+}
