@@ -56,6 +56,9 @@ CREATE TABLE reservations (
 );
 CREATE INDEX reservations_open ON reservations (state, created_at);
 
+-- Keyset order for streaming exports.
+CREATE INDEX usage_by_time_id ON usage_log (created_at, request_id);
+
 -- Spend per token per UTC day (d:YYYY-MM-DD) and month (m:YYYY-MM), for caps.
 CREATE TABLE token_spend (
     token_id INTEGER NOT NULL,

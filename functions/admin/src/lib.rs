@@ -2,6 +2,7 @@
 //! channels (with test), groups, prices, and the usage log. Admin role only.
 //! The CLI and the web console are clients of the same operations.
 
+mod analytics;
 mod handlers;
 pub mod money;
 pub mod tokens;
@@ -39,6 +40,10 @@ pub fn router<P: Platform>(relay: Arc<Relay<P>>) -> Router {
         .route("/api/admin/reservations", get(money::reservations::<P>))
         .route("/api/account", get(money::account::<P>))
         .route("/api/usage", get(money::own_usage::<P>))
+        .route("/api/admin/usage/stats", get(analytics::admin_stats::<P>))
+        .route("/api/admin/usage.csv", get(analytics::admin_csv::<P>))
+        .route("/api/usage/stats", get(analytics::own_stats::<P>))
+        .route("/api/usage.csv", get(analytics::own_csv::<P>))
         .route("/api/redeem", post(money::redeem::<P>))
         .with_state(relay)
 }

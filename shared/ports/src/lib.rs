@@ -118,7 +118,7 @@ pub struct PortError(pub String);
 
 /// One adapter per port.
 pub trait Platform: Send + Sync + 'static {
-    type Store: Store + Ledger;
+    type Store: Store + Ledger + UsageLog;
     type Hot: Hot;
     type Queue: Queue;
     type Upstream: Upstream;

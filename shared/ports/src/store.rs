@@ -289,3 +289,57 @@ pub trait Ledger: Send + Sync + 'static {
         now_ms: i64,
     ) -> impl Future<Output = StoreResult<Result<User, RedeemError>>> + Send;
 }
+
+/// How usage statistics are split.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GroupBy {
+    Model,
+    Token,
+    User,
+    Channel,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Interval {
+    Hour,
+    Day,
+    Month,
+}
+
+/// Aggregates of the usage log over one bucket of time and one key.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct UsageStat {
+    /// `2026-11-24T10:00:00Z`, `2026-11-24`, `2026-11`, or `all`.
+    pub bucket: String,
+    /// The model, token id, user id or channel id; empty when not grouped.
+    pub key: String,
+    pub requests: i64,
+    pub successes: i64,
+    pub errors: i64,
+    pub prompt_tokens: i64,
+    pub completion_tokens: i64,
+    pub cost: i64,
+    /// Nearest-rank latency percentiles, ms.
+    pub latency_p50: i64,
+    pub latency_p95: i64,
+    pub latency_p99: i64,
+}
+
+/// Reading the usage log in bulk: aggregates, and keyset pages for exports.
+pub trait UsageLog: Send + Sync + 'static {
+    fn usage_stats(
+        &self,
+        filter: UsageFilter,
+        group_by: Option<GroupBy>,
+        interval: Option<Interval>,
+    ) -> impl Future<Output = StoreResult<Vec<UsageStat>>> + Send;
+    /// Up to `limit` rows after the `(created_at, request_id)` cursor, oldest first.
+    fn usage_page(
+        &self,
+        filter: UsageFilter,
+        after: Option<(i64, String)>,
+        limit: u64,
+    ) -> impl Future<Output = StoreResult<Vec<UsageRecord>>> + Send;
+}
