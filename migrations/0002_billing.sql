@@ -80,6 +80,22 @@ CREATE TABLE balance_ledger (
 );
 CREATE INDEX balance_ledger_by_user ON balance_ledger (user_id, id);
 
+-- Low-balance alerts, and per subject (user:ID / token:ID) the lowest threshold alerted.
+CREATE TABLE alerts (
+    id                INTEGER PRIMARY KEY,
+    kind              TEXT NOT NULL CHECK (kind IN ('user', 'token')),
+    subject_id        INTEGER NOT NULL,
+    name              TEXT NOT NULL,
+    threshold_percent INTEGER NOT NULL,
+    remaining         INTEGER NOT NULL,
+    total             INTEGER NOT NULL,
+    created_at        INTEGER NOT NULL
+);
+CREATE TABLE alert_levels (
+    subject TEXT PRIMARY KEY,
+    level   INTEGER
+);
+
 CREATE TABLE redemption_codes (
     id          INTEGER PRIMARY KEY,
     code_hash   TEXT NOT NULL UNIQUE,

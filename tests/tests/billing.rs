@@ -393,3 +393,58 @@ fn chrono_free_rfc3339_in(secs: u64) -> String {
     let y = yoe + era * 400 + i64::from(m <= 2);
     format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn low_balances_raise_alerts_and_webhooks_are_retried() {
+    use std::sync::{Arc, Mutex};
+    // A webhook receiver that fails its first delivery.
+    let received: Arc<Mutex<Vec<Value>>> = Arc::default();
+    let attempts = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let (rx, tries) = (received.clone(), attempts.clone());
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(move |body: axum::Json<Value>| {
+            let (rx, tries) = (rx.clone(), tries.clone());
+            async move {
+                if tries.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 0 {
+                    return axum::http::StatusCode::INTERNAL_SERVER_ERROR;
+                }
+                rx.lock().unwrap().push(body.0);
+                axum::http::StatusCode::OK
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let hook = format!("http://{}/hook", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+
+    let mock = Mock::start("a").await;
+    let extra = format!("{PRICED}\n[alerts]\nthresholds_percent = [10, 5, 0]\nwebhook_url = \"{hook}\"\n");
+    let gw = Gateway::start(&config(&[("a", &mock.base_url(), "models = [\"m-ok\"]")], &extra));
+    let uid = new_user(&gw, "dora", 100_000).await;
+    let key = gw.key(&["--user", "dora"]);
+    // Each request costs 16_000: after six, 4_000 (4%) is left.
+    for _ in 0..6 {
+        assert_eq!(gw.post("/v1/chat/completions", &key, &chat("m-ok", false, 4)).send().await.unwrap().status(), 200);
+    }
+    gw.usage_rows(6).await;
+    admin_json(&gw, reqwest::Method::POST, &format!("/api/admin/users/{uid}/topup"), Some(json!({ "amount": 8_000 })))
+        .await;
+    assert_eq!(gw.post("/v1/chat/completions", &key, &chat("m-ok", false, 4)).send().await.unwrap().status(), 200);
+
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    while received.lock().unwrap().len() < 3 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (_, alerts) = admin_json(&gw, reqwest::Method::GET, "/api/admin/alerts", None).await;
+    let thresholds: Vec<i64> =
+        alerts["data"].as_array().unwrap().iter().map(|a| a["threshold_percent"].as_i64().unwrap()).collect();
+    assert_eq!(thresholds, [10, 5, 0], "{alerts}");
+    assert!(alerts["data"].as_array().unwrap().iter().all(|a| a["kind"] == "user" && a["name"] == "dora"));
+    let got = received.lock().unwrap().clone();
+    let mut delivered: Vec<i64> = got.iter().map(|b| b["alert"]["threshold_percent"].as_i64().unwrap()).collect();
+    delivered.sort();
+    assert_eq!(delivered, [0, 5, 10], "each alert delivered once, the failed delivery retried: {got:?}");
+    assert!(attempts.load(std::sync::atomic::Ordering::SeqCst) >= 4);
+    assert!(got.iter().all(|b| b["type"] == "balance_alert"));
+}

@@ -38,6 +38,7 @@ pub fn router<P: Platform>(relay: Arc<Relay<P>>) -> Router {
         .route("/api/admin/ledger", get(money::ledger::<P>))
         .route("/api/admin/codes", get(money::list_codes::<P>).post(money::new_codes::<P>))
         .route("/api/admin/reservations", get(money::reservations::<P>))
+        .route("/api/admin/alerts", get(money::alerts::<P>))
         .route("/api/account", get(money::account::<P>))
         .route("/api/usage", get(money::own_usage::<P>))
         .route("/api/admin/usage/stats", get(analytics::admin_stats::<P>))

@@ -146,6 +146,16 @@ pub async fn reservations<P: Platform>(State(r): R<P>, parts: Parts) -> Response
     respond(&r, reply.await)
 }
 
+pub async fn alerts<P: Platform>(State(r): R<P>, parts: Parts) -> Response {
+    let reply = async {
+        admin(&r, &parts).await?;
+        let (pg, page_no, per) = page(&parts)?;
+        let rows = r.ports.store.alerts(pg).await.map_err(store_error)?;
+        Ok((200, listing(rows.items.iter().map(to_value).collect(), rows.total, page_no, per)))
+    };
+    respond(&r, reply.await)
+}
+
 // ---- the caller's own account
 
 /// `GET /api/account`: the key's owner and the key itself.

@@ -10,18 +10,20 @@ use oblivious_ports::{Clock, ConfigSnapshot, Store};
 use oblivious_relay::Relay;
 
 use crate::platform::Local;
+use crate::serve::SharedAlerts;
 
 pub fn load(path: &Path) -> Result<Config, String> {
     let text = std::fs::read_to_string(path).map_err(|e| format!("{}: cannot read: {e}", path.display()))?;
     config::parse(&path.display().to_string(), &text, |k| std::env::var(k).ok()).map_err(|e| e.to_string())
 }
 
-pub async fn apply(relay: &Relay<Local>, cfg: &Config) -> Result<(), String> {
+pub async fn apply(relay: &Relay<Local>, alerts: &SharedAlerts, cfg: &Config) -> Result<(), String> {
     let snapshot =
         ConfigSnapshot { groups: cfg.groups.clone(), prices: cfg.prices.clone(), channels: cfg.channels.clone() };
     relay.ports.store.sync_config(snapshot, relay.ports.clock.now_ms()).await.map_err(|e| e.to_string())?;
     relay.set_settings(cfg.relay.clone());
     relay.set_rate_limits(cfg.rate_limits.clone());
+    *alerts.write().unwrap_or_else(|p| p.into_inner()) = cfg.alerts.clone();
     relay.refresh(false).await.map_err(|e| e.to_string())?;
     Ok(())
 }
@@ -32,7 +34,7 @@ fn mtime(path: &Path) -> Option<SystemTime> {
 
 /// Re-applies the file when its modification time changes or on SIGHUP. A
 /// file that no longer validates is reported and the running config is kept.
-pub fn watch(relay: Arc<Relay<Local>>, path: PathBuf) {
+pub fn watch(relay: Arc<Relay<Local>>, alerts: SharedAlerts, path: PathBuf) {
     tokio::spawn(async move {
         let mut seen = mtime(&path);
         #[cfg(unix)]
@@ -59,7 +61,7 @@ pub fn watch(relay: Arc<Relay<Local>>, path: PathBuf) {
             }
             seen = now;
             match load(&path) {
-                Ok(cfg) => match apply(&relay, &cfg).await {
+                Ok(cfg) => match apply(&relay, &alerts, &cfg).await {
                     Ok(()) => {
                         tracing::info!(file = %path.display(), channels = cfg.channels.len(), "config reloaded")
                     }

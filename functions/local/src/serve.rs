@@ -2,7 +2,7 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use axum::extract::{ConnectInfo, Request};
@@ -28,6 +28,9 @@ pub struct ServeArgs {
     listen: Option<String>,
 }
 
+/// Alert settings, replaced when the config file is reloaded.
+pub type SharedAlerts = Arc<RwLock<oblivious_core::alerts::AlertSettings>>;
+
 /// How often the server checks the store for changes made elsewhere (the CLI).
 const REFRESH_EVERY: Duration = Duration::from_millis(500);
 
@@ -41,11 +44,12 @@ pub async fn run(data: &Path, args: ServeArgs) -> Result<(), String> {
     let relay = Relay::new(ports, cfg.as_ref().map(|c| c.relay.clone()).unwrap_or_default())
         .await
         .map_err(|e| e.to_string())?;
+    let alerts: SharedAlerts = Arc::new(RwLock::new(Default::default()));
     if let Some(cfg) = &cfg {
-        crate::config::apply(&relay, cfg).await?;
+        crate::config::apply(&relay, &alerts, cfg).await?;
     }
     if let Some(path) = config_path.clone() {
-        crate::config::watch(relay.clone(), path);
+        crate::config::watch(relay.clone(), alerts.clone(), path);
     }
 
     let listen =
@@ -56,7 +60,7 @@ pub async fn run(data: &Path, args: ServeArgs) -> Result<(), String> {
 
     spawn_refresh(relay.clone());
     spawn_sweeper(relay.clone(), cfg.as_ref().map(|c| c.billing.clone()).unwrap_or_default());
-    let consumer = spawn_consumer(relay.clone(), queue.clone());
+    let consumer = spawn_consumer(relay.clone(), queue.clone(), alerts.clone());
 
     let app = app(relay.clone());
     if let Some(key) = first_key {
@@ -74,7 +78,7 @@ pub async fn run(data: &Path, args: ServeArgs) -> Result<(), String> {
         .map_err(|e| e.to_string())?;
     consumer.abort();
     // Apply whatever was published before the last responses went out.
-    drain(&relay, &queue).await;
+    drain(&relay, &queue, &alerts).await;
     tracing::info!("stopped");
     Ok(())
 }
@@ -141,10 +145,10 @@ fn spawn_sweeper(relay: Arc<Relay<Local>>, billing: oblivious_core::config::Bill
 }
 
 /// Applies queued jobs (usage records) as they are published.
-fn spawn_consumer(relay: Arc<Relay<Local>>, queue: SqliteQueue) -> tokio::task::JoinHandle<()> {
+fn spawn_consumer(relay: Arc<Relay<Local>>, queue: SqliteQueue, alerts: SharedAlerts) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         loop {
-            if drain(&relay, &queue).await == 0 {
+            if drain(&relay, &queue, &alerts).await == 0 {
                 queue.wait(Duration::from_secs(1)).await;
             }
         }
@@ -152,7 +156,7 @@ fn spawn_consumer(relay: Arc<Relay<Local>>, queue: SqliteQueue) -> tokio::task::
 }
 
 /// Processes every job that is due; returns how many were attempted.
-async fn drain(relay: &Relay<Local>, queue: &SqliteQueue) -> usize {
+async fn drain(relay: &Relay<Local>, queue: &SqliteQueue, alerts: &SharedAlerts) -> usize {
     let jobs = match queue.due(relay.ports.clock.now_ms(), 512).await {
         Ok(j) => j,
         Err(e) => {
@@ -161,8 +165,9 @@ async fn drain(relay: &Relay<Local>, queue: &SqliteQueue) -> usize {
             return 0;
         }
     };
+    let settings = alerts.read().unwrap_or_else(|p| p.into_inner()).clone();
     for j in &jobs {
-        let result = match oblivious_billing::consume(&relay.ports.store, &j.job).await {
+        let result = match oblivious_billing::consume(&relay.ports, &settings, &j.job).await {
             Ok(_) => queue.ack(j.id).await,
             Err(e) => {
                 tracing::warn!(job = j.id, attempts = j.attempts, "job failed: {e}");

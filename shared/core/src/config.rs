@@ -103,6 +103,7 @@ pub struct Config {
     pub billing: BillingSettings,
     pub hot: HotSettings,
     pub rate_limits: crate::ratelimit::RateLimits,
+    pub alerts: crate::alerts::AlertSettings,
     pub groups: Vec<Group>,
     pub prices: Vec<Price>,
     pub channels: Vec<ChannelSpec>,
@@ -141,6 +142,8 @@ struct RawFile {
     hot: HotSettings,
     #[serde(default)]
     rate_limits: crate::ratelimit::RateLimits,
+    #[serde(default)]
+    alerts: crate::alerts::AlertSettings,
     #[serde(default)]
     groups: BTreeMap<String, RawGroup>,
     #[serde(default)]
@@ -355,12 +358,24 @@ pub fn parse(file: &str, text: &str, env: impl Fn(&str) -> Option<String>) -> Re
             return Err(err(key, "limits must be at least 1 (leave a limit out for none)".into()));
         }
     }
+    let mut alerts = raw.alerts;
+    if let Some(url) = &alerts.webhook_url {
+        let url = expand(url, &env).map_err(|m| err("alerts.webhook_url".into(), m))?;
+        if !(url.starts_with("http://") || url.starts_with("https://")) {
+            return Err(err("alerts.webhook_url".into(), format!("`{url}` must start with http:// or https://")));
+        }
+        alerts.webhook_url = Some(url);
+    }
+    if alerts.thresholds_percent.iter().any(|t| !(0..=100).contains(t)) {
+        return Err(err("alerts.thresholds_percent".into(), "each threshold is a percent from 0 to 100".into()));
+    }
     Ok(Config {
         listen: raw.server.listen,
         relay,
         billing: raw.billing,
         hot,
         rate_limits: raw.rate_limits,
+        alerts,
         groups,
         prices,
         channels,

@@ -9,6 +9,8 @@ use crate::model::UsageRecord;
 pub enum Job {
     /// A finished relay request: write the usage log and charge the quota.
     Usage(UsageRecord),
+    /// POST `payload` (JSON) to `url`; retried with backoff until it answers 2xx.
+    Webhook { id: String, url: String, payload: String },
 }
 
 impl Job {
@@ -16,6 +18,7 @@ impl Job {
     pub fn dedup_key(&self) -> &str {
         match self {
             Job::Usage(u) => &u.request_id,
+            Job::Webhook { id, .. } => id,
         }
     }
 }

@@ -2,6 +2,7 @@
 //! and no randomness of their own (callers pass `now` and random numbers in), so
 //! everything here runs unchanged on native and on `wasm32-unknown-unknown`.
 
+pub mod alerts;
 pub mod apikey;
 pub mod authz;
 pub mod config;

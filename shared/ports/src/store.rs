@@ -3,6 +3,7 @@
 use std::future::Future;
 
 use ipnet::IpNet;
+use oblivious_core::alerts::Alert;
 use oblivious_core::model::{
     Channel, ChannelSpec, ChannelStatus, Group, Id, Price, Role, Token, TokenStatus, UsageRecord, User, UserStatus,
 };
@@ -280,6 +281,16 @@ pub trait Ledger: Send + Sync + 'static {
         now_ms: i64,
     ) -> impl Future<Output = StoreResult<()>> + Send;
     fn codes(&self, page: Page) -> impl Future<Output = StoreResult<Paged<RedemptionCode>>> + Send;
+    /// The lowest alert threshold recorded for `subject` (`user:ID`, `token:ID`).
+    fn alert_level(&self, subject: &str) -> impl Future<Output = StoreResult<Option<i64>>> + Send;
+    /// Stores new alerts and the subject's level together; returns them with ids.
+    fn record_alerts(
+        &self,
+        subject: &str,
+        level: Option<i64>,
+        alerts: Vec<Alert>,
+    ) -> impl Future<Output = StoreResult<Vec<Alert>>> + Send;
+    fn alerts(&self, page: Page) -> impl Future<Output = StoreResult<Paged<Alert>>> + Send;
     /// Marks the code used by `user_id` and credits its value, once.
     fn redeem(
         &self,

@@ -2,6 +2,7 @@
 //! Each runs in one IMMEDIATE transaction, so concurrent requests on one key
 //! serialize on the write lock and no unit is counted twice or lost.
 
+use oblivious_core::alerts::Alert;
 use oblivious_core::model::{Id, UsageRecord, User};
 use oblivious_ports::{
     spend_periods, Ledger, LedgerEntry, Page, Paged, RedeemError, RedemptionCode, Reservation, Shortfall, StoreError,
@@ -132,6 +133,69 @@ fn write_ledger(
 }
 
 impl Ledger for SqliteStore {
+    async fn alert_level(&self, subject: &str) -> StoreResult<Option<i64>> {
+        let subject = subject.to_string();
+        self.db()
+            .read(move |c| {
+                Ok(c.query_row("SELECT level FROM alert_levels WHERE subject = ?1", [subject], |r| r.get(0))
+                    .optional()?
+                    .flatten())
+            })
+            .await
+    }
+
+    async fn record_alerts(&self, subject: &str, level: Option<i64>, alerts: Vec<Alert>) -> StoreResult<Vec<Alert>> {
+        let subject = subject.to_string();
+        self.db()
+            .write(move |c| {
+                let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+                tx.execute(
+                    "INSERT INTO alert_levels (subject, level) VALUES (?1, ?2)
+                     ON CONFLICT (subject) DO UPDATE SET level = excluded.level",
+                    params![subject, level],
+                )?;
+                let mut stored = Vec::with_capacity(alerts.len());
+                for a in alerts {
+                    tx.execute(
+                        "INSERT INTO alerts (kind, subject_id, name, threshold_percent, remaining, total, created_at)
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                        params![a.kind, a.subject_id, a.name, a.threshold_percent, a.remaining, a.total, a.created_at],
+                    )?;
+                    stored.push(Alert { id: tx.last_insert_rowid(), ..a });
+                }
+                tx.commit()?;
+                Ok(stored)
+            })
+            .await
+    }
+
+    async fn alerts(&self, page: Page) -> StoreResult<Paged<Alert>> {
+        self.db()
+            .read(move |c| {
+                let mut st = c.prepare(
+                    "SELECT id, kind, subject_id, name, threshold_percent, remaining, total, created_at FROM alerts
+                     ORDER BY id LIMIT ?1 OFFSET ?2",
+                )?;
+                let items = st
+                    .query_map(params![page.limit.min(i64::MAX as u64) as i64, page.offset as i64], |r| {
+                        Ok(Alert {
+                            id: r.get(0)?,
+                            kind: r.get(1)?,
+                            subject_id: r.get(2)?,
+                            name: r.get(3)?,
+                            threshold_percent: r.get(4)?,
+                            remaining: r.get(5)?,
+                            total: r.get(6)?,
+                            created_at: r.get(7)?,
+                        })
+                    })?
+                    .collect::<Result<Vec<_>, _>>()?;
+                let total: i64 = c.query_row("SELECT COUNT(*) FROM alerts", [], |r| r.get(0))?;
+                Ok(Paged { items, total: total as u64 })
+            })
+            .await
+    }
+
     async fn reserve(&self, r: Reservation) -> StoreResult<Result<(), Shortfall>> {
         self.db()
             .write(move |c| {
