@@ -466,3 +466,16 @@ key_selection = "round_robin"
         assert_eq!(e.key, "groups.vip.ratio");
     }
 }
+
+#[cfg(test)]
+mod example {
+    /// The README points new users at this file: it must stay valid.
+    #[test]
+    fn the_example_config_is_valid() {
+        let text = include_str!("../../../oblivious.example.toml");
+        let cfg = super::parse("oblivious.example.toml", text, |_| None).unwrap();
+        assert_eq!(cfg.channels.len(), 1);
+        assert!(cfg.prices.iter().any(|p| p.model == "fast"), "the alias the example maps is priced");
+        assert!(!cfg.rate_limits.is_empty());
+    }
+}
