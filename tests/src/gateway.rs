@@ -215,6 +215,12 @@ impl Drop for Gateway {
     }
 }
 
+/// RFC 3339 for `secs` seconds from now (rounded up to the next whole second).
+pub fn rfc3339_in(secs: u64) -> String {
+    let t = chrono::Utc::now() + chrono::Duration::seconds(secs as i64 + 1);
+    t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
 /// The Redis server for tests: `OBLIVIOUS_TEST_REDIS`, else the one `.ci/run`
 /// starts on port 6390.
 pub fn redis_url() -> String {

@@ -92,7 +92,7 @@ async fn refusals_have_their_own_status_and_code() {
     gw.settle().await;
     assert_eq!(send(gw.http.post(&url).bearer_auth(&key)).await.0, 200);
 
-    let soon = chrono_like_rfc3339(std::time::SystemTime::now() + Duration::from_secs(2));
+    let soon = oblivious_e2e::gateway::rfc3339_in(2);
     let expiring = gw.key(&["--expires", &soon]);
     assert_eq!(send(gw.http.post(&url).bearer_auth(&expiring)).await.0, 200);
     tokio::time::sleep(Duration::from_millis(3300)).await;
@@ -120,22 +120,6 @@ async fn refusals_have_their_own_status_and_code() {
     let calls_before = mock.calls();
     assert_eq!(send(gw.http.post(&url).bearer_auth(&key).header("x-unused", "1")).await.0, 200);
     assert_eq!(mock.calls(), calls_before + 1);
-}
-
-/// 2026-11-24T10:00:00Z from a SystemTime, without a date crate in the tests.
-fn chrono_like_rfc3339(t: std::time::SystemTime) -> String {
-    let secs = t.duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64 + 1;
-    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -310,7 +310,7 @@ async fn codes_redeem_once_top_ups_revive_and_caps_hold() {
         .await
         .unwrap();
     assert_eq!(unknown.status(), 404);
-    let soon = chrono_free_rfc3339_in(1);
+    let soon = oblivious_e2e::gateway::rfc3339_in(1);
     let (_, expiring) = admin_json(
         &gw,
         reqwest::Method::POST,
@@ -375,23 +375,6 @@ async fn codes_redeem_once_top_ups_revive_and_caps_hold() {
     assert_eq!(account["token"]["daily_limit"], 20000);
     let own: Value = gw.get("/api/usage", &capped).send().await.unwrap().json().await.unwrap();
     assert!(own["data"].as_array().unwrap().iter().all(|r| r["user_id"] == uid));
-}
-
-/// RFC 3339 for `secs` seconds from now.
-fn chrono_free_rfc3339_in(secs: u64) -> String {
-    let t = std::time::SystemTime::now() + Duration::from_secs(secs);
-    let s = t.duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64 + 1;
-    let (days, rem) = (s.div_euclid(86_400), s.rem_euclid(86_400));
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
 }
 
 #[tokio::test(flavor = "multi_thread")]

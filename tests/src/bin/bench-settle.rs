@@ -29,15 +29,27 @@ async fn main() {
         redis_hot()
     );
     let gw = Gateway::start(&config(&[("bench", &mock.base_url(), "models = [\"m\"]")], &extra));
-    let user = gw.http.post(format!("{}/api/admin/users", gw.url)).bearer_auth(&gw.admin_key)
-        .json(&json!({ "name": "bench", "quota": 1_000_000_000_000i64 })).send().await.unwrap();
+    let user = gw
+        .http
+        .post(format!("{}/api/admin/users", gw.url))
+        .bearer_auth(&gw.admin_key)
+        .json(&json!({ "name": "bench", "quota": 1_000_000_000_000i64 }))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(user.status(), 201);
     let key = gw.key(&["--user", "bench", "--quota", "1000000000000"]);
     let body = json!({ "model": "m", "max_tokens": 16, "messages": [{ "role": "user", "content": "hello there" }] });
 
     let started = Instant::now();
     let ok = stream::iter(0..n)
-        .map(|_| async { gw.post("/v1/chat/completions", &key, &body).send().await.map(|r| r.status().as_u16() == 200).unwrap_or(false) })
+        .map(|_| async {
+            gw.post("/v1/chat/completions", &key, &body)
+                .send()
+                .await
+                .map(|r| r.status().as_u16() == 200)
+                .unwrap_or(false)
+        })
         .buffer_unordered(concurrency)
         .filter(|ok| futures_util::future::ready(*ok))
         .count()
@@ -45,8 +57,16 @@ async fn main() {
     let answered = started.elapsed();
     // Settled = no reservation left open and every usage row written.
     loop {
-        let open: Value = gw.get("/api/admin/reservations?state=reserved&per_page=1", &gw.admin_key).send().await.unwrap().json().await.unwrap();
-        let rows: Value = gw.get("/api/admin/usage?per_page=1", &gw.admin_key).send().await.unwrap().json().await.unwrap();
+        let open: Value = gw
+            .get("/api/admin/reservations?state=reserved&per_page=1", &gw.admin_key)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let rows: Value =
+            gw.get("/api/admin/usage?per_page=1", &gw.admin_key).send().await.unwrap().json().await.unwrap();
         if open["total"] == 0 && rows["total"].as_u64() == Some(n as u64) {
             break;
         }
@@ -57,7 +77,11 @@ async fn main() {
     let stats: Value = gw.get("/api/admin/usage/stats", &gw.admin_key).send().await.unwrap().json().await.unwrap();
     println!("requests           {n} (concurrency {concurrency}), {ok} answered 200");
     println!("answered in        {:.2} s  → {:.0} req/s", answered.as_secs_f64(), n as f64 / answered.as_secs_f64());
-    println!("all settled in     {:.2} s  → {:.0} settled req/s", settled.as_secs_f64(), n as f64 / settled.as_secs_f64());
+    println!(
+        "all settled in     {:.2} s  → {:.0} settled req/s",
+        settled.as_secs_f64(),
+        n as f64 / settled.as_secs_f64()
+    );
     println!("charged            {} units over {} usage rows", stats["totals"]["cost"], stats["totals"]["requests"]);
     println!("gateway peak RSS   {} MiB", gw.peak_rss_kib() / 1024);
 }
