@@ -10,7 +10,7 @@ use futures_util::future::{select, Either};
 use oblivious_core::alerts::{self, Alert, AlertSettings};
 use oblivious_core::job::Job;
 use oblivious_core::model::UsageRecord;
-use oblivious_ports::{Clock, Ledger, Platform, Ports, Queue, Store, Upstream, UpstreamRequest};
+use oblivious_ports::{Clock, Ledger, Platform, Ports, Queue, Settled, Store, Upstream, UpstreamRequest};
 
 /// What became of a job.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -22,33 +22,70 @@ pub enum Outcome {
 
 const WEBHOOK_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Applies one job. An `Err` leaves the job on the queue to be retried.
-pub async fn consume<P: Platform>(ports: &Ports<P>, settings: &AlertSettings, job: &Job) -> Result<Outcome, String> {
-    match job {
-        Job::Usage(record) => {
-            let fresh = ports.store.record_usage(record).await.map_err(|e| e.to_string())?;
-            if !fresh {
-                tracing::debug!(request_id = %record.request_id, "usage already recorded");
-                return Ok(Outcome::Duplicate);
+/// Applies a batch of jobs; one result per job, in order. Usage records are
+/// written in one transaction; should that fail, each is tried alone so one
+/// bad record cannot hold the others back. An `Err` leaves its job queued.
+pub async fn consume<P: Platform>(
+    ports: &Ports<P>,
+    settings: &AlertSettings,
+    jobs: &[Job],
+) -> Vec<Result<Outcome, String>> {
+    let mut results: Vec<Option<Result<Outcome, String>>> = vec![None; jobs.len()];
+    let usage: Vec<(usize, &UsageRecord)> =
+        jobs.iter().enumerate().filter_map(|(i, j)| if let Job::Usage(u) = j { Some((i, u)) } else { None }).collect();
+    if !usage.is_empty() {
+        let records: Vec<UsageRecord> = usage.iter().map(|(_, u)| (*u).clone()).collect();
+        match ports.store.record_usages(records).await {
+            Ok(settled) => {
+                for ((i, u), s) in usage.iter().zip(settled) {
+                    results[*i] = Some(after_usage(ports, settings, u, s).await);
+                }
             }
-            if record.cost > 0 {
-                check_alerts(ports, settings, record).await.map_err(|e| format!("alerts: {e}"))?;
+            Err(e) if usage.len() > 1 => {
+                tracing::warn!("usage batch failed, applying one by one: {e}");
+                for (i, u) in &usage {
+                    results[*i] = Some(match ports.store.record_usages(vec![(*u).clone()]).await {
+                        Ok(mut s) => after_usage(ports, settings, u, s.pop().flatten()).await,
+                        Err(e) => Err(e.to_string()),
+                    });
+                }
             }
-            Ok(Outcome::Applied)
+            Err(e) => results[usage[0].0] = Some(Err(e.to_string())),
         }
-        Job::Webhook { url, payload, .. } => deliver(ports, url, payload).await.map(|()| Outcome::Applied),
     }
+    for (i, job) in jobs.iter().enumerate() {
+        if let Job::Webhook { url, payload, .. } = job {
+            results[i] = Some(deliver(ports, url, payload).await.map(|()| Outcome::Applied));
+        }
+    }
+    results.into_iter().map(|r| r.unwrap_or_else(|| Err("job not handled".into()))).collect()
+}
+
+async fn after_usage<P: Platform>(
+    ports: &Ports<P>,
+    settings: &AlertSettings,
+    u: &UsageRecord,
+    settled: Option<Settled>,
+) -> Result<Outcome, String> {
+    let Some(settled) = settled else {
+        tracing::debug!(request_id = %u.request_id, "usage already recorded");
+        return Ok(Outcome::Duplicate);
+    };
+    if u.cost > 0 {
+        check_alerts(ports, settings, settled).await.map_err(|e| format!("alerts: {e}"))?;
+    }
+    Ok(Outcome::Applied)
 }
 
 /// Compares the token's and the user's share left with the thresholds.
-async fn check_alerts<P: Platform>(ports: &Ports<P>, settings: &AlertSettings, u: &UsageRecord) -> Result<(), String> {
+async fn check_alerts<P: Platform>(ports: &Ports<P>, settings: &AlertSettings, settled: Settled) -> Result<(), String> {
     let store = &ports.store;
     let s = |e: oblivious_ports::StoreError| e.to_string();
     let mut subjects = Vec::new();
-    if let Some(t) = store.token(u.token_id).await.map_err(s)?.filter(|t| !t.unlimited) {
+    if let Some(t) = settled.token.filter(|t| !t.unlimited) {
         subjects.push(("token", t.id, t.name, t.remaining_quota, t.used_quota));
     }
-    if let Some(user) = store.user(u.user_id).await.map_err(s)?.filter(|u| !u.unlimited) {
+    if let Some(user) = settled.user.filter(|u| !u.unlimited) {
         subjects.push(("user", user.id, user.name, user.quota, user.used_quota));
     }
     let now = ports.clock.now_ms();

@@ -166,17 +166,23 @@ async fn drain(relay: &Relay<Local>, queue: &SqliteQueue, alerts: &SharedAlerts)
         }
     };
     let settings = alerts.read().unwrap_or_else(|p| p.into_inner()).clone();
-    for j in &jobs {
-        let result = match oblivious_billing::consume(&relay.ports, &settings, &j.job).await {
-            Ok(_) => queue.ack(j.id).await,
+    let batch: Vec<_> = jobs.iter().map(|j| j.job.clone()).collect();
+    let results = oblivious_billing::consume(&relay.ports, &settings, &batch).await;
+    let mut done = Vec::with_capacity(jobs.len());
+    for (j, result) in jobs.iter().zip(results) {
+        match result {
+            Ok(_) => done.push(j.id),
             Err(e) => {
                 tracing::warn!(job = j.id, attempts = j.attempts, "job failed: {e}");
-                queue.fail(j.id, e.to_string(), relay.ports.clock.now_ms()).await
+                if let Err(e) = queue.fail(j.id, e, relay.ports.clock.now_ms()).await {
+                    tracing::error!(job = j.id, "cannot update the outbox: {e}");
+                }
             }
-        };
-        if let Err(e) = result {
-            tracing::error!(job = j.id, "cannot update the outbox: {e}");
         }
+    }
+    if let Err(e) = queue.ack(done).await {
+        // The jobs will run again; applying them is idempotent.
+        tracing::error!("cannot update the outbox: {e}");
     }
     jobs.len()
 }

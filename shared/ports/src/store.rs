@@ -101,6 +101,13 @@ pub struct UsageFilter {
     pub until: Option<i64>,
 }
 
+/// A token and its owner as a usage record left them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Settled {
+    pub token: Option<Token>,
+    pub user: Option<User>,
+}
+
 /// What the config file declares; synced into the store in one transaction.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ConfigSnapshot {
@@ -160,12 +167,16 @@ pub trait Store: Send + Sync + 'static {
     /// no longer declares. API-declared rows are untouched.
     fn sync_config(&self, config: ConfigSnapshot, now_ms: i64) -> impl Future<Output = StoreResult<()>> + Send;
 
-    /// Writes the record and settles its request's money in one transaction:
-    /// an open reservation is settled to the cost (the rest released), a
-    /// reservation the sweeper already refunded is charged the cost again, and
-    /// a request without one is charged the cost. Returns false (and changes
-    /// nothing) when the request id was already recorded.
-    fn record_usage(&self, record: &UsageRecord) -> impl Future<Output = StoreResult<bool>> + Send;
+    /// Writes each record and settles its request's money, all in one
+    /// transaction: an open reservation is settled to the cost (the rest
+    /// released), a reservation the sweeper already refunded is charged the
+    /// cost again, and a request without one is charged the cost. For each
+    /// record: the token and user after settling, or `None` (and nothing
+    /// changed) when its request id was already recorded.
+    fn record_usages(
+        &self,
+        records: Vec<UsageRecord>,
+    ) -> impl Future<Output = StoreResult<Vec<Option<Settled>>>> + Send;
     fn usage(&self, filter: UsageFilter, page: Page) -> impl Future<Output = StoreResult<Paged<UsageRecord>>> + Send;
 }
 

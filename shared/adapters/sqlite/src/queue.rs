@@ -63,8 +63,18 @@ impl SqliteQueue {
             .await
     }
 
-    pub async fn ack(&self, id: i64) -> Result<(), StoreError> {
-        self.db.write(move |c| Ok(c.execute("DELETE FROM outbox WHERE id = ?1", [id]).map(|_| ())?)).await
+    /// Removes finished jobs.
+    pub async fn ack(&self, ids: Vec<i64>) -> Result<(), StoreError> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        self.db
+            .write(move |c| {
+                let marks = vec!["?"; ids.len()].join(",");
+                c.execute(&format!("DELETE FROM outbox WHERE id IN ({marks})"), rusqlite::params_from_iter(ids))?;
+                Ok(())
+            })
+            .await
     }
 
     /// Records a failed attempt; retries later with backoff, or parks the job.

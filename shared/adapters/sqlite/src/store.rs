@@ -4,7 +4,7 @@ use oblivious_core::model::{
     Channel, ChannelSpec, ChannelStatus, Group, Id, Price, Source, Token, TokenStatus, UsageRecord, User,
 };
 use oblivious_ports::{
-    ConfigSnapshot, NewToken, NewUser, Page, Paged, Store, StoreError, StoreResult, TokenFilter, TokenPatch,
+    ConfigSnapshot, NewToken, NewUser, Page, Paged, Settled, Store, StoreError, StoreResult, TokenFilter, TokenPatch,
     UsageFilter, UserPatch,
 };
 use rusqlite::types::Value;
@@ -472,47 +472,55 @@ impl Store for SqliteStore {
             .await
     }
 
-    async fn record_usage(&self, u: &UsageRecord) -> StoreResult<bool> {
-        let u = u.clone();
+    async fn record_usages(&self, records: Vec<UsageRecord>) -> StoreResult<Vec<Option<Settled>>> {
         self.db
             .write(move |c| {
                 let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
-                let inserted = tx.execute(
-                    &format!(
+                let mut out = Vec::with_capacity(records.len());
+                {
+                    let mut insert = tx.prepare_cached(&format!(
                         "INSERT OR IGNORE INTO usage_log ({USAGE_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10,
                          ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23)"
-                    ),
-                    params![
-                        u.request_id,
-                        u.created_at,
-                        u.endpoint,
-                        u.user_id,
-                        u.token_id,
-                        u.channel_id,
-                        u.key_index,
-                        u.requested_model,
-                        u.upstream_model,
-                        u.prompt_tokens,
-                        u.completion_tokens,
-                        u.total_tokens,
-                        u.usage_estimated,
-                        u.cost,
-                        u.latency_ms,
-                        u.ttfb_ms,
-                        u.status,
-                        u.stream,
-                        u.retries,
-                        u.error,
-                        u.cached_tokens,
-                        u.reserved,
-                        u.price_version
-                    ],
-                )? == 1;
-                if inserted {
-                    crate::ledger::settle(&tx, &u)?;
+                    ))?;
+                    for u in &records {
+                        let inserted = insert.execute(params![
+                            u.request_id,
+                            u.created_at,
+                            u.endpoint,
+                            u.user_id,
+                            u.token_id,
+                            u.channel_id,
+                            u.key_index,
+                            u.requested_model,
+                            u.upstream_model,
+                            u.prompt_tokens,
+                            u.completion_tokens,
+                            u.total_tokens,
+                            u.usage_estimated,
+                            u.cost,
+                            u.latency_ms,
+                            u.ttfb_ms,
+                            u.status,
+                            u.stream,
+                            u.retries,
+                            u.error,
+                            u.cached_tokens,
+                            u.reserved,
+                            u.price_version
+                        ])? == 1;
+                        if !inserted {
+                            out.push(None);
+                            continue;
+                        }
+                        crate::ledger::settle(&tx, u)?;
+                        out.push(Some(Settled {
+                            token: token_by_id(&tx, u.token_id)?,
+                            user: user_by_id(&tx, u.user_id)?,
+                        }));
+                    }
                 }
                 tx.commit()?;
-                Ok(inserted)
+                Ok(out)
             })
             .await
     }
@@ -685,13 +693,13 @@ mod tests {
         let rev = s.revision().await.unwrap();
         let rec =
             UsageRecord { request_id: "r1".into(), user_id: user.id, token_id: t.id, cost: 60, ..Default::default() };
-        assert!(s.record_usage(&rec).await.unwrap());
-        assert!(!s.record_usage(&rec).await.unwrap());
+        assert!(s.record_usages(vec![rec.clone()]).await.unwrap()[0].is_some());
+        assert!(s.record_usages(vec![rec.clone()]).await.unwrap()[0].is_none());
         let t2 = s.token(t.id).await.unwrap().unwrap();
         assert_eq!((t2.remaining_quota, t2.used_quota), (40, 60));
         assert_eq!(s.revision().await.unwrap(), rev, "spending without running out does not invalidate caches");
         let rec2 = UsageRecord { request_id: "r2".into(), cost: 60, ..rec };
-        assert!(s.record_usage(&rec2).await.unwrap());
+        assert!(s.record_usages(vec![rec2]).await.unwrap()[0].is_some());
         assert!(s.revision().await.unwrap() > rev, "running out does");
         assert_eq!(s.usage(UsageFilter::default(), Page { offset: 0, limit: 10 }).await.unwrap().total, 2);
     }
