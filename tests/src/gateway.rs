@@ -181,7 +181,8 @@ impl Gateway {
 
     /// `GET /api/admin/usage` rows, waiting until at least `n` are there.
     pub async fn usage_rows(&self, n: usize) -> Vec<Value> {
-        let deadline = Instant::now() + Duration::from_secs(10);
+        // Generous: on a loaded machine the consumer can lag; it returns as soon as the rows are there.
+        let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             let v: Value = self
                 .get("/api/admin/usage?per_page=500", &self.admin_key)

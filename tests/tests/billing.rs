@@ -37,7 +37,7 @@ async fn new_user(gw: &Gateway, name: &str, quota: i64) -> i64 {
 
 /// Waits until no reservation is open; returns all of them.
 async fn settled_reservations(gw: &Gateway) -> Vec<Value> {
-    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
     loop {
         let (_, open) = admin_json(gw, reqwest::Method::GET, "/api/admin/reservations?state=reserved", None).await;
         if open["total"] == 0 || std::time::Instant::now() > deadline {

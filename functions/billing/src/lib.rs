@@ -25,6 +25,8 @@ const WEBHOOK_TIMEOUT: Duration = Duration::from_secs(10);
 /// Applies a batch of jobs; one result per job, in order. Usage records are
 /// written in one transaction; should that fail, each is tried alone so one
 /// bad record cannot hold the others back. An `Err` leaves its job queued.
+/// Alerts are checked once per user and token per batch, on their final
+/// balances (a failed check is logged: the money is already settled).
 pub async fn consume<P: Platform>(
     ports: &Ports<P>,
     settings: &AlertSettings,
@@ -33,25 +35,29 @@ pub async fn consume<P: Platform>(
     let mut results: Vec<Option<Result<Outcome, String>>> = vec![None; jobs.len()];
     let usage: Vec<(usize, &UsageRecord)> =
         jobs.iter().enumerate().filter_map(|(i, j)| if let Job::Usage(u) = j { Some((i, u)) } else { None }).collect();
+    let mut balances = Balances::new();
     if !usage.is_empty() {
         let records: Vec<UsageRecord> = usage.iter().map(|(_, u)| (*u).clone()).collect();
         match ports.store.record_usages(records).await {
             Ok(settled) => {
                 for ((i, u), s) in usage.iter().zip(settled) {
-                    results[*i] = Some(after_usage(ports, settings, u, s).await);
+                    results[*i] = Some(Ok(note(&mut balances, u, s)));
                 }
             }
             Err(e) if usage.len() > 1 => {
                 tracing::warn!("usage batch failed, applying one by one: {e}");
                 for (i, u) in &usage {
                     results[*i] = Some(match ports.store.record_usages(vec![(*u).clone()]).await {
-                        Ok(mut s) => after_usage(ports, settings, u, s.pop().flatten()).await,
+                        Ok(mut s) => Ok(note(&mut balances, u, s.pop().flatten())),
                         Err(e) => Err(e.to_string()),
                     });
                 }
             }
             Err(e) => results[usage[0].0] = Some(Err(e.to_string())),
         }
+    }
+    if let Err(e) = check_alerts(ports, settings, balances).await {
+        tracing::error!("balance alerts not checked: {e}");
     }
     for (i, job) in jobs.iter().enumerate() {
         if let Job::Webhook { url, payload, .. } = job {
@@ -61,35 +67,36 @@ pub async fn consume<P: Platform>(
     results.into_iter().map(|r| r.unwrap_or_else(|| Err("job not handled".into()))).collect()
 }
 
-async fn after_usage<P: Platform>(
-    ports: &Ports<P>,
-    settings: &AlertSettings,
-    u: &UsageRecord,
-    settled: Option<Settled>,
-) -> Result<Outcome, String> {
+/// Latest balance per limited subject: (kind, id) → (name, remaining, used).
+type Balances = std::collections::BTreeMap<(&'static str, i64), (String, i64, i64)>;
+
+/// Records what a settled usage row left behind, for the alert check.
+fn note(balances: &mut Balances, u: &UsageRecord, settled: Option<Settled>) -> Outcome {
     let Some(settled) = settled else {
         tracing::debug!(request_id = %u.request_id, "usage already recorded");
-        return Ok(Outcome::Duplicate);
+        return Outcome::Duplicate;
     };
     if u.cost > 0 {
-        check_alerts(ports, settings, settled).await.map_err(|e| format!("alerts: {e}"))?;
+        if let Some(t) = settled.token.filter(|t| !t.unlimited) {
+            balances.insert(("token", t.id), (t.name, t.remaining_quota, t.used_quota));
+        }
+        if let Some(user) = settled.user.filter(|u| !u.unlimited) {
+            balances.insert(("user", user.id), (user.name, user.quota, user.used_quota));
+        }
     }
-    Ok(Outcome::Applied)
+    Outcome::Applied
 }
 
-/// Compares the token's and the user's share left with the thresholds.
-async fn check_alerts<P: Platform>(ports: &Ports<P>, settings: &AlertSettings, settled: Settled) -> Result<(), String> {
+/// Compares each subject's share left with the thresholds.
+async fn check_alerts<P: Platform>(
+    ports: &Ports<P>,
+    settings: &AlertSettings,
+    balances: Balances,
+) -> Result<(), String> {
     let store = &ports.store;
     let s = |e: oblivious_ports::StoreError| e.to_string();
-    let mut subjects = Vec::new();
-    if let Some(t) = settled.token.filter(|t| !t.unlimited) {
-        subjects.push(("token", t.id, t.name, t.remaining_quota, t.used_quota));
-    }
-    if let Some(user) = settled.user.filter(|u| !u.unlimited) {
-        subjects.push(("user", user.id, user.name, user.quota, user.used_quota));
-    }
     let now = ports.clock.now_ms();
-    for (kind, id, name, remaining, used) in subjects {
+    for ((kind, id), (name, remaining, used)) in balances {
         let Some(left) = alerts::left_bp(remaining, used) else { continue };
         let subject = format!("{kind}:{id}");
         let last = store.alert_level(&subject).await.map_err(s)?;
