@@ -2,7 +2,7 @@
 
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{mpsc, Arc, Mutex};
 
 use oblivious_ports::StoreError;
 use rusqlite::{Connection, OpenFlags};
@@ -54,17 +54,26 @@ impl From<DbError> for StoreError {
 
 pub(crate) type DbResult<T> = Result<T, DbError>;
 
-/// A shared handle: one writer connection and a few readers.
+/// A shared handle: one writer thread (group commit) and a few reader connections.
 #[derive(Clone)]
 pub struct Db {
     inner: Arc<Inner>,
 }
 
 struct Inner {
-    writer: Mutex<Connection>,
+    writer: mpsc::Sender<Work>,
     readers: Vec<Mutex<Connection>>,
     next_reader: AtomicUsize,
 }
+
+/// A write job: runs inside its own savepoint of the writer's current
+/// transaction, says whether it succeeded, and leaves a reply to send once the
+/// transaction's fate is known.
+type Work = Box<dyn FnOnce(&Connection) -> (bool, Reply) + Send>;
+type Reply = Box<dyn FnOnce(Result<(), String>) + Send>;
+
+/// Writes waiting together are committed together (group commit), up to this many.
+const MAX_BATCH: usize = 256;
 
 fn configure(conn: &Connection) -> rusqlite::Result<()> {
     conn.busy_timeout(std::time::Duration::from_secs(10))?;
@@ -89,20 +98,37 @@ impl Db {
             r.busy_timeout(std::time::Duration::from_secs(10)).map_err(backend)?;
             readers.push(Mutex::new(r));
         }
-        Ok(Db { inner: Arc::new(Inner { writer: Mutex::new(writer), readers, next_reader: AtomicUsize::new(0) }) })
+        let (sender, receiver) = mpsc::channel::<Work>();
+        std::thread::Builder::new()
+            .name("sqlite-writer".into())
+            .spawn(move || write_loop(writer, receiver))
+            .map_err(|e| StoreError::Backend(format!("cannot start the writer thread: {e}")))?;
+        Ok(Db { inner: Arc::new(Inner { writer: sender, readers, next_reader: AtomicUsize::new(0) }) })
     }
 
-    /// Runs `f` on the writer connection on a blocking thread.
+    /// Runs `f` atomically on the writer connection. Concurrent writes share
+    /// one transaction (each in its own savepoint, so one failing undoes only
+    /// itself); the caller hears back only after that transaction committed.
     pub(crate) async fn write<T: Send + 'static>(
         &self,
-        f: impl FnOnce(&mut Connection) -> DbResult<T> + Send + 'static,
+        f: impl FnOnce(&Connection) -> DbResult<T> + Send + 'static,
     ) -> Result<T, StoreError> {
-        let inner = self.inner.clone();
-        run_blocking(move || {
-            let mut conn = inner.writer.lock().unwrap_or_else(|p| p.into_inner());
-            f(&mut conn)
-        })
-        .await
+        let (reply, answer) = tokio::sync::oneshot::channel::<Result<T, StoreError>>();
+        let work: Work = Box::new(move |conn| {
+            let result = f(conn);
+            let ok = result.is_ok();
+            let send: Reply = Box::new(move |committed| {
+                let outcome = match (result, committed) {
+                    (Ok(v), Ok(())) => Ok(v),
+                    (Ok(_), Err(e)) => Err(StoreError::Backend(format!("commit failed: {e}"))),
+                    (Err(e), _) => Err(StoreError::from(e)),
+                };
+                let _ = reply.send(outcome);
+            });
+            (ok, send)
+        });
+        self.inner.writer.send(work).map_err(|_| StoreError::Backend("the writer thread has stopped".into()))?;
+        answer.await.map_err(|_| StoreError::Backend("the write was abandoned (it panicked)".into()))?
     }
 
     /// Runs `f` on a reader connection on a blocking thread.
@@ -117,6 +143,53 @@ impl Db {
             f(&conn)
         })
         .await
+    }
+}
+
+/// The writer thread: takes whatever writes are waiting, runs them in one
+/// IMMEDIATE transaction, commits, then answers every caller.
+fn write_loop(conn: Connection, jobs: mpsc::Receiver<Work>) {
+    while let Ok(first) = jobs.recv() {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match jobs.try_recv() {
+                Ok(w) => batch.push(w),
+                Err(_) => break,
+            }
+        }
+        let in_tx = conn.execute_batch("BEGIN IMMEDIATE").is_ok();
+        let mut replies = Vec::with_capacity(batch.len());
+        for work in batch {
+            if conn.execute_batch("SAVEPOINT job").is_err() {
+                continue;
+            }
+            match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| work(&conn))) {
+                Ok((true, reply)) => {
+                    let _ = conn.execute_batch("RELEASE job");
+                    replies.push(reply);
+                }
+                Ok((false, reply)) => {
+                    let _ = conn.execute_batch("ROLLBACK TO job; RELEASE job");
+                    replies.push(reply);
+                }
+                // The job's caller sees its reply dropped; its changes are undone.
+                Err(_) => {
+                    let _ = conn.execute_batch("ROLLBACK TO job; RELEASE job");
+                }
+            }
+        }
+        let committed = if in_tx {
+            conn.execute_batch("COMMIT").map_err(|e| {
+                let _ = conn.execute_batch("ROLLBACK");
+                e.to_string()
+            })
+        } else {
+            // BEGIN failed (the lock stayed busy): each savepoint committed on its own.
+            Ok(())
+        };
+        for reply in replies {
+            reply(committed.clone());
+        }
     }
 }
 

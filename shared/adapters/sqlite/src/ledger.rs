@@ -8,7 +8,7 @@ use oblivious_ports::{
     spend_periods, Ledger, LedgerEntry, Page, Paged, RedeemError, RedemptionCode, Reservation, Shortfall, StoreError,
     StoreResult,
 };
-use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
+use rusqlite::{params, Connection, OptionalExtension};
 
 use crate::db::DbResult;
 use crate::rows::{self, USER_COLS};
@@ -147,8 +147,7 @@ impl Ledger for SqliteStore {
     async fn record_alerts(&self, subject: &str, level: Option<i64>, alerts: Vec<Alert>) -> StoreResult<Vec<Alert>> {
         let subject = subject.to_string();
         self.db()
-            .write(move |c| {
-                let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            .write(move |tx| {
                 tx.execute(
                     "INSERT INTO alert_levels (subject, level) VALUES (?1, ?2)
                      ON CONFLICT (subject) DO UPDATE SET level = excluded.level",
@@ -163,7 +162,6 @@ impl Ledger for SqliteStore {
                     )?;
                     stored.push(Alert { id: tx.last_insert_rowid(), ..a });
                 }
-                tx.commit()?;
                 Ok(stored)
             })
             .await
@@ -198,8 +196,7 @@ impl Ledger for SqliteStore {
 
     async fn reserve(&self, r: Reservation) -> StoreResult<Result<(), Shortfall>> {
         self.db()
-            .write(move |c| {
-                let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            .write(move |tx| {
                 let (balance, user_unlimited): (i64, bool) = tx
                     .query_row("SELECT quota, unlimited FROM users WHERE id = ?1", [r.user_id], |x| {
                         Ok((x.get(0)?, x.get(1)?))
@@ -222,15 +219,15 @@ impl Ledger for SqliteStore {
                     return Ok(Err(Shortfall::TokenQuota));
                 }
                 let (day, month) = spend_periods(r.created_at);
-                if daily.is_some_and(|cap| spent(&tx, r.token_id, &day).is_ok_and(|s| s + r.amount > cap)) {
+                if daily.is_some_and(|cap| spent(tx, r.token_id, &day).is_ok_and(|s| s + r.amount > cap)) {
                     return Ok(Err(Shortfall::DailyLimit));
                 }
-                if monthly.is_some_and(|cap| spent(&tx, r.token_id, &month).is_ok_and(|s| s + r.amount > cap)) {
+                if monthly.is_some_and(|cap| spent(tx, r.token_id, &month).is_ok_and(|s| s + r.amount > cap)) {
                     return Ok(Err(Shortfall::MonthlyLimit));
                 }
                 let periods = vec![day, month];
-                credit(&tx, r.token_id, r.user_id, -r.amount)?;
-                add_spend(&tx, r.token_id, &periods, r.amount)?;
+                credit(tx, r.token_id, r.user_id, -r.amount)?;
+                add_spend(tx, r.token_id, &periods, r.amount)?;
                 tx.execute(
                     "INSERT INTO reservations (request_id, token_id, user_id, amount, state, periods, created_at)
                      VALUES (?1, ?2, ?3, ?4, 'reserved', ?5, ?6)",
@@ -243,7 +240,6 @@ impl Ledger for SqliteStore {
                         r.created_at
                     ],
                 )?;
-                tx.commit()?;
                 Ok(Ok(()))
             })
             .await
@@ -251,8 +247,7 @@ impl Ledger for SqliteStore {
 
     async fn sweep_reservations(&self, cutoff_ms: i64, now_ms: i64) -> StoreResult<u64> {
         self.db()
-            .write(move |c| {
-                let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            .write(move |tx| {
                 let open: Vec<(String, Id, Id, i64, String)> = {
                     let mut st = tx.prepare(
                         "SELECT request_id, token_id, user_id, amount, periods FROM reservations
@@ -264,14 +259,13 @@ impl Ledger for SqliteStore {
                 };
                 for (request_id, token_id, user_id, amount, periods) in &open {
                     let periods: Vec<String> = serde_json::from_str(periods)?;
-                    credit(&tx, *token_id, *user_id, *amount)?;
-                    add_spend(&tx, *token_id, &periods, -amount)?;
+                    credit(tx, *token_id, *user_id, *amount)?;
+                    add_spend(tx, *token_id, &periods, -amount)?;
                     tx.execute(
                         "UPDATE reservations SET state = 'refunded', charged = 0, closed_at = ?1 WHERE request_id = ?2",
                         params![now_ms, request_id],
                     )?;
                 }
-                tx.commit()?;
                 Ok(open.len() as u64)
             })
             .await
@@ -307,14 +301,12 @@ impl Ledger for SqliteStore {
     ) -> StoreResult<User> {
         let (kind, actor, note) = (kind.to_string(), actor.to_string(), note.to_string());
         self.db()
-            .write(move |c| {
-                let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            .write(move |tx| {
                 if tx.execute("UPDATE users SET quota = quota + ?1 WHERE id = ?2", params![delta, user_id])? == 0 {
                     return Err(StoreError::NotFound(format!("user {user_id}")).into());
                 }
-                let user = user_row(&tx, user_id)?;
-                write_ledger(&tx, &user, delta, &kind, &actor, &note, now_ms)?;
-                tx.commit()?;
+                let user = user_row(tx, user_id)?;
+                write_ledger(tx, &user, delta, &kind, &actor, &note, now_ms)?;
                 Ok(user)
             })
             .await
@@ -361,8 +353,7 @@ impl Ledger for SqliteStore {
     ) -> StoreResult<()> {
         let batch = batch.to_string();
         self.db()
-            .write(move |c| {
-                let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            .write(move |tx| {
                 for (hash, hint) in &codes {
                     tx.execute(
                         "INSERT INTO redemption_codes (code_hash, code_hint, batch, value, expires_at, created_at)
@@ -370,7 +361,6 @@ impl Ledger for SqliteStore {
                         params![hash, hint, batch, value, expires_at, now_ms],
                     )?;
                 }
-                tx.commit()?;
                 Ok(())
             })
             .await
@@ -412,8 +402,7 @@ impl Ledger for SqliteStore {
     ) -> StoreResult<Result<User, RedeemError>> {
         let (code_hash, actor) = (code_hash.to_string(), actor.to_string());
         self.db()
-            .write(move |c| {
-                let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            .write(move |tx| {
                 type CodeRow = (Id, i64, Option<i64>, Option<Id>, String);
                 let code: Option<CodeRow> = tx
                     .query_row(
@@ -439,9 +428,8 @@ impl Ledger for SqliteStore {
                     return Ok(Err(RedeemError::AlreadyUsed));
                 }
                 tx.execute("UPDATE users SET quota = quota + ?1 WHERE id = ?2", params![value, user_id])?;
-                let user = user_row(&tx, user_id)?;
-                write_ledger(&tx, &user, value, "redeem", &actor, &format!("code {hint}"), now_ms)?;
-                tx.commit()?;
+                let user = user_row(tx, user_id)?;
+                write_ledger(tx, &user, value, "redeem", &actor, &format!("code {hint}"), now_ms)?;
                 Ok(Ok(user))
             })
             .await

@@ -8,7 +8,7 @@ use oblivious_ports::{
     UsageFilter, UserPatch,
 };
 use rusqlite::types::Value;
-use rusqlite::{params, params_from_iter, Connection, OptionalExtension, TransactionBehavior};
+use rusqlite::{params, params_from_iter, Connection, OptionalExtension};
 
 use crate::db::{Db, DbResult};
 use crate::rows::{self, CHANNEL_COLS, PRICE_COLS, TOKEN_COLS, USAGE_COLS, USER_COLS};
@@ -137,9 +137,8 @@ impl Store for SqliteStore {
 
     async fn update_user(&self, id: Id, p: UserPatch) -> StoreResult<User> {
         self.db
-            .write(move |c| {
-                let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
-                found(user_by_id(&tx, id)?, || format!("user {id}"))?;
+            .write(move |tx| {
+                found(user_by_id(tx, id)?, || format!("user {id}"))?;
                 if let Some(role) = p.role {
                     tx.execute("UPDATE users SET role = ?1 WHERE id = ?2", params![rows::role_str(role), id])?;
                 }
@@ -158,8 +157,7 @@ impl Store for SqliteStore {
                 if let Some(unlimited) = p.unlimited {
                     tx.execute("UPDATE users SET unlimited = ?1 WHERE id = ?2", params![unlimited, id])?;
                 }
-                let user = found(user_by_id(&tx, id)?, || format!("user {id}"))?;
-                tx.commit()?;
+                let user = found(user_by_id(tx, id)?, || format!("user {id}"))?;
                 Ok(user)
             })
             .await
@@ -167,8 +165,7 @@ impl Store for SqliteStore {
 
     async fn delete_user(&self, id: Id) -> StoreResult<()> {
         self.db
-            .write(move |c| {
-                let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            .write(move |tx| {
                 // Keep token rows (usage history points at them) but make them unusable.
                 tx.execute("UPDATE tokens SET status = 'deleted' WHERE user_id = ?1", [id])?;
                 tx.execute(
@@ -178,7 +175,6 @@ impl Store for SqliteStore {
                 if tx.changes() == 0 {
                     return Err(StoreError::NotFound(format!("user {id}")).into());
                 }
-                tx.commit()?;
                 Ok(())
             })
             .await
@@ -253,9 +249,8 @@ impl Store for SqliteStore {
 
     async fn update_token(&self, id: Id, p: TokenPatch) -> StoreResult<Token> {
         self.db
-            .write(move |c| {
-                let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
-                found(token_by_id(&tx, id)?, || format!("token {id}"))?;
+            .write(move |tx| {
+                found(token_by_id(tx, id)?, || format!("token {id}"))?;
                 if let Some(name) = p.name {
                     tx.execute("UPDATE tokens SET name = ?1 WHERE id = ?2", params![name, id])?;
                 }
@@ -296,8 +291,7 @@ impl Store for SqliteStore {
                 if let Some(limit) = p.monthly_limit {
                     tx.execute("UPDATE tokens SET monthly_limit = ?1 WHERE id = ?2", params![limit, id])?;
                 }
-                let token = found(token_by_id(&tx, id)?, || format!("token {id}"))?;
-                tx.commit()?;
+                let token = found(token_by_id(tx, id)?, || format!("token {id}"))?;
                 Ok(token)
             })
             .await
@@ -331,9 +325,8 @@ impl Store for SqliteStore {
 
     async fn update_channel(&self, id: Id, spec: ChannelSpec, now_ms: i64) -> StoreResult<Channel> {
         self.db
-            .write(move |c| {
-                let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
-                let ch = found(channel_by_id(&tx, id)?, || format!("channel {id}"))?;
+            .write(move |tx| {
+                let ch = found(channel_by_id(tx, id)?, || format!("channel {id}"))?;
                 if ch.source == Source::Config {
                     return Err(StoreError::Conflict(format!(
                         "channel `{}` is declared in the config file; edit the file instead",
@@ -345,8 +338,7 @@ impl Store for SqliteStore {
                     "UPDATE channels SET name = ?1, spec = ?2, updated_at = ?3 WHERE id = ?4",
                     params![spec.name, serde_json::to_string(&spec)?, now_ms, id],
                 )?;
-                let ch = found(channel_by_id(&tx, id)?, || format!("channel {id}"))?;
-                tx.commit()?;
+                let ch = found(channel_by_id(tx, id)?, || format!("channel {id}"))?;
                 Ok(ch)
             })
             .await
@@ -447,8 +439,7 @@ impl Store for SqliteStore {
 
     async fn sync_config(&self, cfg: ConfigSnapshot, now_ms: i64) -> StoreResult<()> {
         self.db
-            .write(move |c| {
-                let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            .write(move |tx| {
                 for g in &cfg.groups {
                     tx.execute(
                         "INSERT INTO user_groups (name, ratio_bp, description, source) VALUES (?1, ?2, ?3, 'config')
@@ -459,14 +450,13 @@ impl Store for SqliteStore {
                     )?;
                 }
                 let names: Vec<Value> = cfg.groups.iter().map(|g| Value::Text(g.name.clone())).collect();
-                delete_missing(&tx, "user_groups", "name", &names)?;
-                sync_config_prices(&tx, &cfg.prices, now_ms)?;
+                delete_missing(tx, "user_groups", "name", &names)?;
+                sync_config_prices(tx, &cfg.prices, now_ms)?;
                 for spec in &cfg.channels {
-                    put_channel_config(&tx, spec, now_ms)?;
+                    put_channel_config(tx, spec, now_ms)?;
                 }
                 let names: Vec<Value> = cfg.channels.iter().map(|c| Value::Text(c.name.clone())).collect();
-                delete_missing(&tx, "channels", "name", &names)?;
-                tx.commit()?;
+                delete_missing(tx, "channels", "name", &names)?;
                 Ok(())
             })
             .await
@@ -474,8 +464,7 @@ impl Store for SqliteStore {
 
     async fn record_usages(&self, records: Vec<UsageRecord>) -> StoreResult<Vec<Option<Settled>>> {
         self.db
-            .write(move |c| {
-                let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            .write(move |tx| {
                 let mut out = Vec::with_capacity(records.len());
                 {
                     let mut insert = tx.prepare_cached(&format!(
@@ -512,14 +501,13 @@ impl Store for SqliteStore {
                             out.push(None);
                             continue;
                         }
-                        crate::ledger::settle(&tx, u)?;
+                        crate::ledger::settle(tx, u)?;
                         out.push(Some(Settled {
-                            token: token_by_id(&tx, u.token_id)?,
-                            user: user_by_id(&tx, u.user_id)?,
+                            token: token_by_id(tx, u.token_id)?,
+                            user: user_by_id(tx, u.user_id)?,
                         }));
                     }
                 }
-                tx.commit()?;
                 Ok(out)
             })
             .await
