@@ -80,17 +80,19 @@ async fn three_hundred_concurrent_requests_settle_to_the_unit() {
             };
             let resp = gw.post("/v1/chat/completions", &key, &chat(model, stream, max)).send().await.unwrap();
             let status = resp.status().as_u16();
+            let rid = resp.headers()["x-request-id"].to_str().unwrap().to_string();
             if model == "m-slow" && status == 200 {
                 // Hang up after the first event.
                 let mut body = resp.bytes_stream();
                 body.next().await;
-                return 499;
+                return (499, rid, model);
             }
             resp.bytes().await.unwrap();
-            status
+            (status, rid, model)
         }
     });
-    let statuses = join_all(calls).await;
+    let answers = join_all(calls).await;
+    let statuses: Vec<u16> = answers.iter().map(|a| a.0).collect();
     let count = |s: u16| statuses.iter().filter(|x| **x == s).count();
     assert!(count(200) > 20, "some succeed: {statuses:?}");
     assert!(count(429) > 20, "the quota covers only part: {statuses:?}");
@@ -98,6 +100,8 @@ async fn three_hundred_concurrent_requests_settle_to_the_unit() {
 
     let reservations = settled_reservations(&gw).await;
     let rows = gw.usage_rows(300).await;
+    let missing: Vec<_> = answers.iter().filter(|a| !rows.iter().any(|r| r["request_id"] == a.1.as_str())).collect();
+    assert!(missing.is_empty(), "requests without a usage row: {missing:?}");
     assert_eq!(rows.len(), 300, "every request left one usage row");
     let charged: i64 = rows.iter().map(|r| r["cost"].as_i64().unwrap()).sum();
     assert!(charged > 0);
@@ -335,6 +339,8 @@ async fn codes_redeem_once_top_ups_revive_and_caps_hold() {
         assert_eq!(ask().await, 200);
     }
     assert_eq!(ask().await, 429);
+    // The third request settles (12_000 reserved → 16_000 charged) off the response path.
+    settled_reservations(&gw).await;
     let (s, topped) = admin_json(
         &gw,
         reqwest::Method::POST,

@@ -5,6 +5,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 
 use oblivious_ports::StoreError;
+
+use crate::seal::Sealer;
 use rusqlite::{Connection, OpenFlags};
 
 const MIGRATIONS: &[(i64, &str)] = &[
@@ -61,6 +63,7 @@ pub struct Db {
 }
 
 struct Inner {
+    sealer: Sealer,
     writer: mpsc::Sender<Work>,
     readers: Vec<Mutex<Connection>>,
     next_reader: AtomicUsize,
@@ -103,7 +106,13 @@ impl Db {
             .name("sqlite-writer".into())
             .spawn(move || write_loop(writer, receiver))
             .map_err(|e| StoreError::Backend(format!("cannot start the writer thread: {e}")))?;
-        Ok(Db { inner: Arc::new(Inner { writer: sender, readers, next_reader: AtomicUsize::new(0) }) })
+        let sealer = Sealer::for_dir(path.parent().unwrap_or(Path::new(".")))?;
+        Ok(Db { inner: Arc::new(Inner { sealer, writer: sender, readers, next_reader: AtomicUsize::new(0) }) })
+    }
+
+    /// Encrypts and decrypts secrets stored in this database.
+    pub(crate) fn sealer(&self) -> Sealer {
+        self.inner.sealer.clone()
     }
 
     /// Runs `f` atomically on the writer connection. Concurrent writes share

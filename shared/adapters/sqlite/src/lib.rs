@@ -7,8 +7,10 @@ mod db;
 mod ledger;
 mod queue;
 mod rows;
+mod seal;
 mod store;
 
 pub use db::Db;
 pub use queue::{OutboxJob, SqliteQueue};
+pub use seal::{Sealer, SECRET_ENV};
 pub use store::SqliteStore;

@@ -77,12 +77,16 @@ pub(crate) fn token(row: &Row) -> rusqlite::Result<Token> {
     })
 }
 
-pub(crate) fn channel(row: &Row) -> rusqlite::Result<Channel> {
+pub(crate) fn channel(row: &Row, sealer: &crate::seal::Sealer) -> rusqlite::Result<Channel> {
+    let stored: String = row.get(1)?;
+    let spec = sealer
+        .open_spec(&stored)
+        .map_err(|e| rusqlite::Error::FromSqlConversionFailure(1, rusqlite::types::Type::Text, e.to_string().into()))?;
     let status: String = row.get(2)?;
     let source: String = row.get(4)?;
     Ok(Channel {
         id: row.get(0)?,
-        spec: json(row, 1)?,
+        spec,
         status: ChannelStatus::parse(&status).ok_or_else(|| bad(2, "channel status"))?,
         status_reason: row.get(3)?,
         source: if source == "config" { Source::Config } else { Source::Api },

@@ -12,6 +12,7 @@ use rusqlite::{params, params_from_iter, Connection, OptionalExtension};
 
 use crate::db::{Db, DbResult};
 use crate::rows::{self, CHANNEL_COLS, PRICE_COLS, TOKEN_COLS, USAGE_COLS, USER_COLS};
+use crate::seal::Sealer;
 
 #[derive(Clone)]
 pub struct SqliteStore {
@@ -54,8 +55,9 @@ fn token_by_id(c: &Connection, id: Id) -> DbResult<Option<Token>> {
     Ok(c.query_row(&format!("SELECT {TOKEN_COLS} FROM tokens WHERE id = ?1"), [id], rows::token).optional()?)
 }
 
-fn channel_by_id(c: &Connection, id: Id) -> DbResult<Option<Channel>> {
-    Ok(c.query_row(&format!("SELECT {CHANNEL_COLS} FROM channels WHERE id = ?1"), [id], rows::channel).optional()?)
+fn channel_by_id(c: &Connection, id: Id, sealer: &Sealer) -> DbResult<Option<Channel>> {
+    Ok(c.query_row(&format!("SELECT {CHANNEL_COLS} FROM channels WHERE id = ?1"), [id], |r| rows::channel(r, sealer))
+        .optional()?)
 }
 
 fn found<T>(v: Option<T>, what: impl FnOnce() -> String) -> DbResult<T> {
@@ -66,8 +68,8 @@ fn limit_offset(page: Page) -> (i64, i64) {
     (page.limit.min(i64::MAX as u64) as i64, page.offset.min(i64::MAX as u64) as i64)
 }
 
-fn put_channel_config(tx: &Connection, spec: &ChannelSpec, now_ms: i64) -> DbResult<()> {
-    let json = serde_json::to_string(spec)?;
+fn put_channel_config(tx: &Connection, spec: &ChannelSpec, now_ms: i64, sealer: &Sealer) -> DbResult<()> {
+    let json = sealer.seal_spec(spec)?;
     let existing: Option<(Id, String, String)> = tx
         .query_row("SELECT id, spec, source FROM channels WHERE name = ?1", [&spec.name], |r| {
             Ok((r.get(0)?, r.get(1)?, r.get(2)?))
@@ -81,7 +83,7 @@ fn put_channel_config(tx: &Connection, spec: &ChannelSpec, now_ms: i64) -> DbRes
             )?;
         }
         // Same spec: leave the row (and its runtime status) alone.
-        Some((_, old, source)) if old == json && source == "config" => {}
+        Some((_, old, source)) if source == "config" && sealer.open_spec(&old).is_ok_and(|o| &o == spec) => {}
         Some((id, _, _)) => {
             tx.execute(
                 "UPDATE channels SET spec = ?1, source = 'config', updated_at = ?2 WHERE id = ?3",
@@ -298,35 +300,39 @@ impl Store for SqliteStore {
     }
 
     async fn channels(&self) -> StoreResult<Vec<Channel>> {
+        let sealer = self.db.sealer();
         self.db
-            .read(|c| {
+            .read(move |c| {
                 let mut st = c.prepare(&format!("SELECT {CHANNEL_COLS} FROM channels ORDER BY id"))?;
-                let v = st.query_map([], rows::channel)?.collect::<Result<Vec<_>, _>>()?;
+                let v = st.query_map([], |r| rows::channel(r, &sealer))?.collect::<Result<Vec<_>, _>>()?;
                 Ok(v)
             })
             .await
     }
 
     async fn channel(&self, id: Id) -> StoreResult<Option<Channel>> {
-        self.db.read(move |c| channel_by_id(c, id)).await
+        let sealer = self.db.sealer();
+        self.db.read(move |c| channel_by_id(c, id, &sealer)).await
     }
 
     async fn create_channel(&self, spec: ChannelSpec, now_ms: i64) -> StoreResult<Channel> {
+        let sealer = self.db.sealer();
         self.db
             .write(move |c| {
                 c.execute(
                     "INSERT INTO channels (name, spec, status, source, updated_at) VALUES (?1, ?2, 'enabled', 'api', ?3)",
-                    params![spec.name, serde_json::to_string(&spec)?, now_ms],
+                    params![spec.name, sealer.seal_spec(&spec)?, now_ms],
                 )?;
-                found(channel_by_id(c, c.last_insert_rowid())?, || "channel".into())
+                found(channel_by_id(c, c.last_insert_rowid(), &sealer)?, || "channel".into())
             })
             .await
     }
 
     async fn update_channel(&self, id: Id, spec: ChannelSpec, now_ms: i64) -> StoreResult<Channel> {
+        let sealer = self.db.sealer();
         self.db
             .write(move |tx| {
-                let ch = found(channel_by_id(tx, id)?, || format!("channel {id}"))?;
+                let ch = found(channel_by_id(tx, id, &sealer)?, || format!("channel {id}"))?;
                 if ch.source == Source::Config {
                     return Err(StoreError::Conflict(format!(
                         "channel `{}` is declared in the config file; edit the file instead",
@@ -336,9 +342,9 @@ impl Store for SqliteStore {
                 }
                 tx.execute(
                     "UPDATE channels SET name = ?1, spec = ?2, updated_at = ?3 WHERE id = ?4",
-                    params![spec.name, serde_json::to_string(&spec)?, now_ms, id],
+                    params![spec.name, sealer.seal_spec(&spec)?, now_ms, id],
                 )?;
-                let ch = found(channel_by_id(tx, id)?, || format!("channel {id}"))?;
+                let ch = found(channel_by_id(tx, id, &sealer)?, || format!("channel {id}"))?;
                 Ok(ch)
             })
             .await
@@ -438,6 +444,7 @@ impl Store for SqliteStore {
     }
 
     async fn sync_config(&self, cfg: ConfigSnapshot, now_ms: i64) -> StoreResult<()> {
+        let sealer = self.db.sealer();
         self.db
             .write(move |tx| {
                 for g in &cfg.groups {
@@ -453,7 +460,7 @@ impl Store for SqliteStore {
                 delete_missing(tx, "user_groups", "name", &names)?;
                 sync_config_prices(tx, &cfg.prices, now_ms)?;
                 for spec in &cfg.channels {
-                    put_channel_config(tx, spec, now_ms)?;
+                    put_channel_config(tx, spec, now_ms, &sealer)?;
                 }
                 let names: Vec<Value> = cfg.channels.iter().map(|c| Value::Text(c.name.clone())).collect();
                 delete_missing(tx, "channels", "name", &names)?;
@@ -710,5 +717,19 @@ mod tests {
         assert_eq!(all[0].status, ChannelStatus::AutoDisabled);
         assert!(matches!(s.update_channel(all[0].id, spec("a"), 4).await, Err(StoreError::Conflict(_))));
         assert!(s.update_channel(api.id, spec("c2"), 4).await.is_ok());
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn channel_keys_are_encrypted_at_rest() {
+        let (d, s) = temp_db();
+        let mut secret = spec("secret");
+        secret.keys = vec!["sk-upstream-very-secret".into()];
+        let ch = s.create_channel(secret, 1).await.unwrap();
+        assert_eq!(s.channel(ch.id).await.unwrap().unwrap().spec.keys, ["sk-upstream-very-secret"]);
+        let raw: String = rusqlite::Connection::open(d.0.join("t.db"))
+            .unwrap()
+            .query_row("SELECT spec FROM channels WHERE id = ?1", [ch.id], |r| r.get(0))
+            .unwrap();
+        assert!(!raw.contains("very-secret") && raw.contains("enc:v1:"), "{raw}");
     }
 }
