@@ -475,8 +475,10 @@ impl Store for SqliteStore {
                 let mut out = Vec::with_capacity(records.len());
                 {
                     let mut insert = tx.prepare_cached(&format!(
-                        "INSERT OR IGNORE INTO usage_log ({USAGE_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10,
-                         ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23)"
+                        // Only a repeated request id is skipped; any other violation is an error, never a silent loss.
+                        "INSERT INTO usage_log ({USAGE_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10,
+                         ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23)
+                         ON CONFLICT (request_id) DO NOTHING"
                     ))?;
                     for u in &records {
                         let inserted = insert.execute(params![
