@@ -179,6 +179,22 @@ impl Gateway {
         self.http.get(format!("{}{path}", self.url)).bearer_auth(key)
     }
 
+    /// `GET path` with `key`, as JSON.
+    pub async fn get_json(&self, path: &str, key: &str) -> Value {
+        self.get(path, key).send().await.expect("request").json().await.expect("JSON body")
+    }
+
+    /// An admin API call: status and JSON body (`null` when there is none).
+    pub async fn admin(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> (u16, Value) {
+        let mut req = self.http.request(method, format!("{}{path}", self.url)).bearer_auth(&self.admin_key);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req.send().await.expect("request");
+        let status = resp.status().as_u16();
+        (status, resp.json().await.unwrap_or(Value::Null))
+    }
+
     /// `GET /api/admin/usage` rows, waiting until at least `n` are there.
     pub async fn usage_rows(&self, n: usize) -> Vec<Value> {
         // Generous: on a loaded machine the consumer can lag; it returns as soon as the rows are there.

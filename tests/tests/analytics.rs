@@ -36,14 +36,7 @@ async fn stats_match_the_raw_rows() {
     let rows = gw.usage_rows(24).await;
     assert_eq!(rows.len(), 24);
 
-    let stats: Value = gw
-        .get("/api/admin/usage/stats?group_by=model&interval=day", &gw.admin_key)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let stats: Value = gw.get_json("/api/admin/usage/stats?group_by=model&interval=day", &gw.admin_key).await;
     let mut by_model: BTreeMap<String, Vec<&Value>> = BTreeMap::new();
     for r in &rows {
         by_model.entry(r["requested_model"].as_str().unwrap().to_string()).or_default().push(r);
@@ -78,23 +71,15 @@ async fn stats_match_the_raw_rows() {
     assert_eq!(stats["totals"]["requests"], 24);
     assert_eq!(stats["totals"]["cost"], rows.iter().map(|r| r["cost"].as_i64().unwrap()).sum::<i64>());
 
-    let by_token: Value =
-        gw.get("/api/admin/usage/stats?group_by=token", &gw.admin_key).send().await.unwrap().json().await.unwrap();
+    let by_token: Value = gw.get_json("/api/admin/usage/stats?group_by=token", &gw.admin_key).await;
     let counts: Vec<i64> =
         by_token["data"].as_array().unwrap().iter().map(|s| s["requests"].as_i64().unwrap()).collect();
     assert_eq!(counts, [16, 8]);
-    let hourly: Value = gw
-        .get("/api/admin/usage/stats?interval=hour&group_by=channel", &gw.admin_key)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let hourly: Value = gw.get_json("/api/admin/usage/stats?interval=hour&group_by=channel", &gw.admin_key).await;
     assert!(hourly["data"][0]["bucket"].as_str().unwrap().ends_with(":00:00Z"));
 
     // A key's owner sees their own usage only (here both keys are the admin's).
-    let own: Value = gw.get("/api/usage/stats", &k2).send().await.unwrap().json().await.unwrap();
+    let own: Value = gw.get_json("/api/usage/stats", &k2).await;
     assert_eq!(own["totals"]["requests"], 24);
     let bad_query = gw.get("/api/admin/usage/stats?group_by=color", &gw.admin_key).send().await.unwrap();
     assert_eq!(bad_query.status(), 400);

@@ -18,19 +18,9 @@ fn chat(model: &str, stream: bool, max_tokens: i64) -> Value {
     json!({ "model": model, "stream": stream, "max_tokens": max_tokens, "messages": [{ "role": "user", "content": "hi there" }] })
 }
 
-async fn admin_json(gw: &Gateway, method: reqwest::Method, path: &str, body: Option<Value>) -> (u16, Value) {
-    let mut req = gw.http.request(method, format!("{}{path}", gw.url)).bearer_auth(&gw.admin_key);
-    if let Some(b) = body {
-        req = req.json(&b);
-    }
-    let resp = req.send().await.unwrap();
-    let status = resp.status().as_u16();
-    (status, resp.json().await.unwrap_or(Value::Null))
-}
-
 async fn new_user(gw: &Gateway, name: &str, quota: i64) -> i64 {
     let (status, user) =
-        admin_json(gw, reqwest::Method::POST, "/api/admin/users", Some(json!({ "name": name, "quota": quota }))).await;
+        gw.admin(reqwest::Method::POST, "/api/admin/users", Some(json!({ "name": name, "quota": quota }))).await;
     assert_eq!(status, 201, "{user}");
     user["id"].as_i64().unwrap()
 }
@@ -39,10 +29,10 @@ async fn new_user(gw: &Gateway, name: &str, quota: i64) -> i64 {
 async fn settled_reservations(gw: &Gateway) -> Vec<Value> {
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     loop {
-        let (_, open) = admin_json(gw, reqwest::Method::GET, "/api/admin/reservations?state=reserved", None).await;
+        let (_, open) = gw.admin(reqwest::Method::GET, "/api/admin/reservations?state=reserved", None).await;
         if open["total"] == 0 || std::time::Instant::now() > deadline {
             assert_eq!(open["total"], 0, "reservations left open: {open}");
-            let (_, all) = admin_json(gw, reqwest::Method::GET, "/api/admin/reservations?per_page=500", None).await;
+            let (_, all) = gw.admin(reqwest::Method::GET, "/api/admin/reservations?per_page=500", None).await;
             return all["data"].as_array().unwrap().clone();
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -118,8 +108,8 @@ async fn three_hundred_concurrent_requests_settle_to_the_unit() {
         assert_eq!(res["state"], want);
     }
 
-    let (_, user) = admin_json(&gw, reqwest::Method::GET, &format!("/api/admin/users/{uid}"), None).await;
-    let (_, token) = admin_json(&gw, reqwest::Method::GET, "/api/admin/tokens/2", None).await;
+    let (_, user) = gw.admin(reqwest::Method::GET, &format!("/api/admin/users/{uid}"), None).await;
+    let (_, token) = gw.admin(reqwest::Method::GET, "/api/admin/tokens/2", None).await;
     assert_eq!(user["used_quota"], charged);
     assert_eq!(user["quota"], 3_000_000 - charged, "the balance moved by exactly the usage log's charges");
     assert_eq!(token["used_quota"], charged);
@@ -166,7 +156,7 @@ async fn a_crash_mid_request_is_refunded_by_the_sweeper() {
     assert_eq!(rows.len(), 3, "no usage row lost or written twice");
     let charged: i64 = rows.iter().map(|r| r["cost"].as_i64().unwrap()).sum();
     assert_eq!(charged, 3 * 16_000);
-    let (_, user) = admin_json(&gw, reqwest::Method::GET, &format!("/api/admin/users/{uid}"), None).await;
+    let (_, user) = gw.admin(reqwest::Method::GET, &format!("/api/admin/users/{uid}"), None).await;
     assert_eq!(user["quota"], 1_000_000 - charged);
 }
 
@@ -181,7 +171,7 @@ async fn prices_are_versioned_and_every_kind_is_charged_right() {
     let put = |model: &str, body: Value| {
         let path = format!("/api/admin/prices/{model}");
         let gw = &gw;
-        async move { admin_json(gw, reqwest::Method::PUT, &path, Some(body)).await }
+        async move { gw.admin(reqwest::Method::PUT, &path, Some(body)).await }
     };
     let ask = |model: &'static str| {
         let (gw, key) = (&gw, key.clone());
@@ -232,9 +222,9 @@ async fn prices_are_versioned_and_every_kind_is_charged_right() {
     let (_, rid, _) = ask("std").await;
     let third = row(rid).await;
     assert_eq!((third["cost"].as_i64(), &third["price_version"]), (Some(36_000), &v3["version"]));
-    let (_, history) = admin_json(&gw, reqwest::Method::GET, "/api/admin/prices?history=true", None).await;
+    let (_, history) = gw.admin(reqwest::Method::GET, "/api/admin/prices?history=true", None).await;
     assert_eq!(history["data"].as_array().unwrap().iter().filter(|p| p["model"] == "std").count(), 3);
-    let (_, current) = admin_json(&gw, reqwest::Method::GET, "/api/admin/prices", None).await;
+    let (_, current) = gw.admin(reqwest::Method::GET, "/api/admin/prices", None).await;
     let std_now: Vec<_> = current["data"].as_array().unwrap().iter().filter(|p| p["model"] == "std").collect();
     assert_eq!(std_now.len(), 1);
     assert_eq!(std_now[0]["version"], v3["version"]);
@@ -257,7 +247,7 @@ async fn prices_are_versioned_and_every_kind_is_charged_right() {
     let r = row(rid).await;
     assert_eq!((r["cost"].as_i64(), r["reserved"].as_i64()), (Some(0), Some(0)));
 
-    let (s, _) = admin_json(&gw, reqwest::Method::DELETE, "/api/admin/prices/std", None).await;
+    let (s, _) = gw.admin(reqwest::Method::DELETE, "/api/admin/prices/std", None).await;
     assert_eq!(s, 200);
     assert_eq!(ask("std").await.0, 403, "a retired price refuses the model again");
 }
@@ -274,7 +264,7 @@ async fn codes_redeem_once_top_ups_revive_and_caps_hold() {
     assert_eq!(ask().await, 429, "no balance yet");
 
     let (s, made) =
-        admin_json(&gw, reqwest::Method::POST, "/api/admin/codes", Some(json!({ "count": 1, "value": 50_000 }))).await;
+        gw.admin(reqwest::Method::POST, "/api/admin/codes", Some(json!({ "count": 1, "value": 50_000 }))).await;
     assert_eq!(s, 201, "{made}");
     let code = made["codes"][0].as_str().unwrap().to_string();
     let redeems = (0..20).map(|_| {
@@ -298,7 +288,7 @@ async fn codes_redeem_once_top_ups_revive_and_caps_hold() {
         .iter()
         .filter(|(s, _)| *s != 200)
         .all(|(s, b)| *s == 409 && b["error"]["code"] == "code_already_used"));
-    let (_, ledger) = admin_json(&gw, reqwest::Method::GET, &format!("/api/admin/ledger?user_id={uid}"), None).await;
+    let (_, ledger) = gw.admin(reqwest::Method::GET, &format!("/api/admin/ledger?user_id={uid}"), None).await;
     assert_eq!(ledger["total"], 1);
     assert_eq!(
         (ledger["data"][0]["kind"].as_str(), ledger["data"][0]["delta"].as_i64()),
@@ -315,13 +305,9 @@ async fn codes_redeem_once_top_ups_revive_and_caps_hold() {
         .unwrap();
     assert_eq!(unknown.status(), 404);
     let soon = oblivious_e2e::gateway::rfc3339_in(1);
-    let (_, expiring) = admin_json(
-        &gw,
-        reqwest::Method::POST,
-        "/api/admin/codes",
-        Some(json!({ "count": 1, "value": 5, "expires_at": soon })),
-    )
-    .await;
+    let (_, expiring) = gw
+        .admin(reqwest::Method::POST, "/api/admin/codes", Some(json!({ "count": 1, "value": 5, "expires_at": soon })))
+        .await;
     tokio::time::sleep(Duration::from_millis(2100)).await;
     let late = gw
         .http
@@ -341,20 +327,20 @@ async fn codes_redeem_once_top_ups_revive_and_caps_hold() {
     assert_eq!(ask().await, 429);
     // The third request settles (12_000 reserved → 16_000 charged) off the response path.
     settled_reservations(&gw).await;
-    let (s, topped) = admin_json(
-        &gw,
-        reqwest::Method::POST,
-        &format!("/api/admin/users/{uid}/topup"),
-        Some(json!({ "amount": 30_000, "note": "goodwill" })),
-    )
-    .await;
+    let (s, topped) = gw
+        .admin(
+            reqwest::Method::POST,
+            &format!("/api/admin/users/{uid}/topup"),
+            Some(json!({ "amount": 30_000, "note": "goodwill" })),
+        )
+        .await;
     assert_eq!(s, 200);
     assert_eq!(topped["quota"], 50_000 - 48_000 + 30_000);
     let (ok, out, err) = gw.cli(&["user", "topup", "bob", "50000"]);
     assert!(ok, "{err}");
     assert_eq!(out.trim(), "82000");
     assert_eq!(ask().await, 200, "topping up revives the account");
-    let (_, ledger) = admin_json(&gw, reqwest::Method::GET, &format!("/api/admin/ledger?user_id={uid}"), None).await;
+    let (_, ledger) = gw.admin(reqwest::Method::GET, &format!("/api/admin/ledger?user_id={uid}"), None).await;
     let kinds: Vec<_> = ledger["data"]
         .as_array()
         .unwrap()
@@ -376,10 +362,10 @@ async fn codes_redeem_once_top_ups_revive_and_caps_hold() {
     assert_eq!(refused.status(), 429);
     let body: Value = refused.json().await.unwrap();
     assert!(body["error"]["message"].as_str().unwrap().contains("daily"), "{body}");
-    let account: Value = gw.get("/api/account", &capped).send().await.unwrap().json().await.unwrap();
+    let account: Value = gw.get_json("/api/account", &capped).await;
     assert_eq!(account["user"]["name"], "bob");
     assert_eq!(account["token"]["daily_limit"], 20000);
-    let own: Value = gw.get("/api/usage", &capped).send().await.unwrap().json().await.unwrap();
+    let own: Value = gw.get_json("/api/usage", &capped).await;
     assert!(own["data"].as_array().unwrap().iter().all(|r| r["user_id"] == uid));
 }
 
@@ -417,15 +403,14 @@ async fn low_balances_raise_alerts_and_webhooks_are_retried() {
         assert_eq!(gw.post("/v1/chat/completions", &key, &chat("m-ok", false, 4)).send().await.unwrap().status(), 200);
     }
     gw.usage_rows(6).await;
-    admin_json(&gw, reqwest::Method::POST, &format!("/api/admin/users/{uid}/topup"), Some(json!({ "amount": 8_000 })))
-        .await;
+    gw.admin(reqwest::Method::POST, &format!("/api/admin/users/{uid}/topup"), Some(json!({ "amount": 8_000 }))).await;
     assert_eq!(gw.post("/v1/chat/completions", &key, &chat("m-ok", false, 4)).send().await.unwrap().status(), 200);
 
     let deadline = std::time::Instant::now() + Duration::from_secs(15);
     while received.lock().unwrap().len() < 3 && std::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let (_, alerts) = admin_json(&gw, reqwest::Method::GET, "/api/admin/alerts", None).await;
+    let (_, alerts) = gw.admin(reqwest::Method::GET, "/api/admin/alerts", None).await;
     let thresholds: Vec<i64> =
         alerts["data"].as_array().unwrap().iter().map(|a| a["threshold_percent"].as_i64().unwrap()).collect();
     assert_eq!(thresholds, [10, 5, 0], "{alerts}");

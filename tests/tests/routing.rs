@@ -194,7 +194,7 @@ async fn failing_channels_are_disabled_and_revived_by_a_test() {
     for _ in 0..2 {
         ask(&gw, &key).await;
     }
-    let ch: Value = gw.get("/api/admin/channels/1", &gw.admin_key).send().await.unwrap().json().await.unwrap();
+    let ch: Value = gw.get_json("/api/admin/channels/1", &gw.admin_key).await;
     assert_eq!(ch["status"], "auto_disabled");
     assert!(ch["keys"].as_array().unwrap().is_empty());
     a.set(Behavior::Ok);

@@ -62,14 +62,7 @@ async fn every_request_leaves_exactly_one_usage_row() {
         }
     }
     assert!(mock.bodies().iter().all(|b| b["model"] != "fast"), "aliases are mapped before the upstream sees them");
-    let filtered: Value = gw
-        .get("/api/admin/usage?model=fast&per_page=5&page=2", &gw.admin_key)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let filtered: Value = gw.get_json("/api/admin/usage?model=fast&per_page=5&page=2", &gw.admin_key).await;
     assert_eq!(filtered["total"], 10);
     assert_eq!(filtered["data"].as_array().unwrap().len(), 5);
 }
@@ -84,12 +77,12 @@ async fn models_list_what_the_key_may_use_and_config_edits_apply_live() {
     let ids = |v: Value| {
         v["data"].as_array().unwrap().iter().map(|m| m["id"].as_str().unwrap().to_string()).collect::<Vec<_>>()
     };
-    let list: Value = gw.get("/v1/models", &all).send().await.unwrap().json().await.unwrap();
+    let list: Value = gw.get_json("/v1/models", &all).await;
     assert_eq!(list["object"], "list");
     assert_eq!(ids(list), ["gpt-4o", "gpt-4o-mini"]);
-    let list: Value = gw.get("/v1/models", &narrow).send().await.unwrap().json().await.unwrap();
+    let list: Value = gw.get_json("/v1/models", &narrow).await;
     assert_eq!(ids(list), ["gpt-4o-mini"]);
-    let one: Value = gw.get("/v1/models/gpt-4o-mini", &narrow).send().await.unwrap().json().await.unwrap();
+    let one: Value = gw.get_json("/v1/models/gpt-4o-mini", &narrow).await;
     assert_eq!(one["id"], "gpt-4o-mini");
     let resp = gw.get("/v1/models/gpt-4o", &narrow).send().await.unwrap();
     assert_eq!(resp.status(), 404);
@@ -106,7 +99,7 @@ async fn models_list_what_the_key_may_use_and_config_edits_apply_live() {
     );
     std::fs::write(&gw.config, text).unwrap();
     gw.settle().await;
-    let list: Value = gw.get("/v1/models", &all).send().await.unwrap().json().await.unwrap();
+    let list: Value = gw.get_json("/v1/models", &all).await;
     assert!(ids(list).contains(&"new-model".to_string()));
     let resp = gw.post("/v1/chat/completions", &all, &chat("new-model", false)).send().await.unwrap();
     assert_eq!(resp.json::<Value>().await.unwrap()["served_by"], "b");
@@ -135,14 +128,10 @@ async fn admin_api_manages_everything_and_only_admins_may_use_it() {
     };
     use reqwest::Method as M;
 
-    let user: Value =
-        api(M::POST, "/api/admin/users", Some(json!({ "name": "alice", "group": "vip", "quota": 100_000 })))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+    let user: Value = gw
+        .admin(M::POST, "/api/admin/users", Some(json!({ "name": "alice", "group": "vip", "quota": 100_000 })))
+        .await
+        .1;
     assert_eq!(user["group"], "vip");
     let uid = user["id"].as_i64().unwrap();
     let bad = api(M::POST, "/api/admin/users", Some(json!({ "name": "bob", "group": "nope" }))).send().await.unwrap();
@@ -150,20 +139,15 @@ async fn admin_api_manages_everything_and_only_admins_may_use_it() {
     let dup = api(M::POST, "/api/admin/users", Some(json!({ "name": "alice" }))).send().await.unwrap();
     assert_eq!(dup.status(), 409);
 
-    let tok: Value =
-        api(M::POST, "/api/admin/tokens", Some(json!({ "name": "alice-key", "user_id": uid, "quota": 1_000_000 })))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+    let tok: Value = gw
+        .admin(M::POST, "/api/admin/tokens", Some(json!({ "name": "alice-key", "user_id": uid, "quota": 1_000_000 })))
+        .await
+        .1;
     let alice_key = tok["key"].as_str().unwrap().to_string();
     assert!(alice_key.starts_with("sk-") && alice_key.len() >= 43);
     assert!(tok.get("key_hash").is_none());
     let tid = tok["id"].as_i64().unwrap();
-    let fetched: Value =
-        api(M::GET, &format!("/api/admin/tokens/{tid}"), None).send().await.unwrap().json().await.unwrap();
+    let fetched: Value = gw.admin(M::GET, &format!("/api/admin/tokens/{tid}"), None).await.1;
     assert!(fetched.get("key").is_none(), "the key is shown once");
     assert_eq!(fetched["remaining_quota"], 1_000_000);
 
@@ -175,14 +159,10 @@ async fn admin_api_manages_everything_and_only_admins_may_use_it() {
 
     let resp = gw.post("/v1/chat/completions", &alice_key, &chat("gpt-4o-mini", false)).send().await.unwrap();
     assert_eq!(resp.status(), 200);
-    let patched: Value =
-        api(M::PATCH, &format!("/api/admin/tokens/{tid}"), Some(json!({ "status": "disabled", "models": ["x"] })))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+    let patched: Value = gw
+        .admin(M::PATCH, &format!("/api/admin/tokens/{tid}"), Some(json!({ "status": "disabled", "models": ["x"] })))
+        .await
+        .1;
     assert_eq!(patched["status"], "disabled");
     assert_eq!(
         gw.post("/v1/chat/completions", &alice_key, &chat("gpt-4o-mini", false)).send().await.unwrap().status(),
@@ -192,21 +172,14 @@ async fn admin_api_manages_everything_and_only_admins_may_use_it() {
         .send()
         .await
         .unwrap();
-    assert_eq!(api(M::DELETE, &format!("/api/admin/tokens/{tid}"), None).send().await.unwrap().status(), 200);
+    assert_eq!(gw.admin(M::DELETE, &format!("/api/admin/tokens/{tid}"), None).await.0, 200);
     assert_eq!(
         gw.post("/v1/chat/completions", &alice_key, &chat("gpt-4o-mini", false)).send().await.unwrap().status(),
         401
     );
-    let list: Value =
-        api(M::GET, &format!("/api/admin/tokens?user_id={uid}"), None).send().await.unwrap().json().await.unwrap();
+    let list: Value = gw.admin(M::GET, &format!("/api/admin/tokens?user_id={uid}"), None).await.1;
     assert_eq!(list["total"], 0, "deleted keys are hidden by default");
-    let list: Value = api(M::GET, &format!("/api/admin/tokens?user_id={uid}&include_deleted=true"), None)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let list: Value = gw.admin(M::GET, &format!("/api/admin/tokens?user_id={uid}&include_deleted=true"), None).await.1;
     assert_eq!(list["data"][0]["status"], "deleted");
     api(M::POST, &format!("/api/admin/tokens/{tid}/restore"), None).send().await.unwrap();
     assert_eq!(
@@ -226,25 +199,10 @@ async fn admin_api_manages_everything_and_only_admins_may_use_it() {
         200
     );
     let renamed: Value =
-        api(M::PATCH, &format!("/api/admin/channels/{cid}"), Some(json!({ "models": ["other-model"] })))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        gw.admin(M::PATCH, &format!("/api/admin/channels/{cid}"), Some(json!({ "models": ["other-model"] }))).await.1;
     assert_eq!(renamed["models"], json!(["other-model"]));
-    assert_eq!(
-        api(M::PATCH, "/api/admin/channels/1", Some(json!({ "weight": 9 }))).send().await.unwrap().status(),
-        409
-    );
-    let off: Value = api(M::PATCH, "/api/admin/channels/1", Some(json!({ "status": "disabled" })))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    assert_eq!(gw.admin(M::PATCH, "/api/admin/channels/1", Some(json!({ "weight": 9 }))).await.0, 409);
+    let off: Value = gw.admin(M::PATCH, "/api/admin/channels/1", Some(json!({ "status": "disabled" }))).await.1;
     assert_eq!(off["status"], "disabled");
     assert_eq!(
         gw.post("/v1/chat/completions", &alice_key, &chat("gpt-4o-mini", false)).send().await.unwrap().status(),
@@ -252,35 +210,32 @@ async fn admin_api_manages_everything_and_only_admins_may_use_it() {
     );
     api(M::PATCH, "/api/admin/channels/1", Some(json!({ "status": "enabled" }))).send().await.unwrap();
     assert_eq!(
-        api(
+        gw.admin(
             M::POST,
             "/api/admin/channels",
             Some(json!({ "name": "x", "type": "openai", "base_url": "ftp://x", "models": ["m"] }))
         )
-        .send()
         .await
-        .unwrap()
-        .status(),
+        .0,
         400
     );
-    assert_eq!(api(M::DELETE, &format!("/api/admin/channels/{cid}"), None).send().await.unwrap().status(), 200);
-    assert_eq!(api(M::DELETE, "/api/admin/channels/1", None).send().await.unwrap().status(), 409);
-    assert_eq!(api(M::GET, "/api/admin/channels/999", None).send().await.unwrap().status(), 404);
+    assert_eq!(gw.admin(M::DELETE, &format!("/api/admin/channels/{cid}"), None).await.0, 200);
+    assert_eq!(gw.admin(M::DELETE, "/api/admin/channels/1", None).await.0, 409);
+    assert_eq!(gw.admin(M::GET, "/api/admin/channels/999", None).await.0, 404);
 
     // Groups and prices.
+    assert_eq!(gw.admin(M::PUT, "/api/admin/groups/gold", Some(json!({ "ratio_bp": 5000 }))).await.0, 200);
     assert_eq!(
-        api(M::PUT, "/api/admin/groups/gold", Some(json!({ "ratio_bp": 5000 }))).send().await.unwrap().status(),
+        gw.admin(
+            M::PUT,
+            "/api/admin/prices/gpt-4o-mini",
+            Some(json!({ "input_per_m": 1_000_000_000, "output_per_m": 0 }))
+        )
+        .await
+        .0,
         200
     );
-    assert_eq!(
-        api(M::PUT, "/api/admin/prices/gpt-4o-mini", Some(json!({ "input_per_m": 1_000_000_000, "output_per_m": 0 })))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
-    let groups: Value = api(M::GET, "/api/admin/groups", None).send().await.unwrap().json().await.unwrap();
+    let groups: Value = gw.admin(M::GET, "/api/admin/groups", None).await.1;
     assert_eq!(groups["total"], 3);
     let unknown =
         api(M::PATCH, &format!("/api/admin/users/{uid}"), Some(json!({ "group": "zzz" }))).send().await.unwrap();
@@ -299,7 +254,6 @@ async fn admin_api_manages_everything_and_only_admins_may_use_it() {
         gw.http.post(format!("{}/api/admin/users", gw.url)).bearer_auth(&admin).body("{").send().await.unwrap();
     assert_eq!(malformed.status(), 400);
     assert_eq!(malformed.json::<Value>().await.unwrap()["error"]["code"], "invalid_body");
-    let page: Value =
-        api(M::GET, "/api/admin/users?per_page=1&page=2", None).send().await.unwrap().json().await.unwrap();
+    let page: Value = gw.admin(M::GET, "/api/admin/users?per_page=1&page=2", None).await.1;
     assert_eq!((page["total"].as_i64(), page["data"][0]["name"].as_str()), (Some(2), Some("alice")));
 }

@@ -57,16 +57,8 @@ async fn main() {
     let answered = started.elapsed();
     // Settled = no reservation left open and every usage row written.
     loop {
-        let open: Value = gw
-            .get("/api/admin/reservations?state=reserved&per_page=1", &gw.admin_key)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        let rows: Value =
-            gw.get("/api/admin/usage?per_page=1", &gw.admin_key).send().await.unwrap().json().await.unwrap();
+        let open: Value = gw.get_json("/api/admin/reservations?state=reserved&per_page=1", &gw.admin_key).await;
+        let rows: Value = gw.get_json("/api/admin/usage?per_page=1", &gw.admin_key).await;
         if open["total"] == 0 && rows["total"].as_u64() == Some(n as u64) {
             break;
         }
@@ -74,7 +66,7 @@ async fn main() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let settled = started.elapsed();
-    let stats: Value = gw.get("/api/admin/usage/stats", &gw.admin_key).send().await.unwrap().json().await.unwrap();
+    let stats: Value = gw.get_json("/api/admin/usage/stats", &gw.admin_key).await;
     println!("requests           {n} (concurrency {concurrency}), {ok} answered 200");
     println!("answered in        {:.2} s  → {:.0} req/s", answered.as_secs_f64(), n as f64 / answered.as_secs_f64());
     println!(
