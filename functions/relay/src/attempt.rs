@@ -228,10 +228,19 @@ pub(crate) async fn handle<P: Platform>(relay: Arc<Relay<P>>, endpoint: Endpoint
     }
     let body = Value::Object(parsed.body.clone());
     let model = parsed.model.as_str();
-    let (prompt, completion) = match endpoint {
-        Endpoint::ChatCompletions => (count::count_chat_prompt(model, &body), max_tokens(&parsed.body, &settings)),
-        Endpoint::Completions => (count::count_input(model, body.get("prompt")), max_tokens(&parsed.body, &settings)),
-        Endpoint::Embeddings => (count::count_input(model, body.get("input")), 0),
+    // Counting the prompt costs CPU (and loads a tokenizer): only when a price
+    // or a tokens-per-minute limit needs the estimate.
+    let priced = snapshot.price_for(model, relay.ports.clock.now_ms()).is_some_and(|p| !p.free);
+    let needs_count = priced || relay.rate_limits().counts_tokens(&principal.user.group, model);
+    let completion = match endpoint {
+        Endpoint::ChatCompletions | Endpoint::Completions => max_tokens(&parsed.body, &settings),
+        Endpoint::Embeddings => 0,
+    };
+    let prompt = match endpoint {
+        _ if !needs_count => 0,
+        Endpoint::ChatCompletions => count::count_chat_prompt(model, &body),
+        Endpoint::Completions => count::count_input(model, body.get("prompt")),
+        Endpoint::Embeddings => count::count_input(model, body.get("input")),
     };
     draft.body = Arc::new(body);
     let ip = parts.extensions.get::<ClientIp>().map(|c| c.0);

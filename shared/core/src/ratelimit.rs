@@ -49,6 +49,12 @@ impl RateLimits {
     pub fn is_empty(&self) -> bool {
         self.groups.is_empty() && self.models.is_empty()
     }
+
+    /// Whether a tokens-per-minute limit applies to this group or model.
+    pub fn counts_tokens(&self, group: &str, model: &str) -> bool {
+        let group_tpm = self.for_group(group).is_some_and(|g| [g.user, g.token, g.ip].iter().any(|l| l.tpm.is_some()));
+        group_tpm || self.models.get(model).is_some_and(|l| l.tpm.is_some())
+    }
 }
 
 pub const WINDOW_MS: i64 = 60_000;
