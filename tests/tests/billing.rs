@@ -250,6 +250,9 @@ async fn prices_are_versioned_and_every_kind_is_charged_right() {
     let (s, _) = gw.admin(reqwest::Method::DELETE, "/api/admin/prices/std", None).await;
     assert_eq!(s, 200);
     assert_eq!(ask("std").await.0, 403, "a retired price refuses the model again");
+    let listed = gw.get_json("/v1/models", &key).await;
+    let ids: Vec<&str> = listed["data"].as_array().unwrap().iter().map(|m| m["id"].as_str().unwrap()).collect();
+    assert_eq!(ids, ["cached", "fixed", "gift"], "unpriced and retired models are not offered");
 }
 
 #[tokio::test(flavor = "multi_thread")]

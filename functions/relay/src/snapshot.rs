@@ -9,7 +9,7 @@ use axum::response::Response;
 use oblivious_core::config::DEFAULT_GROUP;
 use oblivious_core::model::{Channel, ChannelStatus, Group, Price};
 use oblivious_core::{pattern, ApiError};
-use oblivious_ports::{Ids, Platform, Store, StoreError};
+use oblivious_ports::{Clock, Ids, Platform, Store, StoreError};
 use serde_json::json;
 
 use crate::respond::{error_response, json_response};
@@ -123,7 +123,11 @@ pub(crate) async fn list_models<P: Platform>(relay: Arc<Relay<P>>, req: Request,
         Ok(p) => p,
         Err(e) => return error_response(&e, &request_id),
     };
-    let models = relay.snapshot().models_for(&principal.user.group, &principal.token.models);
+    // Only what the key may use: its group's channels, its allowlist, and a price in force.
+    let snapshot = relay.snapshot();
+    let now = relay.ports.clock.now_ms();
+    let mut models = snapshot.models_for(&principal.user.group, &principal.token.models);
+    models.retain(|m| snapshot.price_for(m, now).is_some());
     let body = match id {
         None => {
             json!({ "object": "list", "data": models.iter().map(|m| model_object(m)).collect::<Vec<_>>() })
