@@ -495,7 +495,6 @@ async fn deliver<P: Platform>(
         content_type.as_ref().and_then(|v| v.to_str().ok()).is_some_and(|v| v.starts_with("text/event-stream"));
     if parsed.stream && is_sse {
         relay.record_success(ch.id, key).await;
-        draft.body = Arc::new(Value::Object(parsed.body.clone()));
         let request_id = draft.request_id.clone();
         let body = stream::relay_stream(relay.clone(), resp.body, draft, parsed.include_usage);
         let mut response = Response::new(Body::from_stream(body));
@@ -523,7 +522,6 @@ async fn deliver<P: Platform>(
         Err(_) => (None, String::new()),
     };
     let request_id = draft.request_id.clone();
-    draft.body = Arc::new(Value::Object(parsed.body.clone()));
     draft.finish(resp.status, usage, text, None);
     let mut response = json_response(resp.status, bytes, &request_id);
     if let Some(ct) = content_type {
