@@ -427,6 +427,19 @@ pub async fn test_channel<P: Platform>(State(r): R<P>, Path(raw_id): Path<String
     respond(&r, reply.await)
 }
 
+/// The models the channel's upstream lists (to fill in or check `models`).
+pub async fn fetch_models<P: Platform>(State(r): R<P>, Path(raw_id): Path<String>, parts: Parts) -> Response {
+    let reply = async {
+        admin(&r, &parts).await?;
+        let ch = channel_or_404(&r, &raw_id).await?;
+        let models = r.upstream_models(&ch).await.map_err(|m| {
+            ApiError::new(ErrorKind::UpstreamFailed, "upstream_error", format!("could not list models: {m}"))
+        })?;
+        Ok((200, json!({ "channel": ch.spec.name, "models": models })))
+    };
+    respond(&r, reply.await)
+}
+
 // ---- groups and prices
 
 pub async fn list_groups<P: Platform>(State(r): R<P>, parts: Parts) -> Response {

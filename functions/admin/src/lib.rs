@@ -29,6 +29,7 @@ pub fn router<P: Platform>(relay: Arc<Relay<P>>) -> Router {
         .route("/api/admin/channels", get(list_channels::<P>).post(create_channel::<P>))
         .route("/api/admin/channels/{id}", get(get_channel::<P>).patch(update_channel::<P>).delete(delete_channel::<P>))
         .route("/api/admin/channels/{id}/test", post(test_channel::<P>))
+        .route("/api/admin/channels/{id}/models", get(fetch_models::<P>))
         .route("/api/admin/groups", get(list_groups::<P>))
         .route("/api/admin/groups/{name}", put(put_group::<P>).delete(delete_group::<P>))
         .route("/api/admin/prices", get(list_prices::<P>))

@@ -84,6 +84,10 @@ pub enum ChannelCmd {
     Test {
         id: Id,
     },
+    /// List the models the channel's upstream offers.
+    Models {
+        id: Id,
+    },
 }
 
 #[derive(Subcommand)]
@@ -293,6 +297,13 @@ pub async fn channel(data: &Path, cmd: ChannelCmd) -> Result<(), String> {
             } else {
                 Err(format!("channel {id} failed its test: {}", result.message))
             }
+        }
+        ChannelCmd::Models { id } => {
+            let models = r.upstream_models(&find(id).await?).await?;
+            for m in models {
+                println!("{m}");
+            }
+            Ok(())
         }
     }
 }

@@ -13,15 +13,17 @@ use futures_util::StreamExt;
 use oblivious_core::config::RelaySettings;
 use oblivious_core::model::{Channel, Id};
 use oblivious_core::{authz, count, pricing, retry, select as choose, ApiError, ErrorKind};
+use oblivious_core::wire::canon::{ChatResponse, Part};
+use oblivious_core::wire::{self, openai, Inbound, StreamDecoder, StreamEncoder, Wire};
 use oblivious_ports::{
     ByteStream, Clock, Ids, Ledger, Platform, Reservation, Upstream, UpstreamError, UpstreamResponse,
 };
-use serde::Deserialize;
 use serde_json::{Map, Value};
 
-use crate::health::upstream_request;
-use crate::respond::{error_response, json_response, read_body, set_request_id};
-use crate::usage::{UpstreamUsage, UsageDraft};
+use crate::inbound::{self, GeminiCall, Parsed};
+use crate::respond::{error_response_in, json_response, read_body, set_request_id};
+use crate::upstream::Op;
+use crate::usage::UsageDraft;
 use crate::{stream, ClientIp, Endpoint, Relay};
 
 /// Upstream error bodies are read up to this size (they are relayed or logged).
@@ -29,123 +31,124 @@ const ERROR_BODY_LIMIT: usize = 64 * 1024;
 /// Upstream non-streamed answers are read up to this size.
 const ANSWER_LIMIT: usize = 256 * 1024 * 1024;
 
-/// The parsed, validated client request.
-struct Parsed {
-    body: Map<String, Value>,
-    model: String,
-    stream: bool,
-    /// The client asked for the final usage chunk itself.
-    include_usage: bool,
+/// The body and framing of one attempt on one channel.
+struct Outgoing {
+    op: Op,
+    body: Bytes,
+    wire: Wire,
+    /// The channel speaks the client's format and gets the client's own body:
+    /// answers go back as they came.
+    passthrough: bool,
 }
 
-fn parse(endpoint: Endpoint, raw: &[u8]) -> Result<Parsed, ApiError> {
-    let value: Value = serde_json::from_slice(raw).map_err(|e| {
-        ApiError::invalid("invalid_json", format!("We could not parse the JSON body of your request: {e}."))
-    })?;
-    let Value::Object(body) = value else {
-        return Err(ApiError::invalid("invalid_json", "The request body must be a JSON object."));
+/// The request for `ch`: the client's body with the channel's model name when
+/// the channel speaks the client's format, else converted through the canonical model.
+fn outgoing(parsed: &mut Parsed, ch: &Channel, upstream_model: &str) -> Result<Outgoing, ApiError> {
+    let info = ch.spec.kind.info();
+    let wire = info.wire;
+    let stream = parsed.stream;
+    let endpoint = parsed.endpoint;
+    let json = |v: &Value| Bytes::from(serde_json::to_vec(v).unwrap_or_default());
+    let out = match endpoint {
+        Endpoint::Chat(inbound) if inbound.wire() == wire => {
+            let mut body = parsed.body.clone();
+            match wire {
+                Wire::OpenAi => {
+                    body.insert("model".into(), Value::String(upstream_model.to_string()));
+                    if stream && info.stream_options {
+                        let opts = body.entry("stream_options").or_insert_with(|| Value::Object(Map::new()));
+                        if let Value::Object(o) = opts {
+                            o.insert("include_usage".into(), Value::Bool(true));
+                        } else {
+                            *opts = serde_json::json!({ "include_usage": true });
+                        }
+                    } else if !info.stream_options {
+                        body.remove("stream_options");
+                    }
+                }
+                Wire::Anthropic => {
+                    body.insert("model".into(), Value::String(upstream_model.to_string()));
+                }
+                _ => {}
+            }
+            Outgoing { op: Op::Chat { stream }, body: json(&Value::Object(body)), wire, passthrough: true }
+        }
+        Endpoint::Chat(_) => {
+            let canon = parsed.canonical()?;
+            let mut v = wire::build_request(wire, canon, upstream_model, stream)?;
+            if wire == Wire::OpenAi && stream && !info.stream_options {
+                if let Some(o) = v.as_object_mut() {
+                    o.remove("stream_options");
+                }
+            }
+            Outgoing { op: Op::Chat { stream }, body: json(&v), wire, passthrough: false }
+        }
+        Endpoint::GeminiEmbed { batch } if wire == Wire::Gemini => {
+            let mut body = parsed.body.clone();
+            if batch {
+                // Each request names its model; point them all at the channel's.
+                if let Some(Value::Array(reqs)) = body.get_mut("requests") {
+                    for r in reqs.iter_mut().filter_map(Value::as_object_mut) {
+                        r.insert("model".into(), format!("models/{upstream_model}").into());
+                    }
+                }
+            }
+            let method = if batch { "batchEmbedContents" } else { "embedContent" };
+            Outgoing { op: Op::GeminiMethod(method), body: json(&Value::Object(body)), wire, passthrough: true }
+        }
+        Endpoint::GeminiEmbed { .. } => {
+            let v = serde_json::json!({ "model": upstream_model, "input": inbound::gemini_embed_texts(&parsed.body) });
+            Outgoing { op: Op::OpenAiPath("/embeddings"), body: json(&v), wire, passthrough: false }
+        }
+        Endpoint::Transcriptions => {
+            let body = parsed.raw.clone().unwrap_or_default();
+            Outgoing { op: Op::OpenAiPath(endpoint.openai_path()), body, wire, passthrough: true }
+        }
+        _ => {
+            let mut body = parsed.body.clone();
+            body.insert("model".into(), Value::String(upstream_model.to_string()));
+            if stream && endpoint == Endpoint::Completions && info.stream_options {
+                body.insert("stream_options".into(), serde_json::json!({ "include_usage": true }));
+            }
+            Outgoing { op: Op::OpenAiPath(endpoint.openai_path()), body: json(&Value::Object(body)), wire, passthrough: true }
+        }
     };
-    let model = match body.get("model") {
-        Some(Value::String(m)) if !m.is_empty() => m.clone(),
-        Some(Value::String(_)) | None => {
-            return Err(ApiError::invalid("missing_model", "You must provide a model parameter.").with_param("model"))
-        }
-        Some(_) => {
-            return Err(
-                ApiError::invalid("invalid_type", "Invalid type for 'model': expected a string.").with_param("model")
-            )
-        }
-    };
-    let stream = match body.get("stream") {
-        None | Some(Value::Null) => false,
-        Some(Value::Bool(b)) => *b && endpoint != Endpoint::Embeddings,
-        Some(_) => {
-            return Err(ApiError::invalid("invalid_type", "Invalid type for 'stream': expected a boolean.")
-                .with_param("stream"))
-        }
-    };
-    let (field, want_array) = match endpoint {
-        Endpoint::ChatCompletions => ("messages", true),
-        Endpoint::Completions => ("prompt", false),
-        Endpoint::Embeddings => ("input", false),
-    };
-    match body.get(field) {
-        None | Some(Value::Null) => {
-            return Err(ApiError::invalid(
-                "missing_required_parameter",
-                format!("Missing required parameter: '{field}'."),
-            )
-            .with_param(field_param(field)))
-        }
-        Some(v) if want_array && !v.is_array() => {
-            return Err(ApiError::invalid("invalid_type", format!("Invalid type for '{field}': expected an array."))
-                .with_param(field_param(field)))
-        }
-        _ => {}
-    }
-    let include_usage =
-        body.get("stream_options").and_then(|o| o.get("include_usage")).and_then(Value::as_bool) == Some(true);
-    Ok(Parsed { body, model, stream, include_usage })
-}
-
-fn field_param(field: &str) -> &'static str {
-    match field {
-        "messages" => "messages",
-        "prompt" => "prompt",
-        _ => "input",
-    }
-}
-
-/// The body sent to one channel: its model name, and usage asked for in streams.
-fn upstream_body(parsed: &Parsed, upstream_model: &str) -> Bytes {
-    let mut body = parsed.body.clone();
-    body.insert("model".into(), Value::String(upstream_model.to_string()));
-    if parsed.stream {
-        let opts = body.entry("stream_options").or_insert_with(|| Value::Object(Map::new()));
-        if let Value::Object(o) = opts {
-            o.insert("include_usage".into(), Value::Bool(true));
-        } else {
-            *opts = serde_json::json!({ "include_usage": true });
-        }
-    }
-    serde_json::to_vec(&body).map(Bytes::from).unwrap_or_default()
+    Ok(out)
 }
 
 /// Why the last attempt failed.
 enum Failure {
-    Status(u16, Bytes),
+    Status(u16, Bytes, Wire),
     Transport(UpstreamError),
 }
 
 impl Failure {
     fn describe(&self) -> String {
         match self {
-            Failure::Status(s, body) => {
+            Failure::Status(s, body, _) => {
                 format!("upstream answered {s}: {}", String::from_utf8_lossy(&body[..body.len().min(300)]))
             }
             Failure::Transport(e) => format!("upstream {e}"),
         }
     }
 
-    /// The error the caller sees: an upstream's own OpenAI-shaped body when it
-    /// has one, else ours.
-    fn into_response(self, attempts: u32, request_id: &str) -> (u16, Response, String) {
+    /// The error the caller sees, in its own format: the upstream's own body
+    /// when it speaks that format, else its message in ours.
+    fn into_response(self, inbound: Inbound, attempts: u32, request_id: &str) -> (u16, Response, String) {
         let described = self.describe();
         match self {
-            Failure::Status(status, body) => {
-                let is_openai_error = serde_json::from_slice::<Value>(&body)
-                    .ok()
-                    .is_some_and(|v| v.get("error").is_some_and(Value::is_object));
-                if is_openai_error {
+            Failure::Status(status, body, wire) => {
+                let parsed = serde_json::from_slice::<Value>(&body).ok();
+                let message = parsed.as_ref().and_then(|v| wire::parse_error(wire, v));
+                if wire == inbound.wire() && message.is_some() {
                     return (status, json_response(status, body, request_id), described);
                 }
-                let e = ApiError::new(
-                    ErrorKind::UpstreamFailed,
-                    "upstream_error",
-                    format!("{described} (after {attempts} attempts)"),
-                )
-                .with_status(status);
-                (status, error_response(&e, request_id), described)
+                let message = match message {
+                    Some(m) => format!("upstream answered {status}: {m}"),
+                    None => format!("{described} (after {attempts} attempts)"),
+                };
+                let e = ApiError::new(wire::kind_for_status(status), "upstream_error", message).with_status(status);
+                (status, error_response_in(inbound, &e, request_id), described)
             }
             Failure::Transport(UpstreamError::Timeout) => {
                 let e = ApiError::new(
@@ -153,7 +156,7 @@ impl Failure {
                     "upstream_timeout",
                     format!("The upstream did not answer in time (after {attempts} attempts)."),
                 );
-                (504, error_response(&e, request_id), described)
+                (504, error_response_in(inbound, &e, request_id), described)
             }
             Failure::Transport(other) => {
                 let code =
@@ -163,7 +166,7 @@ impl Failure {
                     code,
                     format!("upstream {other} (after {attempts} attempts)"),
                 );
-                (502, error_response(&e, request_id), described)
+                (502, error_response_in(inbound, &e, request_id), described)
             }
         }
     }
@@ -181,24 +184,34 @@ async fn read_limited(mut body: ByteStream, limit: usize) -> Result<Bytes, Upstr
     Ok(out.into())
 }
 
-pub(crate) async fn handle<P: Platform>(relay: Arc<Relay<P>>, endpoint: Endpoint, req: Request) -> Response {
+pub(crate) async fn handle<P: Platform>(
+    relay: Arc<Relay<P>>,
+    endpoint: Endpoint,
+    gemini: Option<GeminiCall>,
+    req: Request,
+) -> Response {
     let request_id = relay.ports.ids.request_id();
     let started_us = relay.ports.clock.now_us();
+    let inbound = endpoint.inbound();
     let (parts, body) = req.into_parts();
     let principal = match relay.authenticate(&parts).await {
         Ok(p) => p,
         Err(e) => {
             tracing::debug!(request_id, code = e.code, "refused");
-            return error_response(&e, &request_id);
+            return error_response_in(inbound, &e, &request_id);
         }
     };
     let settings = relay.settings();
     let mut draft = UsageDraft::new(relay.clone(), request_id.clone(), endpoint, principal.clone(), started_us);
     let refuse = |mut draft: UsageDraft<P>, e: ApiError| {
         draft.finish(e.status(), None, String::new(), Some(e.message.clone()));
-        error_response(&e, &request_id)
+        error_response_in(inbound, &e, &request_id)
     };
-    let parsed = match read_body(&parts, body, settings.max_body_bytes).await.and_then(|raw| parse(endpoint, &raw)) {
+    let content_type = parts.headers.get(http::header::CONTENT_TYPE);
+    let parsed = read_body(&parts, body, settings.max_body_bytes)
+        .await
+        .and_then(|raw| inbound::parse(endpoint, raw, content_type, gemini.as_ref()));
+    let parsed = match parsed {
         Ok(p) => p,
         Err(e) => return refuse(draft, e),
     };
@@ -209,13 +222,19 @@ pub(crate) async fn handle<P: Platform>(relay: Arc<Relay<P>>, endpoint: Endpoint
         return refuse(draft, e);
     }
     let snapshot = relay.snapshot();
-    let candidates = snapshot.candidates(&principal.user.group, &parsed.model);
+    let mut candidates = snapshot.candidates(&principal.user.group, &parsed.model);
+    candidates.retain(|c| endpoint.served_by(c.spec.kind.info().wire));
     if candidates.is_empty() {
         let e = if snapshot.serving(&parsed.model).next().is_some() {
             ApiError::new(
                 ErrorKind::NoChannel,
                 "no_available_channel",
-                format!("No channel for group `{}` can serve `{}` right now.", principal.user.group, parsed.model),
+                format!(
+                    "No channel for group `{}` can serve `{}` on {} right now.",
+                    principal.user.group,
+                    parsed.model,
+                    endpoint.path()
+                ),
             )
         } else {
             ApiError::not_found(
@@ -226,21 +245,22 @@ pub(crate) async fn handle<P: Platform>(relay: Arc<Relay<P>>, endpoint: Endpoint
         };
         return refuse(draft, e);
     }
-    let body = Value::Object(parsed.body.clone());
     let model = parsed.model.as_str();
     // Counting the prompt costs CPU (and loads a tokenizer): only when a price
     // or a tokens-per-minute limit needs the estimate.
     let priced = snapshot.price_for(model, relay.ports.clock.now_ms()).is_some_and(|p| !p.free);
     let needs_count = priced || relay.rate_limits().counts_tokens(&principal.user.group, model);
-    let completion = match endpoint {
-        Endpoint::ChatCompletions | Endpoint::Completions => max_tokens(&parsed.body, &settings),
-        Endpoint::Embeddings => 0,
+    let completion = if endpoint.generates_text() {
+        max_tokens(&parsed, &settings)
+    } else {
+        0
     };
+    let body = parsed.openai_body();
     let prompt = match endpoint {
         _ if !needs_count => 0,
-        Endpoint::ChatCompletions => count::count_chat_prompt(model, &body),
+        Endpoint::Chat(_) => count::count_chat_prompt(model, &body),
         Endpoint::Completions => count::count_input(model, body.get("prompt")),
-        Endpoint::Embeddings => count::count_input(model, body.get("input")),
+        _ => count::count_input(model, body.get("input")),
     };
     draft.body = Arc::new(body);
     let ip = parts.extensions.get::<ClientIp>().map(|c| c.0);
@@ -260,7 +280,7 @@ pub(crate) async fn handle<P: Platform>(relay: Arc<Relay<P>>, endpoint: Endpoint
         return resp;
     }
     drop(snapshot);
-    let mut resp = run(relay.clone(), endpoint, &settings, parsed, candidates, draft).await;
+    let mut resp = run(relay.clone(), &settings, parsed, candidates, draft).await;
     resp.headers_mut().extend(limit_headers);
     resp
 }
@@ -316,24 +336,24 @@ async fn admit<P: Platform>(
 }
 
 /// The completion ceiling a request sets, or the configured default.
-fn max_tokens(body: &Map<String, Value>, settings: &RelaySettings) -> i64 {
-    ["max_completion_tokens", "max_tokens"]
-        .iter()
-        .find_map(|k| body.get(*k).and_then(Value::as_i64))
-        .filter(|n| *n >= 0)
-        .unwrap_or(settings.default_max_tokens)
+fn max_tokens(parsed: &Parsed, settings: &RelaySettings) -> i64 {
+    let declared = match &parsed.canon {
+        Some(c) => c.max_tokens,
+        None => ["max_completion_tokens", "max_tokens"].iter().find_map(|k| parsed.body.get(*k).and_then(Value::as_i64)),
+    };
+    declared.filter(|n| *n >= 0).unwrap_or(settings.default_max_tokens)
 }
 
 async fn run<P: Platform>(
     relay: Arc<Relay<P>>,
-    endpoint: Endpoint,
     settings: &RelaySettings,
-    parsed: Parsed,
+    mut parsed: Parsed,
     candidates: Vec<Arc<Channel>>,
     mut draft: UsageDraft<P>,
 ) -> Response {
     let ports = &relay.ports;
     let request_id = draft.request_id.clone();
+    let inbound = parsed.endpoint.inbound();
     let mut exhausted: Vec<Id> = Vec::new();
     let mut current: Option<Arc<Channel>> = None;
     let mut fails_here = 0u32;
@@ -403,7 +423,31 @@ async fn run<P: Platform>(
         draft.key_index = key;
         draft.upstream_model = upstream_model.clone();
         draft.retries = attempts - 1;
-        let req = upstream_request(&ch, key, endpoint.path(), upstream_body(&parsed, &upstream_model));
+        let out = match outgoing(&mut parsed, &ch, &upstream_model) {
+            Ok(o) => o,
+            Err(e) => {
+                // The request cannot be said in this channel's format: a client error, not the channel's.
+                draft.finish(e.status(), None, String::new(), Some(e.message.clone()));
+                return error_response_in(inbound, &e, &request_id);
+            }
+        };
+        let req = match relay.upstream_request(&ch, key, out.op, &upstream_model, out.body.clone(), parsed.gemini_sse).await {
+            Ok(mut r) => {
+                if let Some(ct) = &parsed.content_type {
+                    // A multipart upload keeps its boundary.
+                    r.headers.insert(http::header::CONTENT_TYPE, ct.clone());
+                }
+                r
+            }
+            Err(message) => {
+                let f = Failure::Transport(UpstreamError::Connect(message));
+                tracing::info!(request_id, channel = %ch.spec.name, attempt = attempts, "{}", f.describe());
+                fails_here += 1;
+                relay.record_failure(&ch, key, &f.describe(), true).await;
+                last = Some(f);
+                continue;
+            }
+        };
         let sent = select(Box::pin(ports.upstream.send(req)), Box::pin(ports.clock.sleep(timeout))).await;
         let outcome = match sent {
             Either::Left((r, _)) => r,
@@ -412,7 +456,7 @@ async fn run<P: Platform>(
         let failure = match outcome {
             Ok(resp) if (200..300).contains(&resp.status) => {
                 draft.ttfb_ms = Some((ports.clock.now_us() - draft.started_us) / 1000);
-                match deliver(&relay, &ch, key, &parsed, resp, draft).await {
+                match deliver(&relay, &ch, key, &parsed, &out, resp, draft).await {
                     Ok(response) => return response,
                     Err((d, f)) => {
                         draft = d;
@@ -423,12 +467,12 @@ async fn run<P: Platform>(
             Ok(resp) => {
                 let status = resp.status;
                 let body = read_limited(resp.body, ERROR_BODY_LIMIT).await.unwrap_or_default();
-                let f = Failure::Status(status, body);
+                let f = Failure::Status(status, body, out.wire);
                 if !retry::retryable_status(status) {
                     if retry::key_fault(status) {
                         let _ = relay.record_failure(&ch, key, &f.describe(), false).await;
                     }
-                    let (status, response, described) = f.into_response(attempts, &request_id);
+                    let (status, response, described) = f.into_response(inbound, attempts, &request_id);
                     draft.finish(status, None, String::new(), Some(described));
                     return response;
                 }
@@ -447,7 +491,7 @@ async fn run<P: Platform>(
     }
 
     let (status, response, described) = match last {
-        Some(f) => f.into_response(attempts, &request_id),
+        Some(f) => f.into_response(inbound, attempts, &request_id),
         None => {
             let e = ApiError::new(
                 ErrorKind::NoChannel,
@@ -455,51 +499,57 @@ async fn run<P: Platform>(
                 format!("Every channel for `{}` is resting or failed; try again shortly.", parsed.model),
             );
             let described = e.message.clone();
-            (e.status(), error_response(&e, &request_id), described)
+            (e.status(), error_response_in(inbound, &e, &request_id), described)
         }
     };
     draft.finish(status, None, String::new(), Some(described));
     response
 }
 
-#[derive(Deserialize)]
-struct Answer {
-    usage: Option<UpstreamUsage>,
-    #[serde(default)]
-    choices: Vec<AnswerChoice>,
-}
-
-#[derive(Deserialize)]
-struct AnswerChoice {
-    message: Option<AnswerMessage>,
-    text: Option<String>,
-}
-
-#[derive(Deserialize)]
-struct AnswerMessage {
-    content: Option<String>,
-}
-
-/// Relays a successful upstream answer. A non-streamed body that fails before
-/// it is complete is still retryable (nothing has reached the client yet).
+/// Relays a successful upstream answer, converted to the client's format when
+/// the channel speaks another. A non-streamed body that fails before it is
+/// complete is still retryable (nothing has reached the client yet).
 async fn deliver<P: Platform>(
     relay: &Arc<Relay<P>>,
     ch: &Arc<Channel>,
     key: Option<usize>,
     parsed: &Parsed,
+    out: &Outgoing,
     resp: UpstreamResponse,
     mut draft: UsageDraft<P>,
 ) -> Result<Response, (UsageDraft<P>, Failure)> {
     let content_type = resp.headers.get(http::header::CONTENT_TYPE).cloned();
-    let is_sse =
-        content_type.as_ref().and_then(|v| v.to_str().ok()).is_some_and(|v| v.starts_with("text/event-stream"));
-    if parsed.stream && is_sse {
+    let ct = content_type.as_ref().and_then(|v| v.to_str().ok()).unwrap_or("");
+    let is_stream = ct.starts_with("text/event-stream")
+        || ct.starts_with("application/vnd.amazon.eventstream")
+        || (out.wire == Wire::Gemini && parsed.stream);
+    let inbound = parsed.endpoint.inbound();
+    if parsed.stream && is_stream && parsed.endpoint.generates_text() {
         relay.record_success(ch.id, key).await;
         let request_id = draft.request_id.clone();
-        let body = stream::relay_stream(relay.clone(), resp.body, draft, parsed.include_usage);
+        let mode = match (out.passthrough, out.wire) {
+            (true, Wire::OpenAi) => stream::Mode::OpenAi { include_usage: parsed.include_usage },
+            (true, _) => stream::Mode::Bytes { inbound, sse: parsed.gemini_sse },
+            (false, _) => stream::Mode::Convert(StreamEncoder::new(
+                inbound,
+                &parsed.model,
+                relay.ports.clock.now_ms() / 1000,
+                parsed.include_usage,
+                parsed.gemini_sse,
+            )),
+        };
+        // Gemini without alt=sse answers a JSON array (passthrough keeps the client's framing).
+        let json_array = out.wire == Wire::Gemini && !parsed.gemini_sse && out.passthrough;
+        let decoder = StreamDecoder::new(out.wire, json_array);
+        let body = stream::relay_stream(relay.clone(), resp.body, draft, decoder, mode);
         let mut response = Response::new(Body::from_stream(body));
         let h = response.headers_mut();
-        h.insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("text/event-stream; charset=utf-8"));
+        let framing = if inbound == Inbound::Gemini && !parsed.gemini_sse {
+            "application/json; charset=utf-8"
+        } else {
+            "text/event-stream; charset=utf-8"
+        };
+        h.insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static(framing));
         h.insert(http::header::CACHE_CONTROL, http::HeaderValue::from_static("no-cache"));
         h.insert("x-accel-buffering", http::HeaderValue::from_static("no"));
         set_request_id(&mut response, &request_id);
@@ -510,22 +560,70 @@ async fn deliver<P: Platform>(
         Err(e) => return Err((draft, Failure::Transport(e))),
     };
     relay.record_success(ch.id, key).await;
-    let (usage, text) = match serde_json::from_slice::<Answer>(&bytes) {
-        Ok(a) => {
-            let text: String = a
-                .choices
-                .iter()
-                .filter_map(|c| c.message.as_ref().and_then(|m| m.content.clone()).or_else(|| c.text.clone()))
-                .collect();
-            (a.usage, text)
-        }
-        Err(_) => (None, String::new()),
-    };
     let request_id = draft.request_id.clone();
-    draft.finish(resp.status, usage, text, None);
-    let mut response = json_response(resp.status, bytes, &request_id);
-    if let Some(ct) = content_type {
-        response.headers_mut().insert(http::header::CONTENT_TYPE, ct);
+    let value = serde_json::from_slice::<Value>(&bytes).ok();
+    if !parsed.endpoint.generates_text() || out.op == Op::OpenAiPath("/completions") {
+        // Relayed as it came (embeddings, images, audio…), converted only for Gemini embedding callers.
+        let usage = value.as_ref().and_then(|v| v.get("usage")).and_then(openai::parse_usage);
+        let text = value.as_ref().map(completion_text).unwrap_or_default();
+        draft.finish(resp.status, usage, text, None);
+        if let (Endpoint::GeminiEmbed { batch }, false) = (parsed.endpoint, out.passthrough) {
+            let body = gemini_embeddings(value.as_ref(), batch);
+            return Ok(json_response(200, body.to_string().into(), &request_id));
+        }
+        let mut response = json_response(resp.status, bytes, &request_id);
+        if let Some(ct) = content_type {
+            response.headers_mut().insert(http::header::CONTENT_TYPE, ct);
+        }
+        return Ok(response);
     }
-    Ok(response)
+    let answer = value.as_ref().map(|v| wire::parse_response(out.wire, v)).unwrap_or_default();
+    draft.finish(resp.status, answer.usage, answer_text(&answer), None);
+    if out.passthrough {
+        let mut response = json_response(resp.status, bytes, &request_id);
+        if let Some(ct) = content_type {
+            response.headers_mut().insert(http::header::CONTENT_TYPE, ct);
+        }
+        return Ok(response);
+    }
+    let body = wire::render_response(inbound, &answer, &parsed.model, relay.ports.clock.now_ms() / 1000);
+    Ok(json_response(200, body.to_string().into(), &request_id))
+}
+
+/// Everything generated, for counting when the upstream reported no usage.
+fn answer_text(a: &ChatResponse) -> String {
+    a.parts
+        .iter()
+        .map(|p| match p {
+            Part::Text(t) | Part::Thinking { text: t, .. } => t.as_str(),
+            Part::ToolCall { arguments, .. } => arguments.as_str(),
+            _ => "",
+        })
+        .collect()
+}
+
+/// Text of an OpenAI completions answer.
+fn completion_text(v: &Value) -> String {
+    v.get("choices")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|c| c.get("text").and_then(Value::as_str))
+        .collect()
+}
+
+/// An OpenAI embeddings answer as Gemini's `embedContent` / `batchEmbedContents` answer.
+fn gemini_embeddings(v: Option<&Value>, batch: bool) -> Value {
+    let vectors: Vec<Value> = v
+        .and_then(|v| v.get("data"))
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .map(|d| serde_json::json!({ "values": d.get("embedding").cloned().unwrap_or(Value::Null) }))
+        .collect();
+    if batch {
+        serde_json::json!({ "embeddings": vectors })
+    } else {
+        serde_json::json!({ "embedding": vectors.into_iter().next().unwrap_or(Value::Null) })
+    }
 }

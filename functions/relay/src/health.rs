@@ -3,13 +3,15 @@
 
 use std::time::Duration;
 
-use bytes::Bytes;
 use futures_util::StreamExt;
 use oblivious_core::model::{Channel, ChannelStatus, Id};
-use oblivious_ports::{Clock, Hot, Platform, Store, StoreError, Upstream, UpstreamRequest};
+use oblivious_core::wire::canon::{ChatRequest, Message, Part, Role};
+use oblivious_core::wire::{self, Wire};
+use oblivious_ports::{Clock, Hot, Platform, Store, StoreError, Upstream};
 use serde::Serialize;
 use serde_json::json;
 
+use crate::upstream::{self, Op};
 use crate::Relay;
 
 fn key_failures(ch: Id, key: usize) -> String {
@@ -20,22 +22,6 @@ fn key_rest(ch: Id, key: usize) -> String {
 }
 fn channel_failures(ch: Id) -> String {
     format!("cf:{ch}")
-}
-
-/// The HTTP request for `path` (e.g. `/chat/completions`) on a channel's key.
-pub(crate) fn upstream_request(channel: &Channel, key: Option<usize>, path: &str, body: Bytes) -> UpstreamRequest {
-    let mut headers = http::HeaderMap::new();
-    headers.insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/json"));
-    headers.insert(
-        http::header::USER_AGENT,
-        http::HeaderValue::from_static(concat!("oblivious/", env!("CARGO_PKG_VERSION"))),
-    );
-    if let Some(k) = key.and_then(|i| channel.spec.keys.get(i)) {
-        if let Ok(v) = http::HeaderValue::from_str(&format!("Bearer {k}")) {
-            headers.insert(http::header::AUTHORIZATION, v);
-        }
-    }
-    UpstreamRequest { method: http::Method::POST, url: format!("{}{path}", channel.spec.base_url), headers, body }
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -146,19 +132,28 @@ impl<P: Platform> Relay<P> {
             .map(|m| ch.upstream_model(m).to_string())
             .or_else(|| ch.spec.model_mapping.values().next().cloned())
             .unwrap_or_default();
-        let (path, body) = if model.contains("embedding") {
-            ("/embeddings", json!({ "model": model, "input": "ping" }))
+        let wire = ch.spec.kind.info().wire;
+        let (op, body) = if model.contains("embedding") && wire == Wire::OpenAi {
+            (Op::OpenAiPath("/embeddings"), json!({ "model": model, "input": "ping" }))
         } else {
-            (
-                "/chat/completions",
-                json!({ "model": model, "messages": [{ "role": "user", "content": "ping" }], "max_tokens": 1 }),
-            )
+            let ping = ChatRequest {
+                model: model.clone(),
+                messages: vec![Message { role: Role::User, parts: vec![Part::Text("ping".into())] }],
+                max_tokens: Some(1),
+                ..ChatRequest::default()
+            };
+            (Op::Chat { stream: false }, wire::build_request(wire, &ping, &model, false).unwrap_or_default())
         };
         let usable = self.usable_keys(ch).await;
         let key = usable.iter().position(|u| *u).or(if ch.spec.keys.is_empty() { None } else { Some(0) });
-        let req = upstream_request(ch, key, path, body.to_string().into());
         let clock = &self.ports.clock;
         let started = clock.now_us();
+        let req = match self.upstream_request(ch, key, op, &model, body.to_string().into(), false).await {
+            Ok(r) => r,
+            Err(message) => {
+                return ProbeResult { ok: false, status: None, latency_ms: 0, model, message };
+            }
+        };
         let timeout = Duration::from_millis(self.settings().upstream_timeout_ms);
         let send = Box::pin(self.ports.upstream.send(req));
         let (status, message) = match futures_util::future::select(send, Box::pin(clock.sleep(timeout))).await {
@@ -184,6 +179,38 @@ impl<P: Platform> Relay<P> {
             model,
             message: if ok { "ok".into() } else { message },
         }
+    }
+
+    /// The models the channel's upstream offers, from its own listing endpoint.
+    pub async fn upstream_models(&self, ch: &Channel) -> Result<Vec<String>, String> {
+        let Some(url) = upstream::models_url(ch) else {
+            return Ok(ch.spec.models.clone());
+        };
+        let key = if ch.spec.keys.is_empty() { None } else { Some(0) };
+        let mut req = self.upstream_request(ch, key, Op::Chat { stream: false }, "", Default::default(), false).await?;
+        req.method = http::Method::GET;
+        req.url = url;
+        req.headers.remove(http::header::CONTENT_TYPE);
+        let timeout = Duration::from_millis(self.settings().upstream_timeout_ms);
+        let send = Box::pin(self.ports.upstream.send(req));
+        let resp = match futures_util::future::select(send, Box::pin(self.ports.clock.sleep(timeout))).await {
+            futures_util::future::Either::Left((r, _)) => r.map_err(|e| e.to_string())?,
+            futures_util::future::Either::Right(_) => return Err("timed out".into()),
+        };
+        let status = resp.status;
+        let mut body = resp.body;
+        let mut bytes = Vec::new();
+        while let Some(chunk) = body.next().await {
+            bytes.extend_from_slice(&chunk.map_err(|e| e.to_string())?);
+            if bytes.len() > 8 << 20 {
+                return Err("model list larger than 8 MiB".into());
+            }
+        }
+        if !(200..300).contains(&status) {
+            return Err(format!("upstream answered {status}: {}", String::from_utf8_lossy(&bytes[..bytes.len().min(300)])));
+        }
+        let v: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| format!("unreadable model list: {e}"))?;
+        Ok(upstream::model_ids(&v))
     }
 
     /// Probes a channel; a pass re-enables an auto-disabled channel.

@@ -1,17 +1,22 @@
-//! The relay function: `/v1/chat/completions`, `/v1/completions`,
-//! `/v1/embeddings` and `/v1/models`, as an axum router over the ports.
+//! The relay function: OpenAI-, Anthropic- and Gemini-shaped endpoints as an
+//! axum router over the ports.
 //!
 //! Pipeline per request: authenticate → read and parse the body → authorize
-//! (token state, IP, model) → pick a channel → call upstream with retries and
-//! failover → relay the answer (streamed event by event) → publish a usage event.
+//! (token state, IP, model) → pick a channel → convert to its wire format →
+//! call upstream with retries and failover → relay the answer (streamed event
+//! by event, converted back) → publish a usage event.
 
 mod attempt;
 mod auth;
+mod credentials;
 pub mod health;
+mod inbound;
 mod limits;
 mod respond;
 mod snapshot;
 mod stream;
+mod tokens;
+mod upstream;
 mod usage;
 
 use std::net::IpAddr;
@@ -24,32 +29,19 @@ use axum::Router;
 use oblivious_core::config::RelaySettings;
 use oblivious_core::model::{Channel, ChannelStatus};
 use oblivious_core::ratelimit::RateLimits;
-use oblivious_ports::{Platform, Ports, StoreError};
+use oblivious_core::wire::Inbound;
+use oblivious_ports::{Ids, Platform, Ports, StoreError};
 
 pub use auth::Principal;
-pub use respond::{error_response, json_response, REQUEST_ID};
+use inbound::GeminiCall;
+pub use respond::{error_response, error_response_in, json_response, REQUEST_ID};
 pub use snapshot::Snapshot;
 
 /// The caller's address, inserted into request extensions by the runtime shell.
 #[derive(Clone, Copy, Debug)]
 pub struct ClientIp(pub IpAddr);
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Endpoint {
-    ChatCompletions,
-    Completions,
-    Embeddings,
-}
-
-impl Endpoint {
-    pub fn path(self) -> &'static str {
-        match self {
-            Endpoint::ChatCompletions => "/chat/completions",
-            Endpoint::Completions => "/completions",
-            Endpoint::Embeddings => "/embeddings",
-        }
-    }
-}
+pub use inbound::Endpoint;
 
 /// Shared state of the relay: ports, settings, and caches of store data.
 pub struct Relay<P: Platform> {
@@ -58,6 +50,7 @@ pub struct Relay<P: Platform> {
     rate_limits: RwLock<Arc<RateLimits>>,
     snapshot: RwLock<Arc<Snapshot>>,
     auth: auth::AuthCache,
+    tokens: credentials::TokenCache,
 }
 
 impl<P: Platform> Relay<P> {
@@ -69,6 +62,7 @@ impl<P: Platform> Relay<P> {
             rate_limits: RwLock::new(Arc::new(RateLimits::default())),
             snapshot: RwLock::new(Arc::new(Snapshot::default())),
             auth: auth::AuthCache::default(),
+            tokens: credentials::TokenCache::default(),
         });
         relay.refresh(true).await?;
         Ok(relay)
@@ -124,30 +118,83 @@ impl<P: Platform> Relay<P> {
 
 pub fn router<P: Platform>(relay: Arc<Relay<P>>) -> Router {
     Router::new()
-        .route("/v1/chat/completions", post(chat::<P>))
-        .route("/v1/completions", post(completions::<P>))
-        .route("/v1/embeddings", post(embeddings::<P>))
+        .route("/v1/chat/completions", post(openai::<P>))
+        .route("/v1/completions", post(openai::<P>))
+        .route("/v1/embeddings", post(openai::<P>))
+        .route("/v1/responses", post(openai::<P>))
+        .route("/v1/images/generations", post(openai::<P>))
+        .route("/v1/audio/speech", post(openai::<P>))
+        .route("/v1/audio/transcriptions", post(openai::<P>))
+        .route("/v1/moderations", post(openai::<P>))
+        .route("/v1/rerank", post(openai::<P>))
+        .route("/v1/messages", post(messages::<P>))
+        .route("/v1/messages/count_tokens", post(anthropic_count::<P>))
         .route("/v1/models", get(list_models::<P>))
-        .route("/v1/models/{*id}", get(get_model::<P>))
+        .route("/v1/models/{*id}", get(get_model::<P>).post(gemini::<P>))
+        .route("/v1beta/models", get(gemini_models::<P>))
+        .route("/v1beta/models/{*id}", get(gemini_model::<P>).post(gemini::<P>))
         .with_state(relay)
 }
 
-async fn chat<P: Platform>(State(r): State<Arc<Relay<P>>>, req: Request) -> Response {
-    attempt::handle(r, Endpoint::ChatCompletions, req).await
+async fn openai<P: Platform>(State(r): State<Arc<Relay<P>>>, req: Request) -> Response {
+    let endpoint = match req.uri().path() {
+        "/v1/chat/completions" => Endpoint::Chat(Inbound::OpenAi),
+        "/v1/completions" => Endpoint::Completions,
+        "/v1/embeddings" => Endpoint::Embeddings,
+        "/v1/responses" => Endpoint::Responses,
+        "/v1/images/generations" => Endpoint::Images,
+        "/v1/audio/speech" => Endpoint::Speech,
+        "/v1/audio/transcriptions" => Endpoint::Transcriptions,
+        "/v1/moderations" => Endpoint::Moderations,
+        _ => Endpoint::Rerank,
+    };
+    attempt::handle(r, endpoint, None, req).await
 }
 
-async fn completions<P: Platform>(State(r): State<Arc<Relay<P>>>, req: Request) -> Response {
-    attempt::handle(r, Endpoint::Completions, req).await
+async fn messages<P: Platform>(State(r): State<Arc<Relay<P>>>, req: Request) -> Response {
+    attempt::handle(r, Endpoint::Chat(Inbound::Anthropic), None, req).await
 }
 
-async fn embeddings<P: Platform>(State(r): State<Arc<Relay<P>>>, req: Request) -> Response {
-    attempt::handle(r, Endpoint::Embeddings, req).await
+async fn anthropic_count<P: Platform>(State(r): State<Arc<Relay<P>>>, req: Request) -> Response {
+    tokens::count(r, Inbound::Anthropic, None, req).await
+}
+
+/// `POST /v1beta/models/{model}:{method}` (and the same under `/v1/models/`).
+async fn gemini<P: Platform>(State(r): State<Arc<Relay<P>>>, Path(id): Path<String>, req: Request) -> Response {
+    let sse = req.uri().query().is_some_and(|q| q.split('&').any(|p| p == "alt=sse"));
+    let (model, method) = id.rsplit_once(':').unwrap_or((id.as_str(), ""));
+    let call = GeminiCall { model: model.to_string(), stream: method == "streamGenerateContent", sse };
+    let endpoint = match method {
+        "generateContent" | "streamGenerateContent" => Endpoint::Chat(Inbound::Gemini),
+        "embedContent" => Endpoint::GeminiEmbed { batch: false },
+        "batchEmbedContents" => Endpoint::GeminiEmbed { batch: true },
+        "countTokens" => return tokens::count(r, Inbound::Gemini, Some(call), req).await,
+        other => {
+            let e = oblivious_core::ApiError::not_found(
+                "unknown_method",
+                format!("Method `{other}` is not served here (generateContent, streamGenerateContent, countTokens, embedContent, batchEmbedContents)."),
+            );
+            return respond::error_response_in(Inbound::Gemini, &e, &r.ports.ids.request_id());
+        }
+    };
+    attempt::handle(r, endpoint, Some(call), req).await
 }
 
 async fn list_models<P: Platform>(State(r): State<Arc<Relay<P>>>, req: Request) -> Response {
-    snapshot::list_models(r, req, None).await
+    let style = if req.headers().contains_key("anthropic-version") { Inbound::Anthropic } else { Inbound::OpenAi };
+    snapshot::list_models(r, req, None, style).await
 }
 
 async fn get_model<P: Platform>(State(r): State<Arc<Relay<P>>>, Path(id): Path<String>, req: Request) -> Response {
-    snapshot::list_models(r, req, Some(id)).await
+    let style = if req.headers().contains_key("anthropic-version") { Inbound::Anthropic } else { Inbound::OpenAi };
+    snapshot::list_models(r, req, Some(id), style).await
+}
+
+async fn gemini_models<P: Platform>(State(r): State<Arc<Relay<P>>>, req: Request) -> Response {
+    snapshot::list_models(r, req, None, Inbound::Gemini).await
+}
+
+async fn gemini_model<P: Platform>(State(r): State<Arc<Relay<P>>>, Path(id): Path<String>, req: Request) -> Response {
+    let id = id.trim_start_matches("models/").to_string();
+    snapshot::list_models(r, req, Some(id), Inbound::Gemini).await
 }

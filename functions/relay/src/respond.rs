@@ -4,12 +4,18 @@ use axum::body::Body;
 use axum::response::Response;
 use bytes::Bytes;
 use http::{HeaderValue, StatusCode};
+use oblivious_core::wire::{self, Inbound};
 use oblivious_core::{ApiError, ErrorKind};
 
 pub const REQUEST_ID: &str = "x-request-id";
 
 pub fn error_response(err: &ApiError, request_id: &str) -> Response {
     json_response(err.status(), err.openai_body().into(), request_id)
+}
+
+/// An error in the caller's own wire format.
+pub fn error_response_in(inbound: Inbound, err: &ApiError, request_id: &str) -> Response {
+    json_response(err.status(), wire::error_body(inbound, err).to_string().into(), request_id)
 }
 
 pub fn json_response(status: u16, body: Bytes, request_id: &str) -> Response {

@@ -8,11 +8,12 @@ use axum::extract::Request;
 use axum::response::Response;
 use oblivious_core::config::DEFAULT_GROUP;
 use oblivious_core::model::{Channel, ChannelStatus, Group, Price};
+use oblivious_core::wire::Inbound;
 use oblivious_core::{pattern, ApiError};
 use oblivious_ports::{Clock, Ids, Platform, Store, StoreError};
 use serde_json::json;
 
-use crate::respond::{error_response, json_response};
+use crate::respond::{error_response_in, json_response};
 use crate::Relay;
 
 #[derive(Default)]
@@ -111,17 +112,32 @@ impl Snapshot {
     }
 }
 
-fn model_object(id: &str) -> serde_json::Value {
-    json!({ "id": id, "object": "model", "created": 0, "owned_by": "oblivious" })
+fn model_object(id: &str, style: Inbound) -> serde_json::Value {
+    match style {
+        Inbound::OpenAi => json!({ "id": id, "object": "model", "created": 0, "owned_by": "oblivious" }),
+        Inbound::Anthropic => {
+            json!({ "type": "model", "id": id, "display_name": id, "created_at": "1970-01-01T00:00:00Z" })
+        }
+        Inbound::Gemini => json!({
+            "name": format!("models/{id}"),
+            "displayName": id,
+            "supportedGenerationMethods": ["generateContent", "streamGenerateContent", "countTokens", "embedContent"],
+        }),
+    }
 }
 
-/// `GET /v1/models` (or one model with `id`): what this key may use.
-pub(crate) async fn list_models<P: Platform>(relay: Arc<Relay<P>>, req: Request, id: Option<String>) -> Response {
+/// The models list (or one model with `id`) in the caller's format: what this key may use.
+pub(crate) async fn list_models<P: Platform>(
+    relay: Arc<Relay<P>>,
+    req: Request,
+    id: Option<String>,
+    style: Inbound,
+) -> Response {
     let request_id = relay.ports.ids.request_id();
     let (parts, _) = req.into_parts();
     let principal = match relay.authenticate(&parts).await {
         Ok(p) => p,
-        Err(e) => return error_response(&e, &request_id),
+        Err(e) => return error_response_in(style, &e, &request_id),
     };
     // Only what the key may use: its group's channels, its allowlist, and a price in force.
     let snapshot = relay.snapshot();
@@ -130,16 +146,24 @@ pub(crate) async fn list_models<P: Platform>(relay: Arc<Relay<P>>, req: Request,
     models.retain(|m| snapshot.price_for(m, now).is_some());
     let body = match id {
         None => {
-            json!({ "object": "list", "data": models.iter().map(|m| model_object(m)).collect::<Vec<_>>() })
+            let data: Vec<_> = models.iter().map(|m| model_object(m, style)).collect();
+            match style {
+                Inbound::OpenAi => json!({ "object": "list", "data": data }),
+                Inbound::Anthropic => json!({
+                    "data": data, "has_more": false,
+                    "first_id": models.first(), "last_id": models.last(),
+                }),
+                Inbound::Gemini => json!({ "models": data }),
+            }
         }
-        Some(id) if models.contains(&id) => model_object(&id),
+        Some(id) if models.contains(&id) => model_object(&id, style),
         Some(id) => {
             let e = ApiError::not_found(
                 "model_not_found",
                 format!("The model `{id}` does not exist or you do not have access to it."),
             )
             .with_param("model");
-            return error_response(&e, &request_id);
+            return error_response_in(style, &e, &request_id);
         }
     };
     json_response(200, body.to_string().into(), &request_id)

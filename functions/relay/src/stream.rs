@@ -1,8 +1,8 @@
-//! Relays an upstream SSE stream event by event: no buffering beyond one
-//! upstream chunk, keep-alive comments while the upstream is silent, the usage
-//! chunk kept back unless the client asked for it, an error event in OpenAI's
-//! shape when the upstream fails mid-stream, and a usage record however the
-//! stream ends (including the client hanging up, which drops the upstream call).
+//! Relays an upstream stream event by event: no buffering beyond one upstream
+//! chunk, keep-alive comments while the upstream is silent, and a usage record
+//! however the stream ends (including the client hanging up, which drops the
+//! upstream call). Every upstream unit is decoded into canonical events (for
+//! usage and the text delivered); what the client gets depends on the [`Mode`].
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,55 +10,33 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures_util::future::{select, Either};
 use futures_util::{Stream, StreamExt};
-use oblivious_core::sse::{encode_data, SseDecoder, SseEvent};
-use oblivious_core::{ApiError, ErrorKind};
+use oblivious_core::sse::encode_data;
+use oblivious_core::wire::canon::{Event, Usage};
+use oblivious_core::wire::{self, Inbound, StreamDecoder, StreamEncoder};
 use oblivious_ports::{ByteStream, Clock, Platform};
-use serde::Deserialize;
-use serde_json::Value;
 
-use crate::usage::{UpstreamUsage, UsageDraft};
+use crate::usage::UsageDraft;
 use crate::Relay;
 
 const KEEPALIVE: &[u8] = b": keep-alive\n\n";
 
-#[derive(Deserialize)]
-struct Chunk {
-    #[serde(default)]
-    choices: Vec<ChunkChoice>,
-    usage: Option<UpstreamUsage>,
-    error: Option<Value>,
-}
-
-#[derive(Deserialize)]
-struct ChunkChoice {
-    delta: Option<Delta>,
-    text: Option<String>,
-}
-
-#[derive(Deserialize)]
-struct Delta {
-    content: Option<String>,
-    reasoning_content: Option<String>,
-    #[serde(default)]
-    tool_calls: Vec<ToolCallDelta>,
-}
-
-#[derive(Deserialize)]
-struct ToolCallDelta {
-    function: Option<FunctionDelta>,
-}
-
-#[derive(Deserialize)]
-struct FunctionDelta {
-    arguments: Option<String>,
+pub(crate) enum Mode {
+    /// OpenAI to OpenAI: each event as it came, except the usage chunk we
+    /// asked for and the client did not.
+    OpenAi { include_usage: bool },
+    /// Same format (Anthropic, Gemini): the upstream's bytes as they came.
+    Bytes { inbound: Inbound, sse: bool },
+    /// Another format: events re-encoded for the client.
+    Convert(StreamEncoder),
 }
 
 struct StreamState<P: Platform> {
     relay: Arc<Relay<P>>,
     upstream: ByteStream,
-    decoder: SseDecoder,
-    include_usage: bool,
-    usage: Option<UpstreamUsage>,
+    decoder: StreamDecoder,
+    mode: Mode,
+    events: Vec<Event>,
+    usage: Option<Usage>,
     /// Everything the client received as completion text, for counting.
     text: String,
     /// Publishes once: at the end, or when dropped early.
@@ -72,14 +50,16 @@ pub(crate) fn relay_stream<P: Platform>(
     relay: Arc<Relay<P>>,
     upstream: ByteStream,
     draft: UsageDraft<P>,
-    include_usage: bool,
+    decoder: StreamDecoder,
+    mode: Mode,
 ) -> impl Stream<Item = Result<Bytes, std::io::Error>> + Send + 'static {
     let keepalive = Duration::from_millis(relay.settings().keepalive_interval_ms);
     let state = StreamState {
         relay,
         upstream,
-        decoder: SseDecoder::new(),
-        include_usage,
+        decoder,
+        mode,
+        events: Vec::new(),
         usage: None,
         text: String::new(),
         draft,
@@ -97,9 +77,7 @@ impl<P: Platform> StreamState<P> {
         }
         loop {
             let mut out = Vec::new();
-            while let Some(ev) = self.decoder.next_event() {
-                self.forward(ev, &mut out);
-            }
+            self.drain_units(&mut out);
             if !out.is_empty() {
                 return Some(out.into());
             }
@@ -109,21 +87,26 @@ impl<P: Platform> StreamState<P> {
                 Either::Right(_) => None,
             };
             match step {
-                Some(Some(Ok(chunk))) => self.decoder.push(&chunk),
+                Some(Some(Ok(chunk))) => {
+                    self.decoder.push(&chunk);
+                    if matches!(self.mode, Mode::Bytes { .. }) {
+                        // Forward as received; the decoder only watches.
+                        self.drain_units(&mut Vec::new());
+                        return Some(chunk);
+                    }
+                }
                 Some(Some(Err(e))) => {
-                    let err = ApiError::new(
-                        ErrorKind::UpstreamFailed,
-                        "upstream_stream_failed",
-                        format!("The upstream stream failed: {e}"),
-                    );
-                    encode_data(&mut out, &err.openai_body());
-                    self.error = Some(err.message);
-                    self.end(502);
+                    let message = format!("The upstream stream failed: {e}");
+                    self.fail(message, &mut out);
                     return Some(out.into());
                 }
                 Some(None) => {
-                    if let Some(ev) = self.decoder.finish() {
-                        self.forward(ev, &mut out);
+                    if let Some(unit) = self.decoder.finish(&mut self.events) {
+                        self.emit(unit, &mut out);
+                    }
+                    self.take_events(&mut out);
+                    if let Mode::Convert(enc) = &mut self.mode {
+                        enc.finish(&mut out, self.error.is_some());
                     }
                     let status = if self.error.is_some() { 502 } else { 200 };
                     self.end(status);
@@ -134,42 +117,57 @@ impl<P: Platform> StreamState<P> {
         }
     }
 
-    /// Appends the event for the client (unless it is a usage chunk it did not ask for).
-    fn forward(&mut self, ev: SseEvent, out: &mut Vec<u8>) {
-        if ev.data != "[DONE]" {
-            if let Ok(chunk) = serde_json::from_str::<Chunk>(&ev.data) {
-                for c in &chunk.choices {
-                    if let Some(t) = &c.text {
-                        self.text.push_str(t);
-                    }
-                    if let Some(d) = &c.delta {
-                        for t in [&d.content, &d.reasoning_content].into_iter().flatten() {
-                            self.text.push_str(t);
-                        }
-                        for call in &d.tool_calls {
-                            if let Some(a) = call.function.as_ref().and_then(|f| f.arguments.as_ref()) {
-                                self.text.push_str(a);
-                            }
-                        }
-                    }
+    fn drain_units(&mut self, out: &mut Vec<u8>) {
+        while let Some(unit) = self.decoder.next_unit(&mut self.events) {
+            self.emit(unit, out);
+        }
+    }
+
+    /// Watches the events of one unit and writes what the client should get.
+    fn emit(&mut self, unit: oblivious_core::wire::frame::Unit, out: &mut Vec<u8>) {
+        let usage_only = !self.events.is_empty()
+            && self.events.iter().all(|e| matches!(e, Event::Usage(_) | Event::Start { .. }))
+            && self.events.iter().any(|e| matches!(e, Event::Usage(_)));
+        if let Mode::OpenAi { include_usage } = self.mode {
+            if !(usage_only && !include_usage) {
+                if let Some(name) = &unit.event {
+                    out.extend_from_slice(b"event: ");
+                    out.extend_from_slice(name.as_bytes());
+                    out.push(b'\n');
                 }
-                if let Some(e) = &chunk.error {
-                    self.error = Some(e.get("message").and_then(Value::as_str).unwrap_or("upstream error").to_string());
-                }
-                if chunk.usage.is_some() {
-                    self.usage = chunk.usage;
-                    if chunk.choices.is_empty() && !self.include_usage {
-                        return;
-                    }
-                }
+                encode_data(out, &unit.data);
             }
         }
-        if let Some(name) = &ev.event {
-            out.extend_from_slice(b"event: ");
-            out.extend_from_slice(name.as_bytes());
-            out.push(b'\n');
+        self.take_events(out);
+    }
+
+    fn take_events(&mut self, out: &mut Vec<u8>) {
+        for ev in std::mem::take(&mut self.events) {
+            match &ev {
+                Event::Text(t) | Event::Thinking(t) => self.text.push_str(t),
+                Event::ToolCallArgs { delta, .. } => self.text.push_str(delta),
+                Event::Usage(u) => self.usage = Some(*u),
+                Event::Error { message } => self.error = Some(message.clone()),
+                _ => {}
+            }
+            if let Mode::Convert(enc) = &mut self.mode {
+                enc.event(&ev, out);
+            }
         }
-        encode_data(out, &ev.data);
+    }
+
+    /// The upstream connection broke: an error in the client's format, then the end.
+    fn fail(&mut self, message: String, out: &mut Vec<u8>) {
+        match &mut self.mode {
+            Mode::Convert(enc) => {
+                enc.event(&Event::Error { message: message.clone() }, out);
+                enc.finish(out, true);
+            }
+            Mode::Bytes { inbound, sse } => wire::stream_error(*inbound, *sse, &message, out),
+            Mode::OpenAi { .. } => wire::stream_error(Inbound::OpenAi, true, &message, out),
+        }
+        self.error = Some(message);
+        self.end(502);
     }
 
     fn end(&mut self, status: u16) {

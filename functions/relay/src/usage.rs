@@ -10,31 +10,12 @@ use oblivious_core::count;
 use oblivious_core::job::Job;
 use oblivious_core::model::{Id, Price, UsageRecord};
 use oblivious_core::pricing::{self, Usage};
+use oblivious_core::wire::canon;
 use oblivious_ports::{Clock, Platform, Queue, Tasks};
-use serde::Deserialize;
 use serde_json::Value;
 
 use crate::limits::Admission;
 use crate::{Endpoint, Principal, Relay};
-
-/// Usage as OpenAI-compatible upstreams report it.
-#[derive(Clone, Copy, Debug, Default, Deserialize)]
-pub(crate) struct UpstreamUsage {
-    #[serde(default)]
-    pub prompt_tokens: i64,
-    #[serde(default)]
-    pub completion_tokens: i64,
-    #[serde(default)]
-    pub total_tokens: i64,
-    #[serde(default)]
-    pub prompt_tokens_details: Option<PromptDetails>,
-}
-
-#[derive(Clone, Copy, Debug, Default, Deserialize)]
-pub(crate) struct PromptDetails {
-    #[serde(default)]
-    pub cached_tokens: Option<i64>,
-}
 
 pub(crate) struct UsageDraft<P: Platform> {
     pub relay: Arc<Relay<P>>,
@@ -95,7 +76,7 @@ impl<P: Platform> UsageDraft<P> {
     pub(crate) fn finish(
         &mut self,
         status: u16,
-        reported: Option<UpstreamUsage>,
+        reported: Option<canon::Usage>,
         completion_text: String,
         error: Option<String>,
     ) {
@@ -113,7 +94,7 @@ impl<P: Platform> UsageDraft<P> {
         let mut record = UsageRecord {
             request_id: std::mem::take(&mut self.request_id),
             created_at: self.started_us / 1000,
-            endpoint: format!("/v1{}", endpoint.path()),
+            endpoint: endpoint.path().to_string(),
             user_id: self.principal.user.id,
             token_id: self.principal.token.id,
             channel_id: self.channel_id,
@@ -134,15 +115,12 @@ impl<P: Platform> UsageDraft<P> {
         relay.ports.tasks.spawn(async move {
             let model = record.upstream_model.as_str();
             let (prompt, completion, cached, estimated) = match reported {
-                Some(u) => {
-                    let cached = u.prompt_tokens_details.and_then(|d| d.cached_tokens).unwrap_or(0);
-                    (u.prompt_tokens, u.completion_tokens, cached, false)
-                }
+                Some(u) => (u.input, u.output, u.cached, false),
                 None if delivered => {
                     let prompt = match endpoint {
-                        Endpoint::ChatCompletions => count::count_chat_prompt(model, &body),
+                        Endpoint::Chat(_) => count::count_chat_prompt(model, &body),
                         Endpoint::Completions => count::count_input(model, body.get("prompt")),
-                        Endpoint::Embeddings => count::count_input(model, body.get("input")),
+                        _ => count::count_input(model, body.get("input")),
                     };
                     (prompt, count::count_text(model, &completion_text), 0, true)
                 }
@@ -152,7 +130,7 @@ impl<P: Platform> UsageDraft<P> {
             record.completion_tokens = completion;
             record.cached_tokens = cached;
             record.usage_estimated = estimated;
-            record.total_tokens = reported.map(|u| u.total_tokens).filter(|t| *t > 0).unwrap_or(prompt + completion);
+            record.total_tokens = prompt + completion;
             let used = Usage {
                 prompt_tokens: prompt,
                 cached_tokens: cached,

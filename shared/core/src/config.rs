@@ -193,6 +193,7 @@ struct RawChannel {
     name: String,
     #[serde(rename = "type")]
     kind: String,
+    #[serde(default)]
     base_url: String,
     #[serde(default)]
     keys: Vec<String>,
@@ -207,6 +208,9 @@ struct RawChannel {
     group: Option<OneOrMany>,
     #[serde(default)]
     key_selection: Option<String>,
+    api_version: Option<String>,
+    region: Option<String>,
+    project: Option<String>,
 }
 
 fn one() -> i64 {
@@ -288,7 +292,7 @@ pub fn parse(file: &str, text: &str, env: impl Fn(&str) -> Option<String>) -> Re
             return Err(err(at("name"), format!("`{}` is declared twice", c.name)));
         }
         let kind = ChannelType::parse(&c.kind)
-            .ok_or_else(|| err(at("type"), format!("unknown channel type `{}` (known: openai)", c.kind)))?;
+            .ok_or_else(|| err(at("type"), format!("unknown channel type `{}` (known: {})", c.kind, ChannelType::names())))?;
         let base_url = expand(&c.base_url, &env).map_err(|m| err(at("base_url"), m))?;
         let base_url = base_url.trim_end_matches('/').to_string();
         let mut keys = vec![];
@@ -326,6 +330,9 @@ pub fn parse(file: &str, text: &str, env: impl Fn(&str) -> Option<String>) -> Re
             priority: c.priority,
             groups,
             key_selection,
+            api_version: c.api_version.clone(),
+            region: c.region.clone(),
+            project: c.project.clone(),
         };
         spec.check().map_err(|(field, message)| err(at(field), message))?;
         channels.push(spec);

@@ -12,9 +12,11 @@ pub mod job;
 pub mod model;
 pub mod pattern;
 pub mod pricing;
+pub mod provider;
 pub mod ratelimit;
 pub mod retry;
 pub mod select;
 pub mod sse;
+pub mod wire;
 
 pub use error::{ApiError, ErrorKind};

@@ -118,26 +118,7 @@ impl Token {
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ChannelType {
-    /// Any upstream that speaks OpenAI's wire format.
-    Openai,
-}
-
-impl ChannelType {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ChannelType::Openai => "openai",
-        }
-    }
-    pub fn parse(s: &str) -> Option<Self> {
-        match s {
-            "openai" => Some(ChannelType::Openai),
-            _ => None,
-        }
-    }
-}
+pub use crate::provider::ChannelType;
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -189,6 +170,8 @@ pub struct ChannelSpec {
     pub name: String,
     #[serde(rename = "type")]
     pub kind: ChannelType,
+    /// Empty: the type's default (or, for vertex and bedrock, one built from `region`).
+    #[serde(default)]
     pub base_url: String,
     #[serde(default)]
     pub keys: Vec<String>,
@@ -204,6 +187,15 @@ pub struct ChannelSpec {
     pub groups: Vec<String>,
     #[serde(default)]
     pub key_selection: KeySelection,
+    /// Azure `api-version`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_version: Option<String>,
+    /// Bedrock region, Vertex location.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
+    /// Vertex project id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub project: Option<String>,
 }
 
 fn default_weight() -> u32 {
@@ -215,13 +207,37 @@ fn default_groups() -> Vec<String> {
 }
 
 impl ChannelSpec {
+    /// The base URL requests go to: as configured, else the type's default.
+    pub fn base_url(&self) -> String {
+        if !self.base_url.is_empty() {
+            return self.base_url.trim_end_matches('/').to_string();
+        }
+        let region = self.region.as_deref().unwrap_or("");
+        match self.kind {
+            ChannelType::Vertex if !region.is_empty() => format!("https://{region}-aiplatform.googleapis.com"),
+            ChannelType::Bedrock if !region.is_empty() => format!("https://bedrock-runtime.{region}.amazonaws.com"),
+            k => k.info().default_base_url.unwrap_or("").to_string(),
+        }
+    }
+
     /// Checks what the type system cannot; returns the offending field and why.
     pub fn check(&self) -> Result<(), (&'static str, String)> {
         if self.name.trim().is_empty() {
             return Err(("name", "must not be empty".into()));
         }
-        if !(self.base_url.starts_with("http://") || self.base_url.starts_with("https://")) {
-            return Err(("base_url", format!("`{}` must start with http:// or https://", self.base_url)));
+        let base = self.base_url();
+        if base.is_empty() {
+            let need = match self.kind {
+                ChannelType::Vertex | ChannelType::Bedrock => "set `region` (or `base_url`)",
+                _ => "set `base_url` (this type has no default)",
+            };
+            return Err(("base_url", format!("{need} for a `{}` channel", self.kind.as_str())));
+        }
+        if !(base.starts_with("http://") || base.starts_with("https://")) {
+            return Err(("base_url", format!("`{base}` must start with http:// or https://")));
+        }
+        if self.kind == ChannelType::Vertex && self.project.is_none() {
+            return Err(("project", "a `vertex` channel needs its Google Cloud `project`".into()));
         }
         if self.models.is_empty() && self.model_mapping.is_empty() {
             return Err(("models", "list at least one model (exact name or `prefix*`)".into()));

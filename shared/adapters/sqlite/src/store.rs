@@ -628,6 +628,9 @@ mod tests {
             priority: 0,
             groups: vec!["default".into()],
             key_selection: KeySelection::Random,
+            api_version: None,
+            region: None,
+            project: None,
         }
     }
 
