@@ -11,7 +11,7 @@ use bytes::Bytes;
 use futures_util::future::{select, Either};
 use futures_util::StreamExt;
 use oblivious_core::config::RelaySettings;
-use oblivious_core::model::{Channel, Id};
+use oblivious_core::model::{Channel, ChannelType, Id};
 use oblivious_core::{authz, count, pricing, retry, select as choose, ApiError, ErrorKind};
 use oblivious_core::wire::canon::{ChatResponse, Part};
 use oblivious_core::wire::{self, openai, Inbound, StreamDecoder, StreamEncoder, Wire};
@@ -72,6 +72,15 @@ fn outgoing(parsed: &mut Parsed, ch: &Channel, upstream_model: &str) -> Result<O
                 _ => {}
             }
             Outgoing { op: Op::Chat { stream }, body: json(&Value::Object(body)), wire, passthrough: true }
+        }
+        // OpenAI's own Responses API where the channel has it; every other channel gets chat.
+        Endpoint::Chat(Inbound::Responses)
+            if matches!(ch.spec.kind, ChannelType::Openai | ChannelType::Azure) =>
+        {
+            let mut body = parsed.body.clone();
+            body.insert("model".into(), Value::String(upstream_model.to_string()));
+            let body = json(&Value::Object(body));
+            Outgoing { op: Op::OpenAiPath("/responses"), body, wire: Wire::Responses, passthrough: true }
         }
         Endpoint::Chat(_) => {
             let canon = parsed.canonical()?;

@@ -2,7 +2,7 @@
 //! and its body checked and (for chat) read into the canonical model.
 
 use oblivious_core::wire::canon::ChatRequest;
-use oblivious_core::wire::{anthropic, gemini, openai, Inbound, Wire};
+use oblivious_core::wire::{anthropic, gemini, openai, responses, Inbound, Wire};
 use oblivious_core::ApiError;
 use serde_json::{Map, Value};
 
@@ -15,7 +15,6 @@ pub enum Endpoint {
     Embeddings,
     /// Gemini `:embedContent` / `:batchEmbedContents`.
     GeminiEmbed { batch: bool },
-    Responses,
     Images,
     Speech,
     Transcriptions,
@@ -39,11 +38,11 @@ impl Endpoint {
             Endpoint::Chat(Inbound::OpenAi) => "/v1/chat/completions",
             Endpoint::Chat(Inbound::Anthropic) => "/v1/messages",
             Endpoint::Chat(Inbound::Gemini) => "/v1beta/models:generateContent",
+            Endpoint::Chat(Inbound::Responses) => "/v1/responses",
             Endpoint::Completions => "/v1/completions",
             Endpoint::Embeddings => "/v1/embeddings",
             Endpoint::GeminiEmbed { batch: false } => "/v1beta/models:embedContent",
             Endpoint::GeminiEmbed { batch: true } => "/v1beta/models:batchEmbedContents",
-            Endpoint::Responses => "/v1/responses",
             Endpoint::Images => "/v1/images/generations",
             Endpoint::Speech => "/v1/audio/speech",
             Endpoint::Transcriptions => "/v1/audio/transcriptions",
@@ -55,10 +54,10 @@ impl Endpoint {
     /// The OpenAI-wire path under a channel's base URL, for endpoints relayed as they are.
     pub fn openai_path(self) -> &'static str {
         match self {
+            Endpoint::Chat(Inbound::Responses) => "/responses",
             Endpoint::Chat(_) => "/chat/completions",
             Endpoint::Completions => "/completions",
             Endpoint::Embeddings | Endpoint::GeminiEmbed { .. } => "/embeddings",
-            Endpoint::Responses => "/responses",
             Endpoint::Images => "/images/generations",
             Endpoint::Speech => "/audio/speech",
             Endpoint::Transcriptions => "/audio/transcriptions",
@@ -114,7 +113,7 @@ impl Parsed {
     /// An OpenAI-shaped body, for counting tokens of any inbound format.
     pub fn openai_body(&self) -> Value {
         match (&self.canon, self.endpoint) {
-            (Some(c), Endpoint::Chat(Inbound::Anthropic | Inbound::Gemini)) => {
+            (Some(c), Endpoint::Chat(Inbound::Anthropic | Inbound::Gemini | Inbound::Responses)) => {
                 openai::build_request(c, &self.model, false)
             }
             (_, Endpoint::GeminiEmbed { .. }) => {
@@ -196,6 +195,7 @@ pub(crate) fn parse(
         Endpoint::Completions => Some(("prompt", false)),
         Endpoint::Embeddings | Endpoint::Moderations => Some(("input", false)),
         Endpoint::Rerank => Some(("query", false)),
+        Endpoint::Chat(Inbound::Responses) => Some(("input", false)),
         _ => None,
     };
     if let Some((field, want_array)) = required {
@@ -219,6 +219,7 @@ pub(crate) fn parse(
     let canon = match endpoint {
         Endpoint::Chat(Inbound::Anthropic) => Some(anthropic::parse_request(&body)?),
         Endpoint::Chat(Inbound::Gemini) => Some(gemini::parse_request(&body, &model, stream)?),
+        Endpoint::Chat(Inbound::Responses) => Some(responses::parse_request(&body)?),
         _ => None,
     };
     Ok(Parsed {

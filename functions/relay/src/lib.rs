@@ -141,7 +141,7 @@ async fn openai<P: Platform>(State(r): State<Arc<Relay<P>>>, req: Request) -> Re
         "/v1/chat/completions" => Endpoint::Chat(Inbound::OpenAi),
         "/v1/completions" => Endpoint::Completions,
         "/v1/embeddings" => Endpoint::Embeddings,
-        "/v1/responses" => Endpoint::Responses,
+        "/v1/responses" => Endpoint::Chat(Inbound::Responses),
         "/v1/images/generations" => Endpoint::Images,
         "/v1/audio/speech" => Endpoint::Speech,
         "/v1/audio/transcriptions" => Endpoint::Transcriptions,

@@ -114,7 +114,9 @@ impl Snapshot {
 
 fn model_object(id: &str, style: Inbound) -> serde_json::Value {
     match style {
-        Inbound::OpenAi => json!({ "id": id, "object": "model", "created": 0, "owned_by": "oblivious" }),
+        Inbound::OpenAi | Inbound::Responses => {
+            json!({ "id": id, "object": "model", "created": 0, "owned_by": "oblivious" })
+        }
         Inbound::Anthropic => {
             json!({ "type": "model", "id": id, "display_name": id, "created_at": "1970-01-01T00:00:00Z" })
         }
@@ -148,7 +150,7 @@ pub(crate) async fn list_models<P: Platform>(
         None => {
             let data: Vec<_> = models.iter().map(|m| model_object(m, style)).collect();
             match style {
-                Inbound::OpenAi => json!({ "object": "list", "data": data }),
+                Inbound::OpenAi | Inbound::Responses => json!({ "object": "list", "data": data }),
                 Inbound::Anthropic => json!({
                     "data": data, "has_more": false,
                     "first_id": models.first(), "last_id": models.last(),

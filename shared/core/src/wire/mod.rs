@@ -8,6 +8,7 @@ pub mod canon;
 pub mod frame;
 pub mod gemini;
 pub mod openai;
+pub mod responses;
 
 use serde_json::{Map, Value};
 
@@ -26,6 +27,8 @@ pub enum Wire {
     Bedrock,
     /// Cohere v2 chat (upstream only).
     Cohere,
+    /// OpenAI's Responses API, passed through to OpenAI (read for usage only).
+    Responses,
 }
 
 impl Wire {
@@ -36,6 +39,7 @@ impl Wire {
             Wire::Gemini => "gemini",
             Wire::Bedrock => "bedrock",
             Wire::Cohere => "cohere",
+            Wire::Responses => "openai-responses",
         }
     }
 }
@@ -46,6 +50,8 @@ pub enum Inbound {
     OpenAi,
     Anthropic,
     Gemini,
+    /// OpenAI's Responses API (converted when the channel is not OpenAI).
+    Responses,
 }
 
 impl Inbound {
@@ -54,6 +60,7 @@ impl Inbound {
             Inbound::OpenAi => Wire::OpenAi,
             Inbound::Anthropic => Wire::Anthropic,
             Inbound::Gemini => Wire::Gemini,
+            Inbound::Responses => Wire::Responses,
         }
     }
 }
@@ -140,6 +147,7 @@ pub fn build_request(wire: Wire, req: &ChatRequest, model: &str, stream: bool) -
         Wire::Anthropic => anthropic::build_request(req, model, stream),
         Wire::Gemini => gemini::build_request(req),
         Wire::Bedrock | Wire::Cohere => return Err(ApiError::internal("PENDING")),
+        Wire::Responses => return Err(ApiError::internal("Responses requests are passed through, never built")),
     })
 }
 
@@ -149,6 +157,7 @@ pub fn parse_response(wire: Wire, v: &Value) -> ChatResponse {
         Wire::Anthropic => anthropic::parse_response(v),
         Wire::Gemini => gemini::parse_response(v),
         Wire::Bedrock | Wire::Cohere => ChatResponse::default(),
+        Wire::Responses => responses::parse_response(v),
     }
 }
 
@@ -158,13 +167,14 @@ pub fn render_response(wire: Inbound, r: &ChatResponse, model: &str, created: i6
         Inbound::OpenAi => openai::render_response(r, model, created),
         Inbound::Anthropic => anthropic::render_response(r, model),
         Inbound::Gemini => gemini::render_response(r, model),
+        Inbound::Responses => responses::render_response(r, model, created),
     }
 }
 
 /// The message of an upstream error body in this wire's shape.
 pub fn parse_error(wire: Wire, v: &Value) -> Option<String> {
     match wire {
-        Wire::OpenAi => openai::parse_error(v),
+        Wire::OpenAi | Wire::Responses => openai::parse_error(v),
         Wire::Anthropic => anthropic::parse_error(v),
         Wire::Gemini => gemini::parse_error(v),
         Wire::Bedrock | Wire::Cohere => None,
@@ -174,7 +184,7 @@ pub fn parse_error(wire: Wire, v: &Value) -> Option<String> {
 /// An error in the caller's wire format.
 pub fn error_body(wire: Inbound, e: &ApiError) -> Value {
     match wire {
-        Inbound::OpenAi => e.openai_json(),
+        Inbound::OpenAi | Inbound::Responses => e.openai_json(),
         Inbound::Anthropic => anthropic::error_body(e.status(), &e.message),
         Inbound::Gemini => gemini::error_body(e.status(), &e.message),
     }
@@ -201,6 +211,11 @@ pub fn stream_error(wire: Inbound, sse: bool, message: &str, out: &mut Vec<u8>) 
     let e = ApiError::new(ErrorKind::UpstreamFailed, "upstream_stream_failed", message);
     match wire {
         Inbound::OpenAi => crate::sse::encode_data(out, &e.openai_body()),
+        Inbound::Responses => {
+            out.extend_from_slice(b"event: error\n");
+            let v = serde_json::json!({"type": "error", "code": "upstream_error", "message": message, "param": null});
+            crate::sse::encode_data(out, &v.to_string());
+        }
         Inbound::Anthropic => {
             out.extend_from_slice(b"event: error\n");
             crate::sse::encode_data(out, &anthropic::error_body(502, message).to_string());
@@ -219,6 +234,7 @@ enum UnitDecoder {
     OpenAi(openai::Decoder),
     Anthropic(anthropic::Decoder),
     Gemini(gemini::Decoder),
+    Responses(responses::Decoder),
 }
 
 /// Upstream bytes → canonical events, for any wire and framing.
@@ -237,6 +253,7 @@ impl StreamDecoder {
             Wire::OpenAi => UnitDecoder::OpenAi(openai::Decoder::default()),
             Wire::Anthropic => UnitDecoder::Anthropic(anthropic::Decoder::default()),
             Wire::Gemini | Wire::Bedrock | Wire::Cohere => UnitDecoder::Gemini(gemini::Decoder::default()),
+            Wire::Responses => UnitDecoder::Responses(responses::Decoder),
         };
         StreamDecoder { framer, units }
     }
@@ -269,6 +286,7 @@ impl StreamDecoder {
             UnitDecoder::OpenAi(d) => d.unit(&unit.data, events),
             UnitDecoder::Anthropic(d) => d.unit(&unit.data, events),
             UnitDecoder::Gemini(d) => d.unit(&unit.data, events),
+            UnitDecoder::Responses(d) => d.unit(&unit.data, events),
         }
     }
 }
@@ -279,6 +297,7 @@ pub enum StreamEncoder {
     OpenAi(openai::Encoder),
     Anthropic(anthropic::Encoder),
     Gemini(gemini::Encoder),
+    Responses(responses::Encoder),
 }
 
 impl StreamEncoder {
@@ -288,6 +307,7 @@ impl StreamEncoder {
             Inbound::OpenAi => StreamEncoder::OpenAi(openai::Encoder::new(model, created, include_usage)),
             Inbound::Anthropic => StreamEncoder::Anthropic(anthropic::Encoder::new(model)),
             Inbound::Gemini => StreamEncoder::Gemini(gemini::Encoder::new(model, sse)),
+            Inbound::Responses => StreamEncoder::Responses(responses::Encoder::new(model, created)),
         }
     }
 
@@ -296,6 +316,7 @@ impl StreamEncoder {
             StreamEncoder::OpenAi(e) => e.event(ev, out),
             StreamEncoder::Anthropic(e) => e.event(ev, out),
             StreamEncoder::Gemini(e) => e.event(ev, out),
+            StreamEncoder::Responses(e) => e.event(ev, out),
         }
     }
 
@@ -305,6 +326,7 @@ impl StreamEncoder {
             StreamEncoder::OpenAi(e) => e.finish(out, failed),
             StreamEncoder::Anthropic(e) => e.finish(out, failed),
             StreamEncoder::Gemini(e) => e.finish(out, failed),
+            StreamEncoder::Responses(e) => e.finish(out, failed),
         }
     }
 }

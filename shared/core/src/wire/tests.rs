@@ -491,3 +491,43 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn responses_requests_and_streams_convert() {
+    let v = json!({
+        "model": "claude-x",
+        "instructions": "Be brief.",
+        "input": [
+            {"role": "user", "content": [{"type": "input_text", "text": "Weather?"},
+                                         {"type": "input_image", "image_url": "https://example.com/x.png"}]},
+            {"type": "function_call", "call_id": "call_1", "name": "get_weather", "arguments": "{\"city\":\"Paris\"}"},
+            {"type": "function_call_output", "call_id": "call_1", "output": "sunny"}
+        ],
+        "tools": [{"type": "function", "name": "get_weather", "parameters": {"type": "object"}}],
+        "max_output_tokens": 64
+    });
+    let req = responses::parse_request(&obj(v)).unwrap();
+    assert_eq!(req.system, ["Be brief."]);
+    assert_eq!(req.messages.len(), 3);
+    assert_eq!(req.messages[2].parts[0], Part::ToolResult { id: "call_1".into(), name: "get_weather".into(), content: "sunny".into(), is_error: false });
+    let out = build_request(Wire::Anthropic, &req, "claude-x", false).unwrap();
+    assert_eq!(out["messages"][2]["content"][0]["tool_use_id"], "call_1");
+    let stateful = responses::parse_request(&obj(json!({"model": "m", "input": "hi", "previous_response_id": "resp_1"}))).unwrap();
+    assert!(build_request(Wire::Anthropic, &stateful, "c", false).is_err());
+
+    let events = decode_all(Wire::OpenAi, false, OPENAI_TOOL_STREAM.as_bytes(), 4096);
+    let out = encode_all(Inbound::Responses, &events, true);
+    let frames: Vec<Value> = out.split("\n\n").filter_map(|f| f.lines().find_map(|l| l.strip_prefix("data: "))).map(|d| serde_json::from_str(d).unwrap()).collect();
+    let kinds: Vec<&str> = frames.iter().map(|f| f["type"].as_str().unwrap()).collect();
+    assert_eq!(kinds[0], "response.created");
+    assert_eq!(*kinds.last().unwrap(), "response.completed");
+    for (i, f) in frames.iter().enumerate() {
+        assert_eq!(f["sequence_number"], i);
+    }
+    let done = frames.last().unwrap();
+    assert_eq!(done["response"]["output"][0]["type"], "function_call");
+    assert_eq!(done["response"]["output"][1]["arguments"], "{\"city\":\"Tokyo\"}");
+    assert_eq!(done["response"]["usage"]["total_tokens"], 21);
+    let deltas: String = frames.iter().filter(|f| f["type"] == "response.function_call_arguments.delta" && f["output_index"] == 0).filter_map(|f| f["delta"].as_str()).collect();
+    assert_eq!(deltas, "{\"city\":\"Paris\"}");
+}
