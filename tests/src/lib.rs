@@ -4,6 +4,7 @@
 
 pub mod gateway;
 pub mod mock;
+pub mod wire_mock;
 
 pub use gateway::Gateway;
 pub use mock::{Behavior, Mock};

@@ -440,7 +440,9 @@ async fn run<P: Platform>(
                 return error_response_in(inbound, &e, &request_id);
             }
         };
-        let req = match relay.upstream_request(&ch, key, out.op, &upstream_model, out.body.clone(), parsed.gemini_sse).await {
+        // A converted Gemini stream is always asked for as SSE; passthrough keeps the caller's framing.
+        let sse = parsed.gemini_sse || !out.passthrough;
+        let req = match relay.upstream_request(&ch, key, out.op, &upstream_model, out.body.clone(), sse).await {
             Ok(mut r) => {
                 if let Some(ct) = &parsed.content_type {
                     // A multipart upload keeps its boundary.

@@ -60,7 +60,7 @@ impl<P: Platform> Relay<P> {
                 return Ok(token.clone());
             }
         }
-        let (token_uri, assertion) = sign_shim::google_assertion(service_account, now / 1000)?;
+        let (token_uri, assertion) = oblivious_core::sign::google_assertion(service_account, now / 1000)?;
         let form = format!("grant_type=urn%3Aietf%3Aparams%3Aoauth%3Agrant-type%3Ajwt-bearer&assertion={assertion}");
         let mut headers = http::HeaderMap::new();
         headers.insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/x-www-form-urlencoded"));
@@ -101,7 +101,7 @@ fn sign_bedrock(req: &mut UpstreamRequest, key: &str, region: Option<&str>, now_
         .filter_map(|(n, v)| Some((n.as_str().to_string(), v.to_str().ok()?.to_string())))
         .collect();
     let signed =
-        sign_shim::sigv4("POST", &req.url, &headers, &req.body, access, secret, session, region, "bedrock", now_s);
+        oblivious_core::sign::sigv4("POST", &req.url, &headers, &req.body, access, secret, session, region, "bedrock", now_s);
     for (name, value) in signed {
         if let (Ok(n), Ok(v)) = (http::HeaderName::from_bytes(name.as_bytes()), http::HeaderValue::from_str(&value)) {
             req.headers.insert(n, v);
@@ -110,13 +110,3 @@ fn sign_bedrock(req: &mut UpstreamRequest, key: &str, region: Option<&str>, now_
     Ok(())
 }
 
-// TEMPORARY until core's sign module lands.
-mod sign_shim {
-    pub fn google_assertion(_sa: &str, _now: i64) -> Result<(String, String), String> {
-        Err("pending".into())
-    }
-    #[allow(clippy::too_many_arguments)]
-    pub fn sigv4(_m: &str, _u: &str, _h: &[(String, String)], _b: &[u8], _a: &str, _s: &str, _t: Option<&str>, _r: &str, _svc: &str, _n: i64) -> Vec<(String, String)> {
-        Vec::new()
-    }
-}

@@ -129,7 +129,7 @@ impl<P: Platform> StreamState<P> {
             && self.events.iter().all(|e| matches!(e, Event::Usage(_) | Event::Start { .. }))
             && self.events.iter().any(|e| matches!(e, Event::Usage(_)));
         if let Mode::OpenAi { include_usage } = self.mode {
-            if !(usage_only && !include_usage) {
+            if !usage_only || include_usage {
                 if let Some(name) = &unit.event {
                     out.extend_from_slice(b"event: ");
                     out.extend_from_slice(name.as_bytes());

@@ -16,6 +16,7 @@ pub mod provider;
 pub mod ratelimit;
 pub mod retry;
 pub mod select;
+pub mod sign;
 pub mod sse;
 pub mod wire;
 
