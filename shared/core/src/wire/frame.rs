@@ -83,6 +83,11 @@ impl JsonArrayDecoder {
 pub enum Framer {
     Sse(SseDecoder),
     JsonArray(JsonArrayDecoder),
+    /// AWS event-stream messages: the unit's `event` is the `:event-type`
+    /// (or `exception` for error messages), its data the JSON payload.
+    EventStream(super::eventstream::Decoder),
+    /// After a corrupt frame: everything else is dropped.
+    Broken,
 }
 
 impl Framer {
@@ -90,6 +95,8 @@ impl Framer {
         match self {
             Framer::Sse(d) => d.push(chunk),
             Framer::JsonArray(d) => d.push(chunk),
+            Framer::EventStream(d) => d.push(chunk),
+            Framer::Broken => {}
         }
     }
 
@@ -97,6 +104,23 @@ impl Framer {
         match self {
             Framer::Sse(d) => d.next_event().map(|e| Unit { event: e.event, data: e.data }),
             Framer::JsonArray(d) => d.next_unit(),
+            Framer::Broken => None,
+            Framer::EventStream(d) => match d.next_message() {
+                Ok(Some(m)) => {
+                    let event = match m.header(":message-type") {
+                        Some("exception") | Some("error") => "exception".to_string(),
+                        _ => m.header(":event-type").unwrap_or("").to_string(),
+                    };
+                    Some(Unit { event: Some(event), data: String::from_utf8_lossy(&m.payload).into_owned() })
+                }
+                Ok(None) => None,
+                Err(e) => {
+                    // Nothing after a corrupt frame can be trusted: report it once, then read no more.
+                    *self = Framer::Broken;
+                    let data = serde_json::json!({ "message": e }).to_string();
+                    Some(Unit { event: Some("exception".into()), data })
+                }
+            },
         }
     }
 
@@ -104,7 +128,7 @@ impl Framer {
     pub fn finish(&mut self) -> Option<Unit> {
         match self {
             Framer::Sse(d) => d.finish().map(|e| Unit { event: e.event, data: e.data }),
-            Framer::JsonArray(_) => None,
+            Framer::JsonArray(_) | Framer::EventStream(_) | Framer::Broken => None,
         }
     }
 
@@ -113,6 +137,8 @@ impl Framer {
         match self {
             Framer::Sse(_) => false,
             Framer::JsonArray(d) => d.leftover(),
+            Framer::EventStream(d) => d.pending(),
+            Framer::Broken => false,
         }
     }
 }

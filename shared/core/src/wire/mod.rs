@@ -4,7 +4,10 @@
 //! channel speaks is *upstream*; any pair works through the canonical model.
 
 pub mod anthropic;
+pub mod bedrock;
 pub mod canon;
+pub mod cohere;
+pub mod eventstream;
 pub mod frame;
 pub mod gemini;
 pub mod openai;
@@ -146,7 +149,8 @@ pub fn build_request(wire: Wire, req: &ChatRequest, model: &str, stream: bool) -
         }
         Wire::Anthropic => anthropic::build_request(req, model, stream),
         Wire::Gemini => gemini::build_request(req),
-        Wire::Bedrock | Wire::Cohere => return Err(ApiError::internal("PENDING")),
+        Wire::Bedrock => bedrock::build_request(req)?,
+        Wire::Cohere => cohere::build_request(req, model, stream),
         Wire::Responses => return Err(ApiError::internal("Responses requests are passed through, never built")),
     })
 }
@@ -156,7 +160,8 @@ pub fn parse_response(wire: Wire, v: &Value) -> ChatResponse {
         Wire::OpenAi => openai::parse_response(v),
         Wire::Anthropic => anthropic::parse_response(v),
         Wire::Gemini => gemini::parse_response(v),
-        Wire::Bedrock | Wire::Cohere => ChatResponse::default(),
+        Wire::Bedrock => bedrock::parse_response(v),
+        Wire::Cohere => cohere::parse_response(v),
         Wire::Responses => responses::parse_response(v),
     }
 }
@@ -177,7 +182,8 @@ pub fn parse_error(wire: Wire, v: &Value) -> Option<String> {
         Wire::OpenAi | Wire::Responses => openai::parse_error(v),
         Wire::Anthropic => anthropic::parse_error(v),
         Wire::Gemini => gemini::parse_error(v),
-        Wire::Bedrock | Wire::Cohere => None,
+        Wire::Bedrock => bedrock::parse_error(v),
+        Wire::Cohere => cohere::parse_error(v),
     }
 }
 
@@ -234,6 +240,8 @@ enum UnitDecoder {
     OpenAi(openai::Decoder),
     Anthropic(anthropic::Decoder),
     Gemini(gemini::Decoder),
+    Bedrock(bedrock::Decoder),
+    Cohere(cohere::Decoder),
     Responses(responses::Decoder),
 }
 
@@ -245,14 +253,19 @@ pub struct StreamDecoder {
 }
 
 impl StreamDecoder {
-    /// `json_array`: Gemini without `alt=sse`.
+    /// `json_array`: Gemini without `alt=sse`. Bedrock streams are AWS event-stream frames.
     pub fn new(wire: Wire, json_array: bool) -> Self {
-        let framer =
-            if json_array { Framer::JsonArray(JsonArrayDecoder::default()) } else { Framer::Sse(SseDecoder::new()) };
+        let framer = match wire {
+            Wire::Bedrock => Framer::EventStream(eventstream::Decoder::default()),
+            _ if json_array => Framer::JsonArray(JsonArrayDecoder::default()),
+            _ => Framer::Sse(SseDecoder::new()),
+        };
         let units = match wire {
             Wire::OpenAi => UnitDecoder::OpenAi(openai::Decoder::default()),
             Wire::Anthropic => UnitDecoder::Anthropic(anthropic::Decoder::default()),
-            Wire::Gemini | Wire::Bedrock | Wire::Cohere => UnitDecoder::Gemini(gemini::Decoder::default()),
+            Wire::Gemini => UnitDecoder::Gemini(gemini::Decoder::default()),
+            Wire::Bedrock => UnitDecoder::Bedrock(bedrock::Decoder::default()),
+            Wire::Cohere => UnitDecoder::Cohere(cohere::Decoder::default()),
             Wire::Responses => UnitDecoder::Responses(responses::Decoder),
         };
         StreamDecoder { framer, units }
@@ -286,6 +299,8 @@ impl StreamDecoder {
             UnitDecoder::OpenAi(d) => d.unit(&unit.data, events),
             UnitDecoder::Anthropic(d) => d.unit(&unit.data, events),
             UnitDecoder::Gemini(d) => d.unit(&unit.data, events),
+            UnitDecoder::Bedrock(d) => d.unit(unit.event.as_deref().unwrap_or(""), &unit.data, events),
+            UnitDecoder::Cohere(d) => d.unit(&unit.data, events),
             UnitDecoder::Responses(d) => d.unit(&unit.data, events),
         }
     }

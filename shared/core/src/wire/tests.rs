@@ -474,7 +474,7 @@ proptest! {
     /// Arbitrary bytes in arbitrary splits: events or a clean error, never a panic.
     #[test]
     fn stream_parsers_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..600), split in 1usize..64) {
-        for (wire, array) in [(Wire::OpenAi, false), (Wire::Anthropic, false), (Wire::Gemini, false), (Wire::Gemini, true)] {
+        for (wire, array) in [(Wire::OpenAi, false), (Wire::Anthropic, false), (Wire::Gemini, false), (Wire::Gemini, true), (Wire::Bedrock, false), (Wire::Cohere, false), (Wire::Responses, false)] {
             let events = decode_all(wire, array, &bytes, split);
             for inbound in [Inbound::OpenAi, Inbound::Anthropic, Inbound::Gemini] {
                 let _ = encode_all(inbound, &events, true);
@@ -530,4 +530,49 @@ fn responses_requests_and_streams_convert() {
     assert_eq!(done["response"]["usage"]["total_tokens"], 21);
     let deltas: String = frames.iter().filter(|f| f["type"] == "response.function_call_arguments.delta" && f["output_index"] == 0).filter_map(|f| f["delta"].as_str()).collect();
     assert_eq!(deltas, "{\"city\":\"Paris\"}");
+}
+
+#[test]
+fn bedrock_converse_stream_decodes() {
+    let frame = |kind: &str, v: Value| eventstream::encode(&[(":event-type", kind), (":message-type", "event")], v.to_string().as_bytes());
+    let mut bytes = Vec::new();
+    bytes.extend(frame("messageStart", json!({"role": "assistant"})));
+    bytes.extend(frame("contentBlockDelta", json!({"contentBlockIndex": 0, "delta": {"text": "Hi"}})));
+    bytes.extend(frame("contentBlockStart", json!({"contentBlockIndex": 1, "start": {"toolUse": {"toolUseId": "t1", "name": "f"}}})));
+    bytes.extend(frame("contentBlockDelta", json!({"contentBlockIndex": 1, "delta": {"toolUse": {"input": "{\"a\":1}"}}})));
+    bytes.extend(frame("messageStop", json!({"stopReason": "tool_use"})));
+    bytes.extend(frame("metadata", json!({"usage": {"inputTokens": 3, "outputTokens": 2, "cacheReadInputTokens": 5}})));
+    let ev = decode_all(Wire::Bedrock, false, &bytes, 7);
+    assert_eq!(ev[1], Event::Text("Hi".into()));
+    assert_eq!(ev[2], Event::ToolCallStart { index: 0, id: "t1".into(), name: "f".into() });
+    assert_eq!(ev[3], Event::ToolCallArgs { index: 0, delta: "{\"a\":1}".into() });
+    assert_eq!(ev[4], Event::Finish(FinishReason::ToolCalls));
+    assert_eq!(ev[5], Event::Usage(Usage { input: 8, output: 2, cached: 5, ..Usage::default() }));
+    // A corrupt frame ends the stream with one error.
+    let mut bad = frame("contentBlockDelta", json!({"contentBlockIndex": 0, "delta": {"text": "x"}}));
+    bad[20] ^= 0xff;
+    bad.extend(frame("messageStop", json!({"stopReason": "end_turn"})));
+    let ev = decode_all(Wire::Bedrock, false, &bad, 5);
+    assert!(matches!(ev.as_slice(), [Event::Error { .. }]), "{ev:?}");
+}
+
+#[test]
+fn bedrock_and_cohere_requests() {
+    let req = parse_in(Wire::Anthropic, &anthropic_request(), "");
+    let b = build_request(Wire::Bedrock, &req, "m", false).unwrap();
+    assert_eq!(b["system"], json!([{"text": "You are terse."}]));
+    assert_eq!(b["messages"][0]["content"][1]["image"], json!({"format": "png", "source": {"bytes": "iVBORw0KGgo="}}));
+    assert_eq!(b["messages"][1]["content"][0]["reasoningContent"]["reasoningText"]["signature"], "sig1");
+    assert_eq!(b["messages"][1]["content"][2]["toolUse"], json!({"toolUseId": "toolu_01", "name": "get_weather", "input": {"city": "Paris"}}));
+    assert_eq!(b["messages"][2]["content"][0]["toolResult"]["status"], "success");
+    assert_eq!(b["inferenceConfig"], json!({"maxTokens": 1024, "stopSequences": ["END"]}));
+    assert_eq!(b["toolConfig"]["tools"][0]["toolSpec"]["inputSchema"]["json"]["required"], json!(["city"]));
+    let url = parse_in(Wire::OpenAi, &json!({"model": "m", "messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "https://x/y.png"}}]}]}), "");
+    assert_eq!(build_request(Wire::Bedrock, &url, "m", false).unwrap_err().status(), 400);
+    let c = build_request(Wire::Cohere, &req, "command-r", true).unwrap();
+    assert_eq!(c["messages"][0], json!({"role": "system", "content": "You are terse."}));
+    assert_eq!(c["messages"][2]["tool_calls"][0]["function"]["arguments"], r#"{"city":"Paris"}"#);
+    assert_eq!(c["messages"][3], json!({"role": "tool", "tool_call_id": "toolu_01", "content": "sunny, 21C"}));
+    assert_eq!(c["thinking"], json!({"type": "enabled", "token_budget": 2048}));
+    assert_eq!(c["stream"], true);
 }
