@@ -51,7 +51,9 @@ pub enum WireBehavior {
     /// Answer with this status and the provider's error body.
     Fail(u16),
     /// Stream `after` text pieces, then the provider's in-stream error (or a cut connection).
-    MidStreamError { after: usize },
+    MidStreamError {
+        after: usize,
+    },
 }
 
 #[derive(Clone, Debug)]
@@ -324,10 +326,13 @@ async fn handle(State(inner): State<Arc<Inner>>, req: Request) -> Response {
     if path == "/token" {
         inner.token_calls.fetch_add(1, Ordering::SeqCst);
         let form = String::from_utf8_lossy(&raw);
-        if !form.contains("grant_type=urn%3Aietf%3Aparams%3Aoauth%3Agrant-type%3Ajwt-bearer") || !form.contains("assertion=ey") {
+        if !form.contains("grant_type=urn%3Aietf%3Aparams%3Aoauth%3Agrant-type%3Ajwt-bearer")
+            || !form.contains("assertion=ey")
+        {
             return (StatusCode::BAD_REQUEST, "{\"error\":\"invalid_grant\"}").into_response();
         }
-        return axum::Json(json!({"access_token": "ya29.mock", "expires_in": 3599, "token_type": "Bearer"})).into_response();
+        return axum::Json(json!({"access_token": "ya29.mock", "expires_in": 3599, "token_type": "Bearer"}))
+            .into_response();
     }
     let body: Value = serde_json::from_slice(&raw).unwrap_or(Value::Null);
     inner.seen.lock().expect("lock").push(Seen {
@@ -372,7 +377,8 @@ async fn handle(State(inner): State<Arc<Inner>>, req: Request) -> Response {
         }
         (Wire::Cohere, "/v2/rerank") => {
             let n = body["documents"].as_array().map_or(0, Vec::len);
-            let r: Vec<Value> = (0..n).map(|i| json!({"index": i, "relevance_score": 1.0 / (i as f64 + 1.0)})).collect();
+            let r: Vec<Value> =
+                (0..n).map(|i| json!({"index": i, "relevance_score": 1.0 / (i as f64 + 1.0)})).collect();
             axum::Json(json!({"id": "r1", "results": r, "meta": {"billed_units": {"search_units": 1}}})).into_response()
         }
         _ => {
@@ -382,59 +388,46 @@ async fn handle(State(inner): State<Arc<Inner>>, req: Request) -> Response {
             }
             match wire {
                 Wire::Bedrock => stream_bytes("application/vnd.amazon.eventstream", bedrock_frames(&ask, cut)),
-                Wire::Gemini if !query.contains("alt=sse") => {
-                    stream_bytes("application/json", gemini_array(&ask, cut))
-                }
+                Wire::Gemini if !query.contains("alt=sse") => stream_bytes("application/json", gemini_array(&ask, cut)),
                 _ => stream_bytes("text/event-stream", sse_frames(wire, &ask, cut)),
             }
         }
     }
 }
 
+/// The provider's refusal when a request lacks its credentials.
 fn authorize(wire: Wire, path: &str, query: &str, h: &HeaderMap) -> Option<Response> {
     let has = |k: &str| h.get(k).and_then(|v| v.to_str().ok()).is_some_and(|v| !v.is_empty());
-    match wire {
-        Wire::OpenAi if path.starts_with("/openai/deployments/") => {
-            if !has("api-key") || !query.contains("api-version=") {
-                return Some(error(wire, 401, "Access denied due to missing api-key or api-version."));
-            }
-        }
-        Wire::Anthropic => {
-            if !has("x-api-key") {
-                return Some(error(wire, 401, "x-api-key header is required"));
-            }
-            if !has("anthropic-version") {
-                return Some(error(wire, 400, "anthropic-version: header is required"));
-            }
-        }
-        Wire::Gemini if path.starts_with("/v1/projects/") => {
-            let bearer = h.get("authorization").and_then(|v| v.to_str().ok()) == Some("Bearer ya29.mock");
-            if !bearer {
-                return Some(error(wire, 401, "Request had invalid authentication credentials."));
-            }
-        }
-        Wire::Gemini => {
-            if !has("x-goog-api-key") && !query.contains("key=") {
-                return Some(error(wire, 403, "Method doesn't allow unregistered callers."));
-            }
-        }
-        Wire::Bedrock => {
-            let auth = h.get("authorization").and_then(|v| v.to_str().ok()).unwrap_or("");
-            if !auth.starts_with("AWS4-HMAC-SHA256 Credential=") || !has("x-amz-date") {
-                return Some(error(wire, 403, "The security token included in the request is invalid."));
-            }
-        }
-        _ => {}
-    }
-    None
+    let header = |k: &str| h.get(k).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let refusal = match wire {
+        Wire::OpenAi if path.starts_with("/openai/deployments/") => (!has("api-key")
+            || !query.contains("api-version="))
+        .then_some((401, "Access denied due to missing api-key or api-version.")),
+        Wire::Anthropic if !has("x-api-key") => Some((401, "x-api-key header is required")),
+        Wire::Anthropic if !has("anthropic-version") => Some((400, "anthropic-version: header is required")),
+        Wire::Gemini if path.starts_with("/v1/projects/") => (header("authorization") != "Bearer ya29.mock")
+            .then_some((401, "Request had invalid authentication credentials.")),
+        Wire::Gemini => (!has("x-goog-api-key") && !query.contains("key="))
+            .then_some((403, "Method doesn't allow unregistered callers.")),
+        Wire::Bedrock => (!header("authorization").starts_with("AWS4-HMAC-SHA256 Credential=") || !has("x-amz-date"))
+            .then_some((403, "The security token included in the request is invalid.")),
+        _ => None,
+    };
+    refusal.map(|(status, message)| error(wire, status, message))
 }
 
 fn models(wire: Wire) -> Response {
     let body = match wire {
-        Wire::Anthropic => json!({"data": [{"type": "model", "id": "claude-x", "display_name": "Claude X", "created_at": "2025-01-01T00:00:00Z"}], "has_more": false, "first_id": "claude-x", "last_id": "claude-x"}),
-        Wire::Gemini => json!({"models": [{"name": "models/gemini-x", "displayName": "Gemini X", "supportedGenerationMethods": ["generateContent", "countTokens"]}]}),
+        Wire::Anthropic => {
+            json!({"data": [{"type": "model", "id": "claude-x", "display_name": "Claude X", "created_at": "2025-01-01T00:00:00Z"}], "has_more": false, "first_id": "claude-x", "last_id": "claude-x"})
+        }
+        Wire::Gemini => {
+            json!({"models": [{"name": "models/gemini-x", "displayName": "Gemini X", "supportedGenerationMethods": ["generateContent", "countTokens"]}]})
+        }
         Wire::Cohere => json!({"models": [{"name": "command-r", "endpoints": ["chat"]}]}),
-        _ => json!({"object": "list", "data": [{"id": "gpt-4o-mini", "object": "model", "created": 0, "owned_by": "mock"}]}),
+        _ => {
+            json!({"object": "list", "data": [{"id": "gpt-4o-mini", "object": "model", "created": 0, "owned_by": "mock"}]})
+        }
     };
     axum::Json(body).into_response()
 }
@@ -444,7 +437,8 @@ fn embeddings_openai(body: &Value) -> Response {
         Value::Array(a) => a.len(),
         _ => 1,
     };
-    let data: Vec<Value> = (0..n).map(|i| json!({"object": "embedding", "index": i, "embedding": [0.1, 0.2, 0.3, 0.4]})).collect();
+    let data: Vec<Value> =
+        (0..n).map(|i| json!({"object": "embedding", "index": i, "embedding": [0.1, 0.2, 0.3, 0.4]})).collect();
     axum::Json(json!({"object": "list", "data": data, "model": body["model"], "usage": {"prompt_tokens": 3, "total_tokens": 3}}))
         .into_response()
 }
@@ -465,7 +459,11 @@ fn answer(wire: Wire, a: &Ask) -> Value {
             let finish = match &reply {
                 Reply::Text(p) => {
                     msg["content"] = p.concat().into();
-                    if a.short { "length" } else { "stop" }
+                    if a.short {
+                        "length"
+                    } else {
+                        "stop"
+                    }
                 }
                 Reply::Calls(c) => {
                     msg["tool_calls"] = c
@@ -490,7 +488,11 @@ fn answer(wire: Wire, a: &Ask) -> Value {
             let stop = match &reply {
                 Reply::Text(p) => {
                     content.push(json!({"type": "text", "text": p.concat()}));
-                    if a.short { "max_tokens" } else { "end_turn" }
+                    if a.short {
+                        "max_tokens"
+                    } else {
+                        "end_turn"
+                    }
                 }
                 Reply::Calls(c) => {
                     for (id, n, city) in c {
@@ -523,12 +525,18 @@ fn answer(wire: Wire, a: &Ask) -> Value {
         Wire::Bedrock => {
             let mut content = Vec::new();
             if a.think {
-                content.push(json!({"reasoningContent": {"reasoningText": {"text": "Let me think.", "signature": "sig123"}}}));
+                content.push(
+                    json!({"reasoningContent": {"reasoningText": {"text": "Let me think.", "signature": "sig123"}}}),
+                );
             }
             let stop = match &reply {
                 Reply::Text(p) => {
                     content.push(json!({"text": p.concat()}));
-                    if a.short { "max_tokens" } else { "end_turn" }
+                    if a.short {
+                        "max_tokens"
+                    } else {
+                        "end_turn"
+                    }
                 }
                 Reply::Calls(c) => {
                     for (id, n, city) in c {
@@ -545,7 +553,11 @@ fn answer(wire: Wire, a: &Ask) -> Value {
             let finish = match &reply {
                 Reply::Text(p) => {
                     msg["content"] = json!([{"type": "text", "text": p.concat()}]);
-                    if a.short { "MAX_TOKENS" } else { "COMPLETE" }
+                    if a.short {
+                        "MAX_TOKENS"
+                    } else {
+                        "COMPLETE"
+                    }
                 }
                 Reply::Calls(c) => {
                     msg["tool_plan"] = "I will check the weather.".into();
@@ -597,13 +609,23 @@ fn sse_frames(wire: Wire, a: &Ask, cut: Option<usize>) -> Vec<Result<Bytes, std:
                         }
                         f.push(data(chunk(json!({"content": p}), Value::Null)));
                     }
-                    if a.short { "length" } else { "stop" }
+                    if a.short {
+                        "length"
+                    } else {
+                        "stop"
+                    }
                 }
                 Reply::Calls(calls) => {
                     for (i, (id, n, city)) in calls.iter().enumerate() {
                         f.push(data(chunk(json!({"tool_calls": [{"index": i, "id": format!("call_{id}"), "type": "function", "function": {"name": n, "arguments": ""}}]}), Value::Null)));
-                        f.push(data(chunk(json!({"tool_calls": [{"index": i, "function": {"arguments": "{\"city\":"}}]}), Value::Null)));
-                        f.push(data(chunk(json!({"tool_calls": [{"index": i, "function": {"arguments": format!("\"{city}\"}}")}}]}), Value::Null)));
+                        f.push(data(chunk(
+                            json!({"tool_calls": [{"index": i, "function": {"arguments": "{\"city\":"}}]}),
+                            Value::Null,
+                        )));
+                        f.push(data(chunk(
+                            json!({"tool_calls": [{"index": i, "function": {"arguments": format!("\"{city}\"}}")}}]}),
+                            Value::Null,
+                        )));
                     }
                     "tool_calls"
                 }
@@ -636,7 +658,11 @@ fn sse_frames(wire: Wire, a: &Ask, cut: Option<usize>) -> Vec<Result<Bytes, std:
                         f.push(named("content_block_delta", json!({"type": "content_block_delta", "index": index, "delta": {"type": "text_delta", "text": p}})));
                     }
                     f.push(named("content_block_stop", json!({"type": "content_block_stop", "index": index})));
-                    if a.short { "max_tokens" } else { "end_turn" }
+                    if a.short {
+                        "max_tokens"
+                    } else {
+                        "end_turn"
+                    }
                 }
                 Reply::Calls(calls) => {
                     for (id, n, city) in calls {
@@ -674,7 +700,11 @@ fn sse_frames(wire: Wire, a: &Ask, cut: Option<usize>) -> Vec<Result<Bytes, std:
                         f.push(named("content-delta", json!({"type": "content-delta", "index": 0, "delta": {"message": {"content": {"text": p}}}})));
                     }
                     f.push(named("content-end", json!({"type": "content-end", "index": 0})));
-                    if a.short { "MAX_TOKENS" } else { "COMPLETE" }
+                    if a.short {
+                        "MAX_TOKENS"
+                    } else {
+                        "COMPLETE"
+                    }
                 }
                 Reply::Calls(calls) => {
                     f.push(named("tool-plan-delta", json!({"type": "tool-plan-delta", "delta": {"message": {"tool_plan": "I will check the weather."}}})));
@@ -703,7 +733,8 @@ fn gemini_chunks(a: &Ask) -> Vec<Value> {
             c["candidates"][0]["finishReason"] = f.into();
         }
         if usage {
-            c["usageMetadata"] = json!({"promptTokenCount": 12, "candidatesTokenCount": out, "totalTokenCount": 12 + out});
+            c["usageMetadata"] =
+                json!({"promptTokenCount": 12, "candidatesTokenCount": out, "totalTokenCount": 12 + out});
         }
         c
     };
@@ -721,7 +752,8 @@ fn gemini_chunks(a: &Ask) -> Vec<Value> {
             }
         }
         Reply::Calls(calls) => {
-            let parts: Vec<Value> = calls.iter().map(|(_, n, city)| json!({"functionCall": {"name": n, "args": {"city": city}}})).collect();
+            let parts: Vec<Value> =
+                calls.iter().map(|(_, n, city)| json!({"functionCall": {"name": n, "args": {"city": city}}})).collect();
             v.push(chunk(Value::Array(parts), Some("STOP"), true));
         }
     }
@@ -775,8 +807,14 @@ fn bedrock_frames(a: &Ask, cut: Option<usize>) -> Vec<Result<Bytes, std::io::Err
     let mut f = vec![ev("messageStart", json!({"role": "assistant"}))];
     let mut index = 0;
     if a.think {
-        f.push(ev("contentBlockDelta", json!({"contentBlockIndex": 0, "delta": {"reasoningContent": {"text": "Let me think."}}})));
-        f.push(ev("contentBlockDelta", json!({"contentBlockIndex": 0, "delta": {"reasoningContent": {"signature": "sig123"}}})));
+        f.push(ev(
+            "contentBlockDelta",
+            json!({"contentBlockIndex": 0, "delta": {"reasoningContent": {"text": "Let me think."}}}),
+        ));
+        f.push(ev(
+            "contentBlockDelta",
+            json!({"contentBlockIndex": 0, "delta": {"reasoningContent": {"signature": "sig123"}}}),
+        ));
         f.push(ev("contentBlockStop", json!({"contentBlockIndex": 0})));
         index = 1;
     }
@@ -785,7 +823,11 @@ fn bedrock_frames(a: &Ask, cut: Option<usize>) -> Vec<Result<Bytes, std::io::Err
             for (i, p) in pieces.iter().enumerate() {
                 if cut == Some(i) {
                     f.push(ok(eventstream_frame(
-                        &[(":exception-type", "throttlingException"), (":content-type", "application/json"), (":message-type", "exception")],
+                        &[
+                            (":exception-type", "throttlingException"),
+                            (":content-type", "application/json"),
+                            (":message-type", "exception"),
+                        ],
                         json!({"message": "Too many requests"}).to_string().as_bytes(),
                     )));
                     return f;
@@ -793,13 +835,23 @@ fn bedrock_frames(a: &Ask, cut: Option<usize>) -> Vec<Result<Bytes, std::io::Err
                 f.push(ev("contentBlockDelta", json!({"contentBlockIndex": index, "delta": {"text": p}})));
             }
             f.push(ev("contentBlockStop", json!({"contentBlockIndex": index})));
-            if a.short { "max_tokens" } else { "end_turn" }
+            if a.short {
+                "max_tokens"
+            } else {
+                "end_turn"
+            }
         }
         Reply::Calls(calls) => {
             for (id, n, city) in calls {
                 f.push(ev("contentBlockStart", json!({"contentBlockIndex": index, "start": {"toolUse": {"toolUseId": format!("tooluse_{id}"), "name": n}}})));
-                f.push(ev("contentBlockDelta", json!({"contentBlockIndex": index, "delta": {"toolUse": {"input": "{\"city\":"}}})));
-                f.push(ev("contentBlockDelta", json!({"contentBlockIndex": index, "delta": {"toolUse": {"input": format!("\"{city}\"}}")}}})));
+                f.push(ev(
+                    "contentBlockDelta",
+                    json!({"contentBlockIndex": index, "delta": {"toolUse": {"input": "{\"city\":"}}}),
+                ));
+                f.push(ev(
+                    "contentBlockDelta",
+                    json!({"contentBlockIndex": index, "delta": {"toolUse": {"input": format!("\"{city}\"}}")}}}),
+                ));
                 f.push(ev("contentBlockStop", json!({"contentBlockIndex": index})));
                 index += 1;
             }

@@ -416,7 +416,8 @@ async fn every_inbound_format_reaches_every_upstream_wire() {
                     }
                 }
             }
-            write!(table, " {} |", if cell.len() == 6 { "✓".to_string() } else { format!("{}/6", cell.len()) }).unwrap();
+            write!(table, " {} |", if cell.len() == 6 { "✓".to_string() } else { format!("{}/6", cell.len()) })
+                .unwrap();
         }
     }
     println!("{table}");
@@ -524,7 +525,15 @@ async fn gemini_array_streams_counting_and_model_lists() {
         .unwrap();
     assert!(r["totalTokens"].as_i64().unwrap() > 0, "{r}");
     // Model lists in each shape.
-    let g: Value = http.get(format!("{}/v1beta/models", gw.url)).header("x-goog-api-key", &key).send().await.unwrap().json().await.unwrap();
+    let g: Value = http
+        .get(format!("{}/v1beta/models", gw.url))
+        .header("x-goog-api-key", &key)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert!(g["models"].as_array().unwrap().iter().any(|m| m["name"] == "models/gemini-x"), "{g}");
     let a: Value = http
         .get(format!("{}/v1/models", gw.url))

@@ -12,9 +12,9 @@ use futures_util::future::{select, Either};
 use futures_util::StreamExt;
 use oblivious_core::config::RelaySettings;
 use oblivious_core::model::{Channel, ChannelType, Id};
-use oblivious_core::{authz, count, pricing, retry, select as choose, ApiError, ErrorKind};
 use oblivious_core::wire::canon::{ChatResponse, Part};
 use oblivious_core::wire::{self, openai, Inbound, StreamDecoder, StreamEncoder, Wire};
+use oblivious_core::{authz, count, pricing, retry, select as choose, ApiError, ErrorKind};
 use oblivious_ports::{
     ByteStream, Clock, Ids, Ledger, Platform, Reservation, Upstream, UpstreamError, UpstreamResponse,
 };
@@ -74,9 +74,7 @@ fn outgoing(parsed: &mut Parsed, ch: &Channel, upstream_model: &str) -> Result<O
             Outgoing { op: Op::Chat { stream }, body: json(&Value::Object(body)), wire, passthrough: true }
         }
         // OpenAI's own Responses API where the channel has it; every other channel gets chat.
-        Endpoint::Chat(Inbound::Responses)
-            if matches!(ch.spec.kind, ChannelType::Openai | ChannelType::Azure) =>
-        {
+        Endpoint::Chat(Inbound::Responses) if matches!(ch.spec.kind, ChannelType::Openai | ChannelType::Azure) => {
             let mut body = parsed.body.clone();
             body.insert("model".into(), Value::String(upstream_model.to_string()));
             let body = json(&Value::Object(body));
@@ -119,7 +117,12 @@ fn outgoing(parsed: &mut Parsed, ch: &Channel, upstream_model: &str) -> Result<O
             if stream && endpoint == Endpoint::Completions && info.stream_options {
                 body.insert("stream_options".into(), serde_json::json!({ "include_usage": true }));
             }
-            Outgoing { op: Op::OpenAiPath(endpoint.openai_path()), body: json(&Value::Object(body)), wire, passthrough: true }
+            Outgoing {
+                op: Op::OpenAiPath(endpoint.openai_path()),
+                body: json(&Value::Object(body)),
+                wire,
+                passthrough: true,
+            }
         }
     };
     Ok(out)
@@ -259,11 +262,7 @@ pub(crate) async fn handle<P: Platform>(
     // or a tokens-per-minute limit needs the estimate.
     let priced = snapshot.price_for(model, relay.ports.clock.now_ms()).is_some_and(|p| !p.free);
     let needs_count = priced || relay.rate_limits().counts_tokens(&principal.user.group, model);
-    let completion = if endpoint.generates_text() {
-        max_tokens(&parsed, &settings)
-    } else {
-        0
-    };
+    let completion = if endpoint.generates_text() { max_tokens(&parsed, &settings) } else { 0 };
     let body = parsed.openai_body();
     let prompt = match endpoint {
         _ if !needs_count => 0,
@@ -348,7 +347,9 @@ async fn admit<P: Platform>(
 fn max_tokens(parsed: &Parsed, settings: &RelaySettings) -> i64 {
     let declared = match &parsed.canon {
         Some(c) => c.max_tokens,
-        None => ["max_completion_tokens", "max_tokens"].iter().find_map(|k| parsed.body.get(*k).and_then(Value::as_i64)),
+        None => {
+            ["max_completion_tokens", "max_tokens"].iter().find_map(|k| parsed.body.get(*k).and_then(Value::as_i64))
+        }
     };
     declared.filter(|n| *n >= 0).unwrap_or(settings.default_max_tokens)
 }

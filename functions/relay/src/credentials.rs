@@ -100,8 +100,9 @@ fn sign_bedrock(req: &mut UpstreamRequest, key: &str, region: Option<&str>, now_
         .filter(|(n, _)| *n == http::header::CONTENT_TYPE)
         .filter_map(|(n, v)| Some((n.as_str().to_string(), v.to_str().ok()?.to_string())))
         .collect();
-    let signed =
-        oblivious_core::sign::sigv4("POST", &req.url, &headers, &req.body, access, secret, session, region, "bedrock", now_s);
+    let signed = oblivious_core::sign::sigv4(
+        "POST", &req.url, &headers, &req.body, access, secret, session, region, "bedrock", now_s,
+    );
     for (name, value) in signed {
         if let (Ok(n), Ok(v)) = (http::HeaderName::from_bytes(name.as_bytes()), http::HeaderValue::from_str(&value)) {
             req.headers.insert(n, v);
@@ -109,4 +110,3 @@ fn sign_bedrock(req: &mut UpstreamRequest, key: &str, region: Option<&str>, now_
     }
     Ok(())
 }
-

@@ -207,7 +207,10 @@ impl<P: Platform> Relay<P> {
             }
         }
         if !(200..300).contains(&status) {
-            return Err(format!("upstream answered {status}: {}", String::from_utf8_lossy(&bytes[..bytes.len().min(300)])));
+            return Err(format!(
+                "upstream answered {status}: {}",
+                String::from_utf8_lossy(&bytes[..bytes.len().min(300)])
+            ));
         }
         let v: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| format!("unreadable model list: {e}"))?;
         Ok(upstream::model_ids(&v))

@@ -14,7 +14,9 @@ pub enum Endpoint {
     Completions,
     Embeddings,
     /// Gemini `:embedContent` / `:batchEmbedContents`.
-    GeminiEmbed { batch: bool },
+    GeminiEmbed {
+        batch: bool,
+    },
     Images,
     Speech,
     Transcriptions,
@@ -172,7 +174,9 @@ pub(crate) fn parse(
         None => match body.get("model") {
             Some(Value::String(m)) if !m.is_empty() => m.clone(),
             Some(Value::String(_)) | None => {
-                return Err(ApiError::invalid("missing_model", "You must provide a model parameter.").with_param("model"))
+                return Err(
+                    ApiError::invalid("missing_model", "You must provide a model parameter.").with_param("model")
+                )
             }
             Some(_) => {
                 return Err(ApiError::invalid("invalid_type", "Invalid type for 'model': expected a string.")
@@ -208,8 +212,11 @@ pub(crate) fn parse(
                 .with_param(field_param(field)))
             }
             Some(v) if want_array && !v.is_array() => {
-                return Err(ApiError::invalid("invalid_type", format!("Invalid type for '{field}': expected an array."))
-                    .with_param(field_param(field)))
+                return Err(ApiError::invalid(
+                    "invalid_type",
+                    format!("Invalid type for '{field}': expected an array."),
+                )
+                .with_param(field_param(field)))
             }
             _ => {}
         }
@@ -222,17 +229,7 @@ pub(crate) fn parse(
         Endpoint::Chat(Inbound::Responses) => Some(responses::parse_request(&body)?),
         _ => None,
     };
-    Ok(Parsed {
-        endpoint,
-        body,
-        raw: None,
-        content_type: None,
-        model,
-        stream,
-        include_usage,
-        gemini_sse,
-        canon,
-    })
+    Ok(Parsed { endpoint, body, raw: None, content_type: None, model, stream, include_usage, gemini_sse, canon })
 }
 
 fn field_param(field: &str) -> &'static str {

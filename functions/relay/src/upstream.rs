@@ -10,7 +10,9 @@ use oblivious_ports::UpstreamRequest;
 /// What the request asks of the upstream.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Op {
-    Chat { stream: bool },
+    Chat {
+        stream: bool,
+    },
     /// An OpenAI-wire path under the base URL (`/completions`, `/embeddings`, `/images/generations`…).
     OpenAiPath(&'static str),
     /// Gemini methods other than chat: `embedContent`, `batchEmbedContents`, `countTokens`.
@@ -18,12 +20,21 @@ pub(crate) enum Op {
 }
 
 /// Builds the request. `key` is the channel key in use (for Vertex, the access token it was exchanged for).
-pub(crate) fn request(ch: &Channel, key: Option<&str>, op: Op, model: &str, body: Bytes, gemini_sse: bool) -> UpstreamRequest {
+pub(crate) fn request(
+    ch: &Channel,
+    key: Option<&str>,
+    op: Op,
+    model: &str,
+    body: Bytes,
+    gemini_sse: bool,
+) -> UpstreamRequest {
     let spec = &ch.spec;
     let base = spec.base_url();
     let info = spec.kind.info();
     let url = match (spec.kind, op) {
-        (ChannelType::Azure, Op::Chat { .. }) => azure_url(&base, model, "/chat/completions", spec.api_version.as_deref()),
+        (ChannelType::Azure, Op::Chat { .. }) => {
+            azure_url(&base, model, "/chat/completions", spec.api_version.as_deref())
+        }
         (ChannelType::Azure, Op::OpenAiPath(p)) => azure_url(&base, model, p, spec.api_version.as_deref()),
         (_, Op::Chat { stream }) => match spec.kind {
             ChannelType::Anthropic => format!("{base}/v1/messages"),

@@ -291,8 +291,9 @@ pub fn parse(file: &str, text: &str, env: impl Fn(&str) -> Option<String>) -> Re
         if !names.insert(c.name.as_str()) {
             return Err(err(at("name"), format!("`{}` is declared twice", c.name)));
         }
-        let kind = ChannelType::parse(&c.kind)
-            .ok_or_else(|| err(at("type"), format!("unknown channel type `{}` (known: {})", c.kind, ChannelType::names())))?;
+        let kind = ChannelType::parse(&c.kind).ok_or_else(|| {
+            err(at("type"), format!("unknown channel type `{}` (known: {})", c.kind, ChannelType::names()))
+        })?;
         let base_url = expand(&c.base_url, &env).map_err(|m| err(at("base_url"), m))?;
         let base_url = base_url.trim_end_matches('/').to_string();
         let mut keys = vec![];

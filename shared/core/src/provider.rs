@@ -98,7 +98,9 @@ impl ChannelType {
         use ChannelType as T;
         match self {
             T::Openai => compatible("https://api.openai.com/v1"),
-            T::Azure => Info { wire: Wire::OpenAi, auth: Auth::ApiKeyHeader, default_base_url: None, stream_options: true },
+            T::Azure => {
+                Info { wire: Wire::OpenAi, auth: Auth::ApiKeyHeader, default_base_url: None, stream_options: true }
+            }
             T::Anthropic => Info {
                 wire: Wire::Anthropic,
                 auth: Auth::XApiKey,
@@ -118,7 +120,9 @@ impl ChannelType {
                 default_base_url: None,
                 stream_options: false,
             },
-            T::Bedrock => Info { wire: Wire::Bedrock, auth: Auth::SigV4, default_base_url: None, stream_options: false },
+            T::Bedrock => {
+                Info { wire: Wire::Bedrock, auth: Auth::SigV4, default_base_url: None, stream_options: false }
+            }
             T::Cohere => Info {
                 wire: Wire::Cohere,
                 auth: Auth::Bearer,

@@ -62,11 +62,8 @@ pub fn sigv4(
     let amz_date = time.format("%Y%m%dT%H%M%SZ").to_string();
     let date = &amz_date[..8];
     let (host, path, query) = split_url(url);
-    let canonical_uri = if path.is_empty() {
-        "/".to_string()
-    } else {
-        path.split('/').map(uri_encode).collect::<Vec<_>>().join("/")
-    };
+    let canonical_uri =
+        if path.is_empty() { "/".to_string() } else { path.split('/').map(uri_encode).collect::<Vec<_>>().join("/") };
     let mut pairs: Vec<(String, String)> = query
         .split('&')
         .filter(|p| !p.is_empty())
@@ -104,7 +101,9 @@ pub fn sigv4(
         ("x-amz-date".to_string(), amz_date),
         (
             "authorization".to_string(),
-            format!("AWS4-HMAC-SHA256 Credential={access_key}/{scope}, SignedHeaders={signed_names}, Signature={signature}"),
+            format!(
+                "AWS4-HMAC-SHA256 Credential={access_key}/{scope}, SignedHeaders={signed_names}, Signature={signature}"
+            ),
         ),
     ];
     if let Some(t) = session_token {

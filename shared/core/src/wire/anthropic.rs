@@ -16,8 +16,7 @@ pub const DEFAULT_MAX_TOKENS: i64 = 4096;
 // ---- requests ----
 
 pub fn parse_request(body: &Map<String, Value>) -> Result<ChatRequest, ApiError> {
-    let max_tokens = opt_i64(body, "max_tokens")?
-        .ok_or_else(|| bad("max_tokens", "max_tokens: Field required"))?;
+    let max_tokens = opt_i64(body, "max_tokens")?.ok_or_else(|| bad("max_tokens", "max_tokens: Field required"))?;
     let mut req = ChatRequest {
         model: as_str(body.get("model")).unwrap_or_default().to_string(),
         max_tokens: Some(max_tokens),
@@ -93,7 +92,8 @@ pub fn parse_request(body: &Map<String, Value>) -> Result<ChatRequest, ApiError>
     }
     if let Some(th) = body.get("thinking") {
         if as_str(th.get("type")) == Some("enabled") {
-            req.reasoning = Some(Reasoning { effort: None, budget_tokens: th.get("budget_tokens").and_then(Value::as_i64) });
+            req.reasoning =
+                Some(Reasoning { effort: None, budget_tokens: th.get("budget_tokens").and_then(Value::as_i64) });
         }
     }
     req.link_tool_results();

@@ -32,7 +32,10 @@ pub fn build_request(req: &ChatRequest) -> Result<Value, ApiError> {
                 Part::Text(t) => blocks.push(json!({"text": t})),
                 Part::Image(ImageSource::Base64 { media_type, data }) => {
                     let format = image_format(media_type).ok_or_else(|| {
-                        ApiError::invalid("unsupported_conversion", format!("Bedrock takes png, jpeg, gif or webp images, not {media_type}."))
+                        ApiError::invalid(
+                            "unsupported_conversion",
+                            format!("Bedrock takes png, jpeg, gif or webp images, not {media_type}."),
+                        )
                     })?;
                     blocks.push(json!({"image": {"format": format, "source": {"bytes": data}}}));
                 }
@@ -232,7 +235,9 @@ impl Decoder {
                     out.push(Event::Usage(parse_usage(u)));
                 }
             }
-            "exception" => out.push(Event::Error { message: parse_error(&v).unwrap_or_else(|| "upstream error".into()) }),
+            "exception" => {
+                out.push(Event::Error { message: parse_error(&v).unwrap_or_else(|| "upstream error".into()) })
+            }
             _ => {}
         }
     }

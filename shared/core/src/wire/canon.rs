@@ -242,19 +242,31 @@ impl ChatResponse {
 /// One step of a streamed answer, whatever the wire.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Event {
-    Start { id: String, model: String },
+    Start {
+        id: String,
+        model: String,
+    },
     Text(String),
     Thinking(String),
     /// The signature that closes a thinking block (Anthropic).
     ThinkingSignature(String),
     /// A tool call begins; `index` counts calls from 0 within the answer.
-    ToolCallStart { index: usize, id: String, name: String },
-    ToolCallArgs { index: usize, delta: String },
+    ToolCallStart {
+        index: usize,
+        id: String,
+        name: String,
+    },
+    ToolCallArgs {
+        index: usize,
+        delta: String,
+    },
     Finish(FinishReason),
     /// Usage so far; a later one replaces an earlier one.
     Usage(Usage),
     /// The upstream reported an error mid-stream.
-    Error { message: String },
+    Error {
+        message: String,
+    },
 }
 
 /// The error an upstream answered with, in no particular format.

@@ -28,7 +28,9 @@ pub fn build_request(req: &ChatRequest, model: &str, stream: bool) -> Value {
                 for p in &m.parts {
                     match p {
                         Part::Text(t) => content.push(json!({"type": "text", "text": t})),
-                        Part::Image(src) => content.push(json!({"type": "image_url", "image_url": {"url": src.to_url()}})),
+                        Part::Image(src) => {
+                            content.push(json!({"type": "image_url", "image_url": {"url": src.to_url()}}))
+                        }
                         Part::ToolCall { id, name, arguments } => calls.push(
                             json!({"id": id, "type": "function", "function": {"name": name, "arguments": arguments}}),
                         ),
@@ -136,9 +138,9 @@ pub fn parse_response(v: &Value) -> ChatResponse {
     let m = v.get("message").cloned().unwrap_or(Value::Null);
     for c in m.get("content").and_then(Value::as_array).into_iter().flatten() {
         match as_str(c.get("type")) {
-            Some("thinking") => {
-                r.parts.push(Part::Thinking { text: as_str(c.get("thinking")).unwrap_or("").to_string(), signature: None })
-            }
+            Some("thinking") => r
+                .parts
+                .push(Part::Thinking { text: as_str(c.get("thinking")).unwrap_or("").to_string(), signature: None }),
             _ => {
                 if let Some(t) = as_str(c.get("text")) {
                     r.parts.push(Part::Text(t.to_string()));

@@ -38,7 +38,9 @@ pub fn parse_request(body: &Map<String, Value>, model: &str, stream: bool) -> Re
     }
     if as_str(g.get("responseMimeType")) == Some("application/json") {
         req.response_format = Some(match g.get("responseJsonSchema").or(g.get("responseSchema")) {
-            Some(schema) => ResponseFormat::JsonSchema { name: "response".into(), schema: schema.clone(), strict: false },
+            Some(schema) => {
+                ResponseFormat::JsonSchema { name: "response".into(), schema: schema.clone(), strict: false }
+            }
             None => ResponseFormat::JsonObject,
         });
     }
@@ -55,7 +57,13 @@ pub fn parse_request(body: &Map<String, Value>, model: &str, stream: bool) -> Re
     if let Some(si) = body.get("systemInstruction").or(body.get("system_instruction")) {
         let text = match si {
             Value::String(s) => s.clone(),
-            v => v.get("parts").and_then(Value::as_array).into_iter().flatten().filter_map(|p| as_str(p.get("text"))).collect(),
+            v => v
+                .get("parts")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .filter_map(|p| as_str(p.get("text")))
+                .collect(),
         };
         req.system.push(text);
     }
@@ -101,7 +109,10 @@ pub fn parse_request(body: &Map<String, Value>, model: &str, stream: bool) -> Re
             } else if p.as_object().is_some_and(|o| o.keys().all(|k| k == "thoughtSignature")) {
                 // A bare signature part: nothing to carry across formats.
             } else {
-                req.untranslatable.push(format!("part {} (contents[{i}])", p.as_object().and_then(|o| o.keys().next()).map_or("?", |k| k.as_str())));
+                req.untranslatable.push(format!(
+                    "part {} (contents[{i}])",
+                    p.as_object().and_then(|o| o.keys().next()).map_or("?", |k| k.as_str())
+                ));
             }
         }
         if !results.is_empty() {
@@ -127,10 +138,9 @@ pub fn parse_request(body: &Map<String, Value>, model: &str, stream: bool) -> Re
                     });
                 }
             }
-            None => req.untranslatable.push(format!(
-                "tool `{}`",
-                t.as_object().and_then(|o| o.keys().next()).map_or("?", |k| k.as_str())
-            )),
+            None => req
+                .untranslatable
+                .push(format!("tool `{}`", t.as_object().and_then(|o| o.keys().next()).map_or("?", |k| k.as_str()))),
         }
     }
     if let Some(fcc) = body.get("toolConfig").and_then(|t| t.get("functionCallingConfig")) {
@@ -516,7 +526,15 @@ pub struct Encoder {
 impl Encoder {
     /// `sse`: `alt=sse` framing; else a JSON array.
     pub fn new(model: &str, sse: bool) -> Self {
-        Encoder { model: model.to_string(), sse, id: String::new(), sent_any: false, call: None, finish: None, usage: None }
+        Encoder {
+            model: model.to_string(),
+            sse,
+            id: String::new(),
+            sent_any: false,
+            call: None,
+            finish: None,
+            usage: None,
+        }
     }
 
     fn emit(&mut self, out: &mut Vec<u8>, v: &Value) {

@@ -93,14 +93,18 @@ pub(crate) fn arr<'a>(v: Option<&'a Value>, param: &'static str) -> Result<&'a V
 pub(crate) fn opt_i64(body: &Map<String, Value>, key: &'static str) -> Result<Option<i64>, ApiError> {
     match body.get(key) {
         None | Some(Value::Null) => Ok(None),
-        Some(v) => v.as_i64().map(Some).ok_or_else(|| bad(key, format!("Invalid type for '{key}': expected an integer."))),
+        Some(v) => {
+            v.as_i64().map(Some).ok_or_else(|| bad(key, format!("Invalid type for '{key}': expected an integer.")))
+        }
     }
 }
 
 pub(crate) fn opt_f64(body: &Map<String, Value>, key: &'static str) -> Result<Option<f64>, ApiError> {
     match body.get(key) {
         None | Some(Value::Null) => Ok(None),
-        Some(v) => v.as_f64().map(Some).ok_or_else(|| bad(key, format!("Invalid type for '{key}': expected a number."))),
+        Some(v) => {
+            v.as_f64().map(Some).ok_or_else(|| bad(key, format!("Invalid type for '{key}': expected a number.")))
+        }
     }
 }
 

@@ -57,8 +57,9 @@ pub fn parse_request(body: &Map<String, Value>) -> Result<ChatRequest, ApiError>
             _ => ToolChoice::Auto,
         }),
         Some(v) => {
-            let name = as_str(v.pointer("/function/name"))
-                .ok_or_else(|| bad("tool_choice", "expected a string or {\"type\":\"function\",\"function\":{\"name\"}}"))?;
+            let name = as_str(v.pointer("/function/name")).ok_or_else(|| {
+                bad("tool_choice", "expected a string or {\"type\":\"function\",\"function\":{\"name\"}}")
+            })?;
             Some(ToolChoice::Named(name.to_string()))
         }
     };
@@ -183,7 +184,9 @@ pub fn build_request(req: &ChatRequest, model: &str, stream: bool) -> Value {
                 for p in &m.parts {
                     match p {
                         Part::Text(t) => content.push(json!({"type": "text", "text": t})),
-                        Part::Image(src) => content.push(json!({"type": "image_url", "image_url": {"url": src.to_url()}})),
+                        Part::Image(src) => {
+                            content.push(json!({"type": "image_url", "image_url": {"url": src.to_url()}}))
+                        }
                         Part::ToolCall { id, name, arguments } => calls.push(
                             json!({"id": id, "type": "function", "function": {"name": name, "arguments": arguments}}),
                         ),
@@ -296,8 +299,7 @@ pub fn parse_usage(u: &Value) -> Option<Usage> {
     Some(Usage {
         input: as_i64(u.get("prompt_tokens")),
         output: as_i64(u.get("completion_tokens")),
-        cached: as_i64(u.pointer("/prompt_tokens_details/cached_tokens"))
-            .max(as_i64(u.get("prompt_cache_hit_tokens"))),
+        cached: as_i64(u.pointer("/prompt_tokens_details/cached_tokens")).max(as_i64(u.get("prompt_cache_hit_tokens"))),
         cache_write: 0,
         reasoning: as_i64(u.pointer("/completion_tokens_details/reasoning_tokens")),
     })

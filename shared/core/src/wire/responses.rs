@@ -33,7 +33,9 @@ pub fn parse_request(body: &Map<String, Value>) -> Result<ChatRequest, ApiError>
         req.reasoning = Some(Reasoning { effort: Some(effort.to_string()), budget_tokens: None });
     }
     match body.get("text").and_then(|t| t.get("format")) {
-        Some(f) if as_str(f.get("type")) == Some("json_object") => req.response_format = Some(ResponseFormat::JsonObject),
+        Some(f) if as_str(f.get("type")) == Some("json_object") => {
+            req.response_format = Some(ResponseFormat::JsonObject)
+        }
         Some(f) if as_str(f.get("type")) == Some("json_schema") => {
             req.response_format = Some(ResponseFormat::JsonSchema {
                 name: as_str(f.get("name")).unwrap_or("response").to_string(),
@@ -123,7 +125,9 @@ fn input_item(item: &Value, i: usize, req: &mut ChatRequest) -> Result<(), ApiEr
                                 Some(url) => parts.push(Part::Image(ImageSource::from_url(url))),
                                 None => req.untranslatable.push(format!("an image by file_id (input[{i}])")),
                             },
-                            other => req.untranslatable.push(format!("content `{}` (input[{i}])", other.unwrap_or("?"))),
+                            other => {
+                                req.untranslatable.push(format!("content `{}` (input[{i}])", other.unwrap_or("?")))
+                            }
                         }
                     }
                 }
@@ -162,7 +166,15 @@ fn response_id(id: &str) -> String {
     }
 }
 
-fn envelope(id: &str, model: &str, created: i64, status: &str, output: Vec<Value>, usage: Option<&Usage>, finish: Option<FinishReason>) -> Value {
+fn envelope(
+    id: &str,
+    model: &str,
+    created: i64,
+    status: &str,
+    output: Vec<Value>,
+    usage: Option<&Usage>,
+    finish: Option<FinishReason>,
+) -> Value {
     let incomplete = finish == Some(FinishReason::Length);
     json!({
         "id": response_id(id),
@@ -396,7 +408,8 @@ impl Encoder {
         self.start("", out);
         self.close(out);
         let output: Vec<Value> = (0..self.items.len()).map(|i| self.item_json(i, "completed")).collect();
-        let mut r = envelope(&self.id, &self.model, self.created, "completed", output, self.usage.as_ref(), self.finish);
+        let mut r =
+            envelope(&self.id, &self.model, self.created, "completed", output, self.usage.as_ref(), self.finish);
         let text: String = self
             .items
             .iter()

@@ -88,7 +88,10 @@ fn anthropic_request_to_gemini() {
     assert_eq!(c[1]["role"], "model");
     assert_eq!(c[1]["parts"][1]["functionCall"], json!({"name": "get_weather", "args": {"city": "Paris"}}));
     // The tool result and the text after it share one user turn; the result names its function.
-    assert_eq!(c[2]["parts"][0]["functionResponse"], json!({"name": "get_weather", "response": {"result": "sunny, 21C"}}));
+    assert_eq!(
+        c[2]["parts"][0]["functionResponse"],
+        json!({"name": "get_weather", "response": {"result": "sunny, 21C"}})
+    );
     assert_eq!(c[2]["parts"][1]["text"], "Thanks. And tomorrow?");
     assert_eq!(out["generationConfig"]["maxOutputTokens"], 1024);
     assert_eq!(out["generationConfig"]["thinkingConfig"], json!({"includeThoughts": true, "thinkingBudget": 2048}));
@@ -243,8 +246,17 @@ fn openai_tool_stream_as_anthropic_events() {
     let out = encode_all(Inbound::Anthropic, &events, true);
     // Read back with our own Anthropic decoder: the same calls, arguments and usage.
     let back = decode_all(Wire::Anthropic, false, out.as_bytes(), 5);
-    let args: Vec<_> = back.iter().filter_map(|e| match e { Event::ToolCallArgs { index, delta } => Some((*index, delta.clone())), _ => None }).collect();
-    assert_eq!(args, [(0, "{\"city\":".to_string()), (0, "\"Paris\"}".to_string()), (1, "{\"city\":\"Tokyo\"}".to_string())]);
+    let args: Vec<_> = back
+        .iter()
+        .filter_map(|e| match e {
+            Event::ToolCallArgs { index, delta } => Some((*index, delta.clone())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        args,
+        [(0, "{\"city\":".to_string()), (0, "\"Paris\"}".to_string()), (1, "{\"city\":\"Tokyo\"}".to_string())]
+    );
     assert!(back.contains(&Event::Finish(FinishReason::ToolCalls)));
     assert!(back.contains(&Event::Usage(Usage { input: 12, output: 9, ..Usage::default() })));
     let names: Vec<&str> = out.lines().filter_map(|l| l.strip_prefix("event: ")).collect();
@@ -260,12 +272,18 @@ fn openai_tool_stream_as_gemini_chunks() {
     for sse in [true, false] {
         let out = encode_all(Inbound::Gemini, &events, sse);
         let chunks: Vec<Value> = if sse {
-            out.split("\r\n\r\n").filter_map(|f| f.strip_prefix("data: ")).map(|d| serde_json::from_str(d).unwrap()).collect()
+            out.split("\r\n\r\n")
+                .filter_map(|f| f.strip_prefix("data: "))
+                .map(|d| serde_json::from_str(d).unwrap())
+                .collect()
         } else {
             serde_json::from_str::<Vec<Value>>(&out).unwrap()
         };
         // Whole calls, one per chunk, then the finish chunk with usage.
-        assert_eq!(chunks[0]["candidates"][0]["content"]["parts"][0]["functionCall"], json!({"name": "get_weather", "args": {"city": "Paris"}}));
+        assert_eq!(
+            chunks[0]["candidates"][0]["content"]["parts"][0]["functionCall"],
+            json!({"name": "get_weather", "args": {"city": "Paris"}})
+        );
         assert_eq!(chunks[1]["candidates"][0]["content"]["parts"][0]["functionCall"]["args"]["city"], "Tokyo");
         let last = chunks.last().unwrap();
         assert_eq!(last["candidates"][0]["finishReason"], "STOP");
@@ -331,7 +349,13 @@ fn gemini_array_stream_as_anthropic() {
     let events = decode_all(Wire::Gemini, true, body.as_bytes(), 9);
     let out = encode_all(Inbound::Anthropic, &events, true);
     let back = decode_all(Wire::Anthropic, false, out.as_bytes(), 4096);
-    let text: String = back.iter().filter_map(|e| match e { Event::Text(t) => Some(t.as_str()), _ => None }).collect();
+    let text: String = back
+        .iter()
+        .filter_map(|e| match e {
+            Event::Text(t) => Some(t.as_str()),
+            _ => None,
+        })
+        .collect();
     assert_eq!(text, "Hello");
     assert!(back.contains(&Event::Usage(Usage { input: 4, output: 2, ..Usage::default() })));
     assert!(back.contains(&Event::Finish(FinishReason::Stop)));
@@ -340,8 +364,14 @@ fn gemini_array_stream_as_anthropic() {
 #[test]
 fn errors_render_in_each_format() {
     let e = crate::ApiError::new(crate::ErrorKind::RateLimited, "rate_limited", "slow down");
-    assert_eq!(error_body(Inbound::Anthropic, &e), json!({"type": "error", "error": {"type": "rate_limit_error", "message": "slow down"}}));
-    assert_eq!(error_body(Inbound::Gemini, &e), json!({"error": {"code": 429, "message": "slow down", "status": "RESOURCE_EXHAUSTED"}}));
+    assert_eq!(
+        error_body(Inbound::Anthropic, &e),
+        json!({"type": "error", "error": {"type": "rate_limit_error", "message": "slow down"}})
+    );
+    assert_eq!(
+        error_body(Inbound::Gemini, &e),
+        json!({"error": {"code": 429, "message": "slow down", "status": "RESOURCE_EXHAUSTED"}})
+    );
     assert_eq!(parse_error(Wire::Gemini, &json!([{"error": {"code": 400, "message": "bad"}}])).as_deref(), Some("bad"));
     let mut out = Vec::new();
     stream_error(Inbound::Anthropic, true, "cut", &mut out);
@@ -390,8 +420,17 @@ fn conversation() -> impl Strategy<Value = ChatRequest> {
                 for _ in 0..calls {
                     call += 1;
                     let id = format!("call_{call}");
-                    parts.push(Part::ToolCall { id: id.clone(), name: "lookup".into(), arguments: format!("{{\"q\":{call}}}") });
-                    results.push(Part::ToolResult { id, name: "lookup".into(), content: result.clone(), is_error: false });
+                    parts.push(Part::ToolCall {
+                        id: id.clone(),
+                        name: "lookup".into(),
+                        arguments: format!("{{\"q\":{call}}}"),
+                    });
+                    results.push(Part::ToolResult {
+                        id,
+                        name: "lookup".into(),
+                        content: result.clone(),
+                        is_error: false,
+                    });
                 }
                 if !parts.is_empty() {
                     messages.push(Message { role: Role::Assistant, parts });
@@ -509,15 +548,23 @@ fn responses_requests_and_streams_convert() {
     let req = responses::parse_request(&obj(v)).unwrap();
     assert_eq!(req.system, ["Be brief."]);
     assert_eq!(req.messages.len(), 3);
-    assert_eq!(req.messages[2].parts[0], Part::ToolResult { id: "call_1".into(), name: "get_weather".into(), content: "sunny".into(), is_error: false });
+    assert_eq!(
+        req.messages[2].parts[0],
+        Part::ToolResult { id: "call_1".into(), name: "get_weather".into(), content: "sunny".into(), is_error: false }
+    );
     let out = build_request(Wire::Anthropic, &req, "claude-x", false).unwrap();
     assert_eq!(out["messages"][2]["content"][0]["tool_use_id"], "call_1");
-    let stateful = responses::parse_request(&obj(json!({"model": "m", "input": "hi", "previous_response_id": "resp_1"}))).unwrap();
+    let stateful =
+        responses::parse_request(&obj(json!({"model": "m", "input": "hi", "previous_response_id": "resp_1"}))).unwrap();
     assert!(build_request(Wire::Anthropic, &stateful, "c", false).is_err());
 
     let events = decode_all(Wire::OpenAi, false, OPENAI_TOOL_STREAM.as_bytes(), 4096);
     let out = encode_all(Inbound::Responses, &events, true);
-    let frames: Vec<Value> = out.split("\n\n").filter_map(|f| f.lines().find_map(|l| l.strip_prefix("data: "))).map(|d| serde_json::from_str(d).unwrap()).collect();
+    let frames: Vec<Value> = out
+        .split("\n\n")
+        .filter_map(|f| f.lines().find_map(|l| l.strip_prefix("data: ")))
+        .map(|d| serde_json::from_str(d).unwrap())
+        .collect();
     let kinds: Vec<&str> = frames.iter().map(|f| f["type"].as_str().unwrap()).collect();
     assert_eq!(kinds[0], "response.created");
     assert_eq!(*kinds.last().unwrap(), "response.completed");
@@ -528,18 +575,30 @@ fn responses_requests_and_streams_convert() {
     assert_eq!(done["response"]["output"][0]["type"], "function_call");
     assert_eq!(done["response"]["output"][1]["arguments"], "{\"city\":\"Tokyo\"}");
     assert_eq!(done["response"]["usage"]["total_tokens"], 21);
-    let deltas: String = frames.iter().filter(|f| f["type"] == "response.function_call_arguments.delta" && f["output_index"] == 0).filter_map(|f| f["delta"].as_str()).collect();
+    let deltas: String = frames
+        .iter()
+        .filter(|f| f["type"] == "response.function_call_arguments.delta" && f["output_index"] == 0)
+        .filter_map(|f| f["delta"].as_str())
+        .collect();
     assert_eq!(deltas, "{\"city\":\"Paris\"}");
 }
 
 #[test]
 fn bedrock_converse_stream_decodes() {
-    let frame = |kind: &str, v: Value| eventstream::encode(&[(":event-type", kind), (":message-type", "event")], v.to_string().as_bytes());
+    let frame = |kind: &str, v: Value| {
+        eventstream::encode(&[(":event-type", kind), (":message-type", "event")], v.to_string().as_bytes())
+    };
     let mut bytes = Vec::new();
     bytes.extend(frame("messageStart", json!({"role": "assistant"})));
     bytes.extend(frame("contentBlockDelta", json!({"contentBlockIndex": 0, "delta": {"text": "Hi"}})));
-    bytes.extend(frame("contentBlockStart", json!({"contentBlockIndex": 1, "start": {"toolUse": {"toolUseId": "t1", "name": "f"}}})));
-    bytes.extend(frame("contentBlockDelta", json!({"contentBlockIndex": 1, "delta": {"toolUse": {"input": "{\"a\":1}"}}})));
+    bytes.extend(frame(
+        "contentBlockStart",
+        json!({"contentBlockIndex": 1, "start": {"toolUse": {"toolUseId": "t1", "name": "f"}}}),
+    ));
+    bytes.extend(frame(
+        "contentBlockDelta",
+        json!({"contentBlockIndex": 1, "delta": {"toolUse": {"input": "{\"a\":1}"}}}),
+    ));
     bytes.extend(frame("messageStop", json!({"stopReason": "tool_use"})));
     bytes.extend(frame("metadata", json!({"usage": {"inputTokens": 3, "outputTokens": 2, "cacheReadInputTokens": 5}})));
     let ev = decode_all(Wire::Bedrock, false, &bytes, 7);
@@ -563,11 +622,18 @@ fn bedrock_and_cohere_requests() {
     assert_eq!(b["system"], json!([{"text": "You are terse."}]));
     assert_eq!(b["messages"][0]["content"][1]["image"], json!({"format": "png", "source": {"bytes": "iVBORw0KGgo="}}));
     assert_eq!(b["messages"][1]["content"][0]["reasoningContent"]["reasoningText"]["signature"], "sig1");
-    assert_eq!(b["messages"][1]["content"][2]["toolUse"], json!({"toolUseId": "toolu_01", "name": "get_weather", "input": {"city": "Paris"}}));
+    assert_eq!(
+        b["messages"][1]["content"][2]["toolUse"],
+        json!({"toolUseId": "toolu_01", "name": "get_weather", "input": {"city": "Paris"}})
+    );
     assert_eq!(b["messages"][2]["content"][0]["toolResult"]["status"], "success");
     assert_eq!(b["inferenceConfig"], json!({"maxTokens": 1024, "stopSequences": ["END"]}));
     assert_eq!(b["toolConfig"]["tools"][0]["toolSpec"]["inputSchema"]["json"]["required"], json!(["city"]));
-    let url = parse_in(Wire::OpenAi, &json!({"model": "m", "messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "https://x/y.png"}}]}]}), "");
+    let url = parse_in(
+        Wire::OpenAi,
+        &json!({"model": "m", "messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "https://x/y.png"}}]}]}),
+        "",
+    );
     assert_eq!(build_request(Wire::Bedrock, &url, "m", false).unwrap_err().status(), 400);
     let c = build_request(Wire::Cohere, &req, "command-r", true).unwrap();
     assert_eq!(c["messages"][0], json!({"role": "system", "content": "You are terse."}));
