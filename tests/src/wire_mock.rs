@@ -381,6 +381,7 @@ async fn handle(State(inner): State<Arc<Inner>>, req: Request) -> Response {
                 (0..n).map(|i| json!({"index": i, "relevance_score": 1.0 / (i as f64 + 1.0)})).collect();
             axum::Json(json!({"id": "r1", "results": r, "meta": {"billed_units": {"search_units": 1}}})).into_response()
         }
+        (Wire::OpenAi, p) if p.ends_with("/responses") => responses(&body),
         _ => {
             let ask = ask_of(wire, &path, &query, &body);
             if !ask.stream {
@@ -393,6 +394,44 @@ async fn handle(State(inner): State<Arc<Inner>>, req: Request) -> Response {
             }
         }
     }
+}
+
+/// OpenAI's Responses API (text script only): the response object, or its
+/// typed SSE events (`response.created` … `response.output_text.delta` …
+/// `response.completed`) per the Responses streaming reference.
+fn responses(body: &Value) -> Response {
+    let model = body["model"].as_str().unwrap_or("");
+    let text = "Hello, world!";
+    let item = json!({"type": "message", "id": "msg_1", "status": "completed", "role": "assistant",
+                      "content": [{"type": "output_text", "text": text, "annotations": []}]});
+    let done = json!({"id": "resp_wm", "object": "response", "created_at": 1_700_000_000, "status": "completed",
+                      "model": model, "output": [item.clone()], "error": null, "incomplete_details": null,
+                      "usage": {"input_tokens": 12, "output_tokens": 4, "total_tokens": 16,
+                                "input_tokens_details": {"cached_tokens": 0}, "output_tokens_details": {"reasoning_tokens": 0}}});
+    if body["stream"] != true {
+        return axum::Json(done).into_response();
+    }
+    let mut seq = 0;
+    let mut ev = |kind: &str, mut v: Value| {
+        v["type"] = kind.into();
+        v["sequence_number"] = seq.into();
+        seq += 1;
+        ok(format!("event: {kind}\ndata: {v}\n\n"))
+    };
+    let mut started = done.clone();
+    started["status"] = "in_progress".into();
+    started["output"] = json!([]);
+    let mut f = vec![ev("response.created", json!({"response": started}))];
+    f.push(ev("response.output_item.added", json!({"output_index": 0, "item": item})));
+    for p in ["Hello", ",", " world", "!"] {
+        f.push(ev(
+            "response.output_text.delta",
+            json!({"item_id": "msg_1", "output_index": 0, "content_index": 0, "delta": p}),
+        ));
+    }
+    f.push(ev("response.output_item.done", json!({"output_index": 0, "item": item})));
+    f.push(ev("response.completed", json!({"response": done})));
+    stream_bytes("text/event-stream", f)
 }
 
 /// The provider's refusal when a request lacks its credentials.
