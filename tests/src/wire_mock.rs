@@ -351,7 +351,7 @@ async fn handle(State(inner): State<Arc<Inner>>, req: Request) -> Response {
     if parts.method == axum::http::Method::GET {
         return models(wire);
     }
-    if body.is_null() && !raw.is_empty() {
+    if body.is_null() && !raw.is_empty() && !path.ends_with("/audio/transcriptions") {
         return error(wire, 400, "mock: the body is not JSON");
     }
     let cut = match behavior {
@@ -375,13 +375,32 @@ async fn handle(State(inner): State<Arc<Inner>>, req: Request) -> Response {
             let e: Vec<Value> = (0..n).map(|_| json!([0.1, 0.2, 0.3, 0.4])).collect();
             axum::Json(json!({"id": "e1", "embeddings": {"float": e}, "texts": body["texts"], "meta": {"billed_units": {"input_tokens": n}}})).into_response()
         }
-        (Wire::Cohere, "/v2/rerank") => {
+        (Wire::OpenAi, p) if p.ends_with("/responses") => responses(&body),
+        (Wire::OpenAi, p) if p.ends_with("/images/generations") => axum::Json(json!({
+            "created": 1_700_000_000, "data": [{"url": "https://example.com/cat.png", "revised_prompt": body["prompt"]}],
+            "usage": {"input_tokens": 5, "output_tokens": 0, "total_tokens": 5}
+        }))
+        .into_response(),
+        (Wire::OpenAi, p) if p.ends_with("/audio/speech") => {
+            ([("content-type", "audio/mpeg")], Bytes::from_static(b"ID3\x04fake-mp3")).into_response()
+        }
+        (Wire::OpenAi, p) if p.ends_with("/audio/transcriptions") => {
+            let form = String::from_utf8_lossy(&raw);
+            let ct = parts.headers.get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("");
+            if !ct.starts_with("multipart/form-data; boundary=") || !form.contains("name=\"file\"") {
+                return error(wire, 400, "mock: expected a multipart upload with a file");
+            }
+            axum::Json(json!({"text": "hello from audio", "usage": {"type": "duration", "seconds": 3}})).into_response()
+        }
+        (Wire::OpenAi, p) if p.ends_with("/moderations") => axum::Json(json!({
+            "id": "modr-1", "model": body["model"], "results": [{"flagged": false, "categories": {}, "category_scores": {}}]
+        }))
+        .into_response(),
+        (Wire::OpenAi | Wire::Cohere, p) if p.ends_with("/rerank") => {
             let n = body["documents"].as_array().map_or(0, Vec::len);
-            let r: Vec<Value> =
-                (0..n).map(|i| json!({"index": i, "relevance_score": 1.0 / (i as f64 + 1.0)})).collect();
+            let r: Vec<Value> = (0..n).map(|i| json!({"index": i, "relevance_score": 1.0 / (i as f64 + 1.0)})).collect();
             axum::Json(json!({"id": "r1", "results": r, "meta": {"billed_units": {"search_units": 1}}})).into_response()
         }
-        (Wire::OpenAi, p) if p.ends_with("/responses") => responses(&body),
         _ => {
             let ask = ask_of(wire, &path, &query, &body);
             if !ask.stream {
