@@ -257,6 +257,11 @@ pub fn redis_hot() -> String {
 /// Put this in a config's `extra` to leave unpriced models unpriced.
 pub const STRICT_PRICES: &str = "# strict prices";
 
+/// One `[[channels]]` block of any type; `more` holds extra TOML lines (keys, models…).
+pub fn channel(name: &str, kind: &str, base_url: &str, more: &str) -> String {
+    format!("\n[[channels]]\nname = \"{name}\"\ntype = \"{kind}\"\nbase_url = \"{base_url}\"\n{more}\n")
+}
+
 /// A config with one channel per `(name, base_url, extra TOML lines)`. Unless
 /// `extra` contains [`STRICT_PRICES`], every model is declared free (unpriced
 /// models are refused), so tests that are not about money need not price anything.
@@ -266,7 +271,7 @@ pub fn config(channels: &[(&str, &str, &str)], extra: &str) -> String {
         s.push_str("\n[prices.\"*\"]\nfree = true\n");
     }
     for (name, url, more) in channels {
-        s.push_str(&format!("\n[[channels]]\nname = \"{name}\"\ntype = \"openai\"\nbase_url = \"{url}\"\n{more}\n"));
+        s.push_str(&channel(name, "openai", url, more));
     }
     s
 }

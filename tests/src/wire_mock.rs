@@ -831,32 +831,9 @@ fn gemini_array(a: &Ask, cut: Option<usize>) -> Vec<Result<Bytes, std::io::Error
     f
 }
 
-/// One AWS event-stream message: string headers (type 7), JSON payload, CRC32s.
-pub fn eventstream_frame(headers: &[(&str, &str)], payload: &[u8]) -> Vec<u8> {
-    let mut h = Vec::new();
-    for (k, v) in headers {
-        h.push(k.len() as u8);
-        h.extend_from_slice(k.as_bytes());
-        h.push(7);
-        h.extend_from_slice(&(v.len() as u16).to_be_bytes());
-        h.extend_from_slice(v.as_bytes());
-    }
-    let total = 12 + h.len() + payload.len() + 4;
-    let mut out = Vec::with_capacity(total);
-    out.extend_from_slice(&(total as u32).to_be_bytes());
-    out.extend_from_slice(&(h.len() as u32).to_be_bytes());
-    let prelude_crc = crc32fast::hash(&out);
-    out.extend_from_slice(&prelude_crc.to_be_bytes());
-    out.extend_from_slice(&h);
-    out.extend_from_slice(payload);
-    let crc = crc32fast::hash(&out);
-    out.extend_from_slice(&crc.to_be_bytes());
-    out
-}
-
 fn bedrock_frames(a: &Ask, cut: Option<usize>) -> Vec<Result<Bytes, std::io::Error>> {
     let ev = |kind: &str, v: Value| {
-        ok(eventstream_frame(
+        ok(oblivious_core::wire::eventstream::encode(
             &[(":event-type", kind), (":content-type", "application/json"), (":message-type", "event")],
             v.to_string().as_bytes(),
         ))
@@ -880,7 +857,7 @@ fn bedrock_frames(a: &Ask, cut: Option<usize>) -> Vec<Result<Bytes, std::io::Err
         Reply::Text(pieces) => {
             for (i, p) in pieces.iter().enumerate() {
                 if cut == Some(i) {
-                    f.push(ok(eventstream_frame(
+                    f.push(ok(oblivious_core::wire::eventstream::encode(
                         &[
                             (":exception-type", "throttlingException"),
                             (":content-type", "application/json"),

@@ -6,6 +6,7 @@
 
 use std::fmt::Write as _;
 
+use oblivious_e2e::gateway::channel;
 use oblivious_e2e::wire_mock::{Wire, WireBehavior, WireMock};
 use oblivious_e2e::Gateway;
 use serde_json::{json, Value};
@@ -329,70 +330,29 @@ fn service_account(token_uri: &str) -> String {
 }
 
 fn matrix_config(u: &Upstreams) -> String {
-    let toml_str = |s: &str| Value::String(s.to_string()).to_string();
-    format!(
-        r#"
-[prices."*"]
-free = true
-
-[[channels]]
-name = "openai"
-type = "openai"
-base_url = "{oa}/v1"
-models = ["gpt-4o-mini"]
-
-[[channels]]
-name = "azure"
-type = "azure"
-base_url = "{oa}"
-keys = ["azure-key"]
-models = ["azure-gpt"]
-
-[[channels]]
-name = "anthropic"
-type = "anthropic"
-base_url = "{an}"
-keys = ["sk-ant"]
-models = ["claude-x"]
-
-[[channels]]
-name = "gemini"
-type = "gemini"
-base_url = "{ge}"
-keys = ["g-key"]
-models = ["gemini-x"]
-
-[[channels]]
-name = "vertex"
-type = "vertex"
-base_url = "{ge}"
-project = "p"
-region = "us-central1"
-keys = [{sa}]
-models = ["vertex-gemini"]
-
-[[channels]]
-name = "bedrock"
-type = "bedrock"
-base_url = "{br}"
-region = "us-east-1"
-keys = ["AKIDEXAMPLE:wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY"]
-models = ["anthropic.claude-3-5-sonnet-20240620-v1:0"]
-
-[[channels]]
-name = "cohere"
-type = "cohere"
-base_url = "{co}"
-keys = ["co-key"]
-models = ["command-r"]
-"#,
-        oa = u.openai.base_url(),
-        an = u.anthropic.base_url(),
-        ge = u.gemini.base_url(),
-        br = u.bedrock.base_url(),
-        co = u.cohere.base_url(),
-        sa = toml_str(&service_account(&format!("{}/token", u.gemini.base_url()))),
-    )
+    let sa = Value::String(service_account(&format!("{}/token", u.gemini.base_url()))).to_string();
+    [
+        "[prices.\"*\"]\nfree = true\n".to_string(),
+        channel("openai", "openai", &format!("{}/v1", u.openai.base_url()), "models = [\"gpt-4o-mini\"]"),
+        channel("azure", "azure", &u.openai.base_url(), "keys = [\"azure-key\"]\nmodels = [\"azure-gpt\"]"),
+        channel("anthropic", "anthropic", &u.anthropic.base_url(), "keys = [\"sk-ant\"]\nmodels = [\"claude-x\"]"),
+        channel("gemini", "gemini", &u.gemini.base_url(), "keys = [\"g-key\"]\nmodels = [\"gemini-x\"]"),
+        channel(
+            "vertex",
+            "vertex",
+            &u.gemini.base_url(),
+            &format!("project = \"p\"\nregion = \"us-central1\"\nkeys = [{sa}]\nmodels = [\"vertex-gemini\"]"),
+        ),
+        channel(
+            "bedrock",
+            "bedrock",
+            &u.bedrock.base_url(),
+            "region = \"us-east-1\"\nkeys = [\"AKIDEXAMPLE:wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY\"]\n\
+             models = [\"anthropic.claude-3-5-sonnet-20240620-v1:0\"]",
+        ),
+        channel("cohere", "cohere", &u.cohere.base_url(), "keys = [\"co-key\"]\nmodels = [\"command-r\"]"),
+    ]
+    .concat()
 }
 
 const CHANNELS: [(&str, &str); 7] = [

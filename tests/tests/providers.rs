@@ -3,6 +3,7 @@
 //! quirks, the OpenAI endpoints relayed as they are (images, audio, moderations,
 //! rerank), channel model listings, and usage recorded for converted requests.
 
+use oblivious_e2e::gateway::channel;
 use oblivious_e2e::wire_mock::{Wire, WireMock};
 use oblivious_e2e::Gateway;
 use serde_json::{json, Value};
@@ -12,56 +13,27 @@ async fn setup() -> (Gateway, String, WireMock, WireMock, WireMock, WireMock) {
     let an = WireMock::start(Wire::Anthropic).await;
     let ge = WireMock::start(Wire::Gemini).await;
     let co = WireMock::start(Wire::Cohere).await;
-    let config = format!(
-        r#"
-[prices."*"]
-free = true
-
-[[channels]]
-name = "openai"
-type = "openai"
-base_url = "{oa}/v1"
-models = ["gpt-4o-mini", "dall-e-3", "tts-1", "whisper-1", "omni-moderation-latest", "jina-reranker"]
-
-[[channels]]
-name = "deepseek"
-type = "deepseek"
-base_url = "{oa}/v1"
-models = ["deepseek-reasoner"]
-
-[[channels]]
-name = "mistral"
-type = "mistral"
-base_url = "{oa}/v1"
-models = ["mistral-large"]
-model_mapping = {{ "le-chat" = "mistral-large" }}
-
-[[channels]]
-name = "anthropic"
-type = "anthropic"
-base_url = "{an}"
-keys = ["sk-ant"]
-models = ["claude-x"]
-
-[[channels]]
-name = "gemini"
-type = "gemini"
-base_url = "{ge}"
-keys = ["g-key"]
-models = ["gemini-x"]
-
-[[channels]]
-name = "cohere"
-type = "cohere"
-base_url = "{co}"
-keys = ["co-key"]
-models = ["rerank-v3.5"]
-"#,
-        oa = oa.base_url(),
-        an = an.base_url(),
-        ge = ge.base_url(),
-        co = co.base_url(),
-    );
+    let oa_v1 = format!("{}/v1", oa.base_url());
+    let config = [
+        "[prices.\"*\"]\nfree = true\n".to_string(),
+        channel(
+            "openai",
+            "openai",
+            &oa_v1,
+            "models = [\"gpt-4o-mini\", \"dall-e-3\", \"tts-1\", \"whisper-1\", \"omni-moderation-latest\", \"jina-reranker\"]",
+        ),
+        channel("deepseek", "deepseek", &oa_v1, "models = [\"deepseek-reasoner\"]"),
+        channel(
+            "mistral",
+            "mistral",
+            &oa_v1,
+            "models = [\"mistral-large\"]\nmodel_mapping = { \"le-chat\" = \"mistral-large\" }",
+        ),
+        channel("anthropic", "anthropic", &an.base_url(), "keys = [\"sk-ant\"]\nmodels = [\"claude-x\"]"),
+        channel("gemini", "gemini", &ge.base_url(), "keys = [\"g-key\"]\nmodels = [\"gemini-x\"]"),
+        channel("cohere", "cohere", &co.base_url(), "keys = [\"co-key\"]\nmodels = [\"rerank-v3.5\"]"),
+    ]
+    .concat();
     let gw = Gateway::start(&config);
     let key = gw.key(&[]);
     (gw, key, oa, an, ge, co)

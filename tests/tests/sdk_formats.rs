@@ -6,7 +6,7 @@
 
 use std::process::Command;
 
-use oblivious_e2e::gateway::repo_root;
+use oblivious_e2e::gateway::{channel, repo_root};
 use oblivious_e2e::wire_mock::{Wire, WireMock};
 use oblivious_e2e::Gateway;
 
@@ -35,35 +35,23 @@ async fn gateway() -> (Gateway, String, [WireMock; 3]) {
     let oa = WireMock::start(Wire::OpenAi).await;
     let an = WireMock::start(Wire::Anthropic).await;
     let ge = WireMock::start(Wire::Gemini).await;
-    let config = format!(
-        r#"
-[prices."*"]
-free = true
-
-[[channels]]
-name = "openai"
-type = "openai"
-base_url = "{}/v1"
-models = ["gpt-4o-mini", "text-embedding-3-small"]
-
-[[channels]]
-name = "anthropic"
-type = "anthropic"
-base_url = "{}"
-keys = ["sk-ant"]
-models = ["claude-x"]
-
-[[channels]]
-name = "gemini"
-type = "gemini"
-base_url = "{}"
-keys = ["g-key"]
-models = ["gemini-x", "text-embedding-004"]
-"#,
-        oa.base_url(),
-        an.base_url(),
-        ge.base_url()
-    );
+    let config = [
+        "[prices.\"*\"]\nfree = true\n".to_string(),
+        channel(
+            "openai",
+            "openai",
+            &format!("{}/v1", oa.base_url()),
+            "models = [\"gpt-4o-mini\", \"text-embedding-3-small\"]",
+        ),
+        channel("anthropic", "anthropic", &an.base_url(), "keys = [\"sk-ant\"]\nmodels = [\"claude-x\"]"),
+        channel(
+            "gemini",
+            "gemini",
+            &ge.base_url(),
+            "keys = [\"g-key\"]\nmodels = [\"gemini-x\", \"text-embedding-004\"]",
+        ),
+    ]
+    .concat();
     let gw = Gateway::start(&config);
     let key = gw.key(&[]);
     (gw, key, [oa, an, ge])

@@ -7,7 +7,7 @@
 use serde_json::{json, Map, Value};
 
 use super::canon::*;
-use super::{arr, as_i64, as_str, bad, opt_f64, opt_i64, stop_list};
+use super::{arr, as_i64, as_str, bad, opt_f64, opt_i64, push_turn, stop_list};
 use crate::ApiError;
 
 /// `max_tokens` is required by Anthropic; requests converted from formats where it is optional get this.
@@ -182,30 +182,14 @@ pub fn build_request(req: &ChatRequest, model: &str, stream: bool) -> Value {
                 Part::Thinking { .. } => {}
             }
         }
-        if blocks.is_empty() {
-            continue;
-        }
-        // Consecutive turns of one role merge (tool results and the user text after them).
-        match messages.last_mut() {
-            Some(last) if last["role"] == role => {
-                if let Some(a) = last["content"].as_array_mut() {
-                    a.extend(blocks);
-                }
-            }
-            _ => messages.push(json!({"role": role, "content": blocks})),
-        }
+        push_turn(&mut messages, role, "content", blocks);
     }
     let mut b = Map::new();
     b.insert("model".into(), model.into());
     let mut system = req.system.join("\n\n");
     if let Some(rf) = &req.response_format {
         // No JSON mode here: the instruction carries it.
-        let ask = match rf {
-            ResponseFormat::JsonObject => "Respond with a single JSON object and nothing else.".to_string(),
-            ResponseFormat::JsonSchema { schema, .. } => {
-                format!("Respond with a single JSON object that matches this JSON Schema, and nothing else: {schema}")
-            }
-        };
+        let ask = rf.instruction();
         system = if system.is_empty() { ask } else { format!("{system}\n\n{ask}") };
     }
     if !system.is_empty() {

@@ -7,7 +7,7 @@
 use serde_json::{json, Map, Value};
 
 use super::canon::*;
-use super::{as_i64, as_str};
+use super::{as_i64, as_str, push_turn};
 use crate::ApiError;
 
 fn image_format(media_type: &str) -> Option<&'static str> {
@@ -59,29 +59,14 @@ pub fn build_request(req: &ChatRequest) -> Result<Value, ApiError> {
                 Part::Thinking { .. } => {}
             }
         }
-        if blocks.is_empty() {
-            continue;
-        }
-        match messages.last_mut() {
-            Some(last) if last["role"] == role => {
-                if let Some(a) = last["content"].as_array_mut() {
-                    a.extend(blocks);
-                }
-            }
-            _ => messages.push(json!({"role": role, "content": blocks})),
-        }
+        push_turn(&mut messages, role, "content", blocks);
     }
     let mut b = Map::new();
     b.insert("messages".into(), Value::Array(messages));
     let mut system: Vec<Value> = req.system.iter().map(|s| json!({"text": s})).collect();
-    match &req.response_format {
-        Some(ResponseFormat::JsonObject) => {
-            system.push(json!({"text": "Respond with a single JSON object and nothing else."}))
-        }
-        Some(ResponseFormat::JsonSchema { schema, .. }) => system.push(json!({"text": format!(
-            "Respond with a single JSON object that matches this JSON Schema, and nothing else: {schema}"
-        )})),
-        None => {}
+    if let Some(rf) = &req.response_format {
+        // No JSON mode here: the instruction carries it.
+        system.push(json!({"text": rf.instruction()}));
     }
     if !system.is_empty() {
         b.insert("system".into(), Value::Array(system));

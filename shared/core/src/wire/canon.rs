@@ -104,6 +104,18 @@ pub enum ResponseFormat {
     JsonSchema { name: String, schema: Value, strict: bool },
 }
 
+impl ResponseFormat {
+    /// The instruction that stands in for JSON mode where a format has none.
+    pub fn instruction(&self) -> String {
+        match self {
+            ResponseFormat::JsonObject => "Respond with a single JSON object and nothing else.".to_string(),
+            ResponseFormat::JsonSchema { schema, .. } => {
+                format!("Respond with a single JSON object that matches this JSON Schema, and nothing else: {schema}")
+            }
+        }
+    }
+}
+
 /// Extended thinking / reasoning, as asked for.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Reasoning {

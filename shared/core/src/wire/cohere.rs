@@ -9,44 +9,11 @@ use super::canon::*;
 use super::{as_i64, as_str};
 
 pub fn build_request(req: &ChatRequest, model: &str, stream: bool) -> Value {
-    let mut messages = Vec::new();
-    if !req.system.is_empty() {
-        messages.push(json!({"role": "system", "content": req.system.join("\n\n")}));
-    }
-    for m in &req.messages {
-        match m.role {
-            Role::Tool => {
-                for p in &m.parts {
-                    if let Part::ToolResult { id, content, .. } = p {
-                        messages.push(json!({"role": "tool", "tool_call_id": id, "content": content}));
-                    }
-                }
-            }
-            Role::User | Role::Assistant => {
-                let mut content = Vec::new();
-                let mut calls = Vec::new();
-                for p in &m.parts {
-                    match p {
-                        Part::Text(t) => content.push(json!({"type": "text", "text": t})),
-                        Part::Image(src) => {
-                            content.push(json!({"type": "image_url", "image_url": {"url": src.to_url()}}))
-                        }
-                        Part::ToolCall { id, name, arguments } => calls.push(
-                            json!({"id": id, "type": "function", "function": {"name": name, "arguments": arguments}}),
-                        ),
-                        Part::Thinking { .. } | Part::ToolResult { .. } => {}
-                    }
-                }
-                let role = if m.role == Role::User { "user" } else { "assistant" };
-                let mut msg = json!({"role": role});
-                if !content.is_empty() {
-                    msg["content"] = Value::Array(content);
-                }
-                if !calls.is_empty() {
-                    msg["tool_calls"] = Value::Array(calls);
-                }
-                messages.push(msg);
-            }
+    // Cohere v2 takes OpenAI's message shape; an assistant turn of tool calls alone leaves `content` out.
+    let mut messages = super::openai::messages(req);
+    for m in &mut messages {
+        if let Some(o) = m.as_object_mut().filter(|o| o.get("content").is_some_and(Value::is_null)) {
+            o.remove("content");
         }
     }
     let mut b = Map::new();

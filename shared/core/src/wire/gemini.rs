@@ -7,7 +7,7 @@
 use serde_json::{json, Map, Value};
 
 use super::canon::*;
-use super::{as_i64, as_str, bad};
+use super::{as_i64, as_str, bad, push_turn};
 use crate::ApiError;
 
 // ---- requests ----
@@ -266,17 +266,7 @@ pub fn build_request(req: &ChatRequest) -> Value {
                 Part::Thinking { .. } => {}
             }
         }
-        if parts.is_empty() {
-            continue;
-        }
-        match contents.last_mut() {
-            Some(last) if last["role"] == role => {
-                if let Some(a) = last["parts"].as_array_mut() {
-                    a.extend(parts);
-                }
-            }
-            _ => contents.push(json!({"role": role, "parts": parts})),
-        }
+        push_turn(&mut contents, role, "parts", parts);
     }
     let mut b = Map::new();
     b.insert("contents".into(), Value::Array(contents));

@@ -120,6 +120,22 @@ pub(crate) fn stop_list(v: Option<&Value>, param: &'static str) -> Result<Vec<St
     }
 }
 
+/// Appends a turn's blocks, merging them into the previous turn when it has
+/// the same role (formats that want strictly alternating turns).
+pub(crate) fn push_turn(turns: &mut Vec<Value>, role: &str, key: &str, blocks: Vec<Value>) {
+    if blocks.is_empty() {
+        return;
+    }
+    match turns.last_mut() {
+        Some(last) if last["role"] == role => {
+            if let Some(a) = last[key].as_array_mut() {
+                a.extend(blocks);
+            }
+        }
+        _ => turns.push(serde_json::json!({ "role": role, key: blocks })),
+    }
+}
+
 pub(crate) fn snippet(s: &str) -> String {
     s.chars().take(120).collect()
 }

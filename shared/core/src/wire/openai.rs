@@ -164,7 +164,8 @@ fn parts_text(content: Option<&Value>) -> String {
     }
 }
 
-pub fn build_request(req: &ChatRequest, model: &str, stream: bool) -> Value {
+/// The `messages` array (also Cohere v2's, which shares the shape).
+pub(crate) fn messages(req: &ChatRequest) -> Vec<Value> {
     let mut messages = Vec::new();
     for s in &req.system {
         messages.push(json!({"role": "system", "content": s}));
@@ -217,6 +218,11 @@ pub fn build_request(req: &ChatRequest, model: &str, stream: bool) -> Value {
             }
         }
     }
+    messages
+}
+
+pub fn build_request(req: &ChatRequest, model: &str, stream: bool) -> Value {
+    let messages = messages(req);
     let mut b = Map::new();
     b.insert("model".into(), model.into());
     b.insert("messages".into(), Value::Array(messages));
