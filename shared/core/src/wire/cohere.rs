@@ -51,18 +51,7 @@ pub fn build_request(req: &ChatRequest, model: &str, stream: bool) -> Value {
         None => {}
     }
     if !req.tools.is_empty() {
-        let tools: Vec<Value> = req
-            .tools
-            .iter()
-            .map(|t| {
-                let mut f = json!({"name": t.name, "parameters": t.parameters});
-                if let Some(d) = &t.description {
-                    f["description"] = d.clone().into();
-                }
-                json!({"type": "function", "function": f})
-            })
-            .collect();
-        b.insert("tools".into(), Value::Array(tools));
+        b.insert("tools".into(), Value::Array(super::openai::tools(req)));
         match &req.tool_choice {
             Some(ToolChoice::Required) | Some(ToolChoice::Named(_)) => {
                 b.insert("tool_choice".into(), "REQUIRED".into());

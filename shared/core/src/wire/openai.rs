@@ -221,6 +221,20 @@ pub(crate) fn messages(req: &ChatRequest) -> Vec<Value> {
     messages
 }
 
+/// Function tools as OpenAI (and Cohere v2) declare them.
+pub(crate) fn tools(req: &ChatRequest) -> Vec<Value> {
+    req.tools
+        .iter()
+        .map(|t| {
+            let mut f = json!({"name": t.name, "parameters": t.parameters});
+            if let Some(d) = &t.description {
+                f["description"] = d.clone().into();
+            }
+            json!({"type": "function", "function": f})
+        })
+        .collect()
+}
+
 pub fn build_request(req: &ChatRequest, model: &str, stream: bool) -> Value {
     let messages = messages(req);
     let mut b = Map::new();
@@ -243,18 +257,7 @@ pub fn build_request(req: &ChatRequest, model: &str, stream: bool) -> Value {
         b.insert("user".into(), u.clone().into());
     }
     if !req.tools.is_empty() {
-        let tools: Vec<Value> = req
-            .tools
-            .iter()
-            .map(|t| {
-                let mut f = json!({"name": t.name, "parameters": t.parameters});
-                if let Some(d) = &t.description {
-                    f["description"] = d.clone().into();
-                }
-                json!({"type": "function", "function": f})
-            })
-            .collect();
-        b.insert("tools".into(), Value::Array(tools));
+        b.insert("tools".into(), Value::Array(tools(req)));
     }
     if let Some(tc) = &req.tool_choice {
         let v = match tc {
