@@ -84,6 +84,29 @@ impl Endpoint {
     }
 }
 
+/// Chat Completions fields the canonical model carries (others are dropped, with a debug log, when converting).
+const OPENAI_CHAT_FIELDS: &[&str] = &[
+    "model",
+    "messages",
+    "max_tokens",
+    "max_completion_tokens",
+    "temperature",
+    "top_p",
+    "seed",
+    "presence_penalty",
+    "frequency_penalty",
+    "stop",
+    "stream",
+    "stream_options",
+    "user",
+    "parallel_tool_calls",
+    "n",
+    "reasoning_effort",
+    "tools",
+    "tool_choice",
+    "response_format",
+];
+
 /// The parsed, validated client request.
 pub(crate) struct Parsed {
     pub endpoint: Endpoint,
@@ -107,6 +130,11 @@ impl Parsed {
     /// The canonical request, reading it on first use.
     pub fn canonical(&mut self) -> Result<&ChatRequest, ApiError> {
         if self.canon.is_none() {
+            let unknown: Vec<&str> =
+                self.body.keys().map(String::as_str).filter(|k| !OPENAI_CHAT_FIELDS.contains(k)).collect();
+            if !unknown.is_empty() {
+                tracing::debug!(?unknown, "OpenAI fields with no counterpart in another format: dropped");
+            }
             self.canon = Some(openai::parse_request(&self.body)?);
         }
         self.canon.as_ref().ok_or_else(|| ApiError::internal("canonical request missing"))

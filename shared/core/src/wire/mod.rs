@@ -159,6 +159,10 @@ pub fn build_request(wire: Wire, req: &ChatRequest, model: &str, stream: bool) -
         )
         .with_param("n"));
     }
+    let dropped = dropped_fields(wire, req);
+    if !dropped.is_empty() {
+        tracing::debug!(wire = wire.as_str(), ?dropped, "fields this wire cannot carry: dropped");
+    }
     Ok(match wire {
         Wire::OpenAi => {
             let mut v = openai::build_request(req, model, stream);
@@ -173,6 +177,28 @@ pub fn build_request(wire: Wire, req: &ChatRequest, model: &str, stream: bool) -
         Wire::Cohere => cohere::build_request(req, model, stream),
         Wire::Responses => return Err(ApiError::internal("Responses requests are passed through, never built")),
     })
+}
+
+/// Sampling and bookkeeping fields set on the request that `wire` has no
+/// place for (they do not change what the answer means).
+fn dropped_fields(wire: Wire, req: &ChatRequest) -> Vec<&'static str> {
+    let set = [
+        ("top_k", req.top_k.is_some()),
+        ("seed", req.seed.is_some()),
+        ("presence_penalty", req.presence_penalty.is_some()),
+        ("frequency_penalty", req.frequency_penalty.is_some()),
+        ("user", req.user.is_some()),
+        ("parallel_tool_calls", req.parallel_tool_calls.is_some()),
+    ];
+    let carried: &[&str] = match wire {
+        Wire::OpenAi => &["seed", "presence_penalty", "frequency_penalty", "user", "parallel_tool_calls"],
+        Wire::Anthropic => &["top_k", "user", "parallel_tool_calls"],
+        Wire::Gemini => &["top_k", "seed", "presence_penalty", "frequency_penalty"],
+        Wire::Bedrock => &["top_k"],
+        Wire::Cohere => &["top_k", "seed", "presence_penalty", "frequency_penalty"],
+        Wire::Responses => &[],
+    };
+    set.iter().filter(|(name, on)| *on && !carried.contains(name)).map(|(name, _)| *name).collect()
 }
 
 pub fn parse_response(wire: Wire, v: &Value) -> ChatResponse {
