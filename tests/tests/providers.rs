@@ -30,8 +30,8 @@ async fn setup() -> (Gateway, String, WireMock, WireMock, WireMock, WireMock) {
             "models = [\"mistral-large\"]\nmodel_mapping = { \"le-chat\" = \"mistral-large\" }",
         ),
         channel("anthropic", "anthropic", &an.base_url(), "keys = [\"sk-ant\"]\nmodels = [\"claude-x\"]"),
-        channel("gemini", "gemini", &ge.base_url(), "keys = [\"g-key\"]\nmodels = [\"gemini-x\"]"),
-        channel("cohere", "cohere", &co.base_url(), "keys = [\"co-key\"]\nmodels = [\"rerank-v3.5\"]"),
+        channel("gemini", "gemini", &ge.base_url(), "keys = [\"g-key\"]\nmodels = [\"gemini-x\", \"text-embedding-004\"]"),
+        channel("cohere", "cohere", &co.base_url(), "keys = [\"co-key\"]\nmodels = [\"rerank-v3.5\", \"embed-v4.0\"]"),
     ]
     .concat();
     let gw = Gateway::start(&config);
@@ -88,7 +88,7 @@ async fn presets_handle_their_quirks() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn openai_endpoints_are_relayed_as_they_are() {
-    let (gw, key, oa, _an, _ge, co) = setup().await;
+    let (gw, key, oa, _an, ge, co) = setup().await;
     let img: Value = gw
         .post("/v1/images/generations", &key, &json!({"model": "dall-e-3", "prompt": "a cat"}))
         .send()
@@ -141,6 +141,24 @@ async fn openai_endpoints_are_relayed_as_they_are() {
         assert_eq!(r["results"].as_array().unwrap().len(), 2, "{model}: {r}");
         assert!(mock.seen().last().unwrap().path.ends_with("rerank"));
     }
+    // OpenAI embeddings to Gemini and Cohere channels, converted both ways.
+    for (model, mock) in [("text-embedding-004", &ge), ("embed-v4.0", &co)] {
+        let e: Value = gw
+            .post("/v1/embeddings", &key, &json!({"model": model, "input": ["a", "b"]}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(e["data"].as_array().unwrap().len(), 2, "{model}: {e}");
+        assert_eq!(e["data"][1]["embedding"].as_array().unwrap().len(), 4, "{model}: {e}");
+        let seen = mock.seen().last().unwrap().clone();
+        assert!(seen.path.ends_with(":batchEmbedContents") || seen.path == "/v2/embed", "{}", seen.path);
+    }
+    let r =
+        gw.post("/v1/embeddings", &key, &json!({"model": "embed-v4.0", "input": [[1, 2, 3]]})).send().await.unwrap();
+    assert_eq!(r.status(), 400, "token ids cannot be converted");
     // A multipart upload without a model is refused before any upstream call.
     let form = reqwest::multipart::Form::new().part("file", reqwest::multipart::Part::bytes(vec![1, 2, 3]));
     let r = reqwest::Client::new()

@@ -20,6 +20,7 @@ use oblivious_ports::{
 };
 use serde_json::{Map, Value};
 
+use crate::embeddings;
 use crate::inbound::{self, GeminiCall, Parsed};
 use crate::respond::{error_response_in, json_response, read_body, set_request_id};
 use crate::upstream::Op;
@@ -104,8 +105,12 @@ fn outgoing(parsed: &mut Parsed, ch: &Channel, upstream_model: &str) -> Result<O
             Outgoing { op: Op::GeminiMethod(method), body: json(&Value::Object(body)), wire, passthrough: true }
         }
         Endpoint::GeminiEmbed { .. } => {
-            let v = serde_json::json!({ "model": upstream_model, "input": inbound::gemini_embed_texts(&parsed.body) });
-            Outgoing { op: Op::OpenAiPath("/embeddings"), body: json(&v), wire, passthrough: false }
+            let (op, v) = embeddings::from_gemini(&parsed.body, upstream_model);
+            Outgoing { op, body: json(&v), wire, passthrough: false }
+        }
+        Endpoint::Embeddings if wire != Wire::OpenAi => {
+            let (op, v) = embeddings::from_openai(&parsed.body, wire, upstream_model)?;
+            Outgoing { op, body: json(&v), wire, passthrough: false }
         }
         Endpoint::Transcriptions => {
             let body = parsed.raw.clone().unwrap_or_default();
@@ -579,8 +584,13 @@ async fn deliver<P: Platform>(
         let usage = value.as_ref().and_then(|v| v.get("usage")).and_then(openai::parse_usage);
         let text = value.as_ref().map(completion_text).unwrap_or_default();
         draft.finish(resp.status, usage, text, None);
-        if let (Endpoint::GeminiEmbed { batch }, false) = (parsed.endpoint, out.passthrough) {
-            let body = gemini_embeddings(value.as_ref(), batch);
+        if !out.passthrough {
+            // Embeddings converted on the way out come back in the caller's shape.
+            let v = value.unwrap_or_default();
+            let body = match parsed.endpoint {
+                Endpoint::GeminiEmbed { batch } => embeddings::to_gemini(&v, batch),
+                _ => embeddings::to_openai(out.wire, &v, &parsed.model, usage.map_or(0, |u| u.input)),
+            };
             return Ok(json_response(200, body.to_string().into(), &request_id));
         }
         let mut response = json_response(resp.status, bytes, &request_id);
@@ -622,20 +632,4 @@ fn completion_text(v: &Value) -> String {
         .flatten()
         .filter_map(|c| c.get("text").and_then(Value::as_str))
         .collect()
-}
-
-/// An OpenAI embeddings answer as Gemini's `embedContent` / `batchEmbedContents` answer.
-fn gemini_embeddings(v: Option<&Value>, batch: bool) -> Value {
-    let vectors: Vec<Value> = v
-        .and_then(|v| v.get("data"))
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-        .map(|d| serde_json::json!({ "values": d.get("embedding").cloned().unwrap_or(Value::Null) }))
-        .collect();
-    if batch {
-        serde_json::json!({ "embeddings": vectors })
-    } else {
-        serde_json::json!({ "embedding": vectors.into_iter().next().unwrap_or(Value::Null) })
-    }
 }

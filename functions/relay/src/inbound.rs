@@ -73,7 +73,8 @@ impl Endpoint {
         match self {
             Endpoint::Chat(_) => true,
             Endpoint::GeminiEmbed { .. } => matches!(wire, Wire::Gemini | Wire::OpenAi),
-            Endpoint::Embeddings | Endpoint::Rerank => matches!(wire, Wire::OpenAi | Wire::Cohere),
+            Endpoint::Embeddings => matches!(wire, Wire::OpenAi | Wire::Gemini | Wire::Cohere),
+            Endpoint::Rerank => matches!(wire, Wire::OpenAi | Wire::Cohere),
             _ => wire == Wire::OpenAi,
         }
     }

@@ -9,6 +9,7 @@
 mod attempt;
 mod auth;
 mod credentials;
+mod embeddings;
 pub mod health;
 mod inbound;
 mod limits;
