@@ -30,6 +30,7 @@ async fn setup() -> (Gateway, String, WireMock, WireMock, WireMock, WireMock) {
             "models = [\"mistral-large\"]\nmodel_mapping = { \"le-chat\" = \"mistral-large\" }",
         ),
         channel("anthropic", "anthropic", &an.base_url(), "keys = [\"sk-ant\"]\nmodels = [\"claude-x\"]"),
+        channel("claude-any", "anthropic", &an.base_url(), "keys = [\"sk-ant\"]\nmodels = [\"claude-*\"]"),
         channel("gemini", "gemini", &ge.base_url(), "keys = [\"g-key\"]\nmodels = [\"gemini-x\", \"text-embedding-004\"]"),
         channel("cohere", "cohere", &co.base_url(), "keys = [\"co-key\"]\nmodels = [\"rerank-v3.5\", \"embed-v4.0\"]"),
     ]
@@ -184,6 +185,12 @@ async fn channels_list_their_upstream_models() {
         assert_eq!(status, 200, "{v}");
         assert!(v["models"].as_array().unwrap().iter().any(|m| m == want), "{name}: {v}");
     }
+    // A channel with only a pattern is tested with the first upstream model it matches.
+    let id = list["data"].as_array().unwrap().iter().find(|c| c["name"] == "claude-any").unwrap()["id"].clone();
+    let (status, v) = gw.admin(reqwest::Method::POST, &format!("/api/admin/channels/{id}/test"), None).await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["result"]["ok"], true, "{v}");
+    assert_eq!(v["result"]["model"], "claude-x", "{v}");
 }
 
 #[tokio::test(flavor = "multi_thread")]

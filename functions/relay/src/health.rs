@@ -122,16 +122,26 @@ impl<P: Platform> Relay<P> {
     }
 
     /// Sends one minimal request to the channel (a 1-token chat, or an embedding
-    /// for embedding models) with its first usable key.
+    /// for embedding models) with its first usable key. A channel listing only
+    /// `prefix*` patterns is probed with the first upstream model they match.
     pub async fn probe(&self, ch: &Channel) -> ProbeResult {
-        let model = ch
+        let named = ch
             .spec
             .models
             .iter()
             .find(|m| !oblivious_core::pattern::is_wildcard(m))
             .map(|m| ch.upstream_model(m).to_string())
-            .or_else(|| ch.spec.model_mapping.values().next().cloned())
-            .unwrap_or_default();
+            .or_else(|| ch.spec.model_mapping.values().next().cloned());
+        let model = match named {
+            Some(m) => m,
+            // Only `prefix*` patterns: ask the upstream which of its models match.
+            None => match self.upstream_models(ch).await {
+                Ok(list) => list.into_iter().find(|m| ch.serves(m)).unwrap_or_default(),
+                Err(message) => {
+                    return ProbeResult { ok: false, status: None, latency_ms: 0, model: String::new(), message }
+                }
+            },
+        };
         let wire = ch.spec.kind.info().wire;
         let (op, body) = if model.contains("embedding") && wire == Wire::OpenAi {
             (Op::OpenAiPath("/embeddings"), json!({ "model": model, "input": "ping" }))
