@@ -14,7 +14,11 @@ use bytes::Bytes;
 use futures_util::Stream;
 use oblivious_core::job::Job;
 
+#[cfg(feature = "conformance")]
+pub mod conformance;
+pub mod seal;
 pub mod store;
+pub use seal::{Sealer, SECRET_ENV};
 pub use store::*;
 
 /// Cache with TTL and atomic counters (in-process locally, Redis when distributed).

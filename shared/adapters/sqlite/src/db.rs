@@ -6,7 +6,7 @@ use std::sync::{mpsc, Arc, Mutex};
 
 use oblivious_ports::StoreError;
 
-use crate::seal::Sealer;
+use oblivious_ports::Sealer;
 use rusqlite::{Connection, OpenFlags};
 
 const MIGRATIONS: &[(i64, &str)] = &[
@@ -106,7 +106,7 @@ impl Db {
             .name("sqlite-writer".into())
             .spawn(move || write_loop(writer, receiver))
             .map_err(|e| StoreError::Backend(format!("cannot start the writer thread: {e}")))?;
-        let sealer = Sealer::for_dir(path.parent().unwrap_or(Path::new(".")))?;
+        let sealer = crate::seal::sealer_for_dir(path.parent().unwrap_or(Path::new(".")))?;
         Ok(Db { inner: Arc::new(Inner { sealer, writer: sender, readers, next_reader: AtomicUsize::new(0) }) })
     }
 

@@ -276,7 +276,7 @@ impl Ledger for SqliteStore {
             .read(move |c| {
                 let mut st = c.prepare(
                     "SELECT request_id, token_id, user_id, amount, created_at, state, charged FROM reservations
-                     WHERE ?1 IS NULL OR state = ?1 ORDER BY created_at LIMIT ?2 OFFSET ?3",
+                     WHERE ?1 IS NULL OR state = ?1 ORDER BY created_at, request_id LIMIT ?2 OFFSET ?3",
                 )?;
                 let items = st
                     .query_map(params![state, page.limit.min(i64::MAX as u64) as i64, page.offset as i64], reservation)?

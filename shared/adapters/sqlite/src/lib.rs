@@ -11,6 +11,7 @@ mod seal;
 mod store;
 
 pub use db::Db;
+pub use oblivious_ports::{Sealer, SECRET_ENV};
 pub use queue::{OutboxJob, SqliteQueue};
-pub use seal::{Sealer, SECRET_ENV};
+pub use seal::sealer_for_dir;
 pub use store::SqliteStore;

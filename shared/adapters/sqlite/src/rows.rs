@@ -77,7 +77,7 @@ pub(crate) fn token(row: &Row) -> rusqlite::Result<Token> {
     })
 }
 
-pub(crate) fn channel(row: &Row, sealer: &crate::seal::Sealer) -> rusqlite::Result<Channel> {
+pub(crate) fn channel(row: &Row, sealer: &oblivious_ports::Sealer) -> rusqlite::Result<Channel> {
     let stored: String = row.get(1)?;
     let spec = sealer
         .open_spec(&stored)

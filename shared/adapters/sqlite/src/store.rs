@@ -12,7 +12,7 @@ use rusqlite::{params, params_from_iter, Connection, OptionalExtension};
 
 use crate::db::{Db, DbResult};
 use crate::rows::{self, CHANNEL_COLS, PRICE_COLS, TOKEN_COLS, USAGE_COLS, USER_COLS};
-use crate::seal::Sealer;
+use oblivious_ports::Sealer;
 
 #[derive(Clone)]
 pub struct SqliteStore {
