@@ -181,7 +181,7 @@ pub trait Store: Send + Sync + 'static {
 }
 
 /// Money held for one request between the upstream call and its settlement.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Reservation {
     pub request_id: String,
     pub token_id: Id,
@@ -218,7 +218,7 @@ impl Shortfall {
 
 /// A balance change that is not a request's charge (those live in
 /// reservations and the usage log).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LedgerEntry {
     pub id: Id,
     pub user_id: Id,
@@ -232,7 +232,7 @@ pub struct LedgerEntry {
     pub created_at: i64,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RedemptionCode {
     pub id: Id,
     pub batch: String,
