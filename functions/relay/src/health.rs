@@ -23,6 +23,21 @@ fn key_rest(ch: Id, key: usize) -> String {
 fn channel_failures(ch: Id) -> String {
     format!("cf:{ch}")
 }
+fn probe_failures(ch: Id) -> String {
+    format!("pf:{ch}")
+}
+
+/// What a scheduled health pass did to one channel.
+#[derive(Clone, Debug, Serialize)]
+pub struct HealthReport {
+    pub channel_id: Id,
+    pub channel: String,
+    pub probe: ProbeResult,
+    /// Failed probes within the window (0 after a pass).
+    pub failures: i64,
+    /// `disabled`, `revived`, or empty.
+    pub action: &'static str,
+}
 
 #[derive(Clone, Debug, Serialize)]
 pub struct ProbeResult {
@@ -236,5 +251,46 @@ impl<P: Platform> Relay<P> {
             }
         }
         Ok(result)
+    }
+
+    /// One scheduled pass: probes every channel an operator has not turned
+    /// off. A failed probe counts against the channel, which is disabled once
+    /// `channel_failure_threshold` probes fail within `window`; a passing probe
+    /// clears the count and revives a channel the gateway had disabled.
+    pub async fn health_pass(&self, window: Duration) -> Result<Vec<HealthReport>, StoreError> {
+        self.refresh(false).await?;
+        let threshold = i64::from(self.settings().channel_failure_threshold.max(1));
+        let channels: Vec<_> =
+            self.snapshot().channels.iter().filter(|c| c.status != ChannelStatus::Disabled).cloned().collect();
+        let probes = futures_util::future::join_all(channels.iter().map(|c| self.probe(c))).await;
+        let mut reports = Vec::with_capacity(channels.len());
+        for (ch, probe) in channels.iter().zip(probes) {
+            let hot = &self.ports.hot;
+            let (failures, action) = if probe.ok {
+                let _ = hot.del(&probe_failures(ch.id)).await;
+                self.record_success(ch.id, None).await;
+                if ch.status == ChannelStatus::AutoDisabled {
+                    self.set_channel_status(ch, ChannelStatus::Enabled, None).await?;
+                    (0, "revived")
+                } else {
+                    (0, "")
+                }
+            } else {
+                let n = hot.incr(&probe_failures(ch.id), 1, Some(window)).await.unwrap_or(0);
+                if n >= threshold && ch.status == ChannelStatus::Enabled {
+                    let why =
+                        format!("health check failed {n} times within {}s; last: {}", window.as_secs(), probe.message);
+                    tracing::warn!(channel = %ch.spec.name, "{why}");
+                    let now = self.ports.clock.now_ms();
+                    self.ports.store.set_channel_status(ch.id, ChannelStatus::AutoDisabled, Some(why), now).await?;
+                    (n, "disabled")
+                } else {
+                    (n, "")
+                }
+            };
+            reports.push(HealthReport { channel_id: ch.id, channel: ch.spec.name.clone(), probe, failures, action });
+        }
+        self.refresh(false).await?;
+        Ok(reports)
     }
 }

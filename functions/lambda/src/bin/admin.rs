@@ -1,0 +1,12 @@
+//! The admin API as a Lambda (HTTP API). At cold start it syncs the config's
+//! channels, groups and prices into the store.
+
+use oblivious_lambda::{http, init, init_tracing, scheduled, Settings};
+
+#[tokio::main]
+async fn main() -> Result<(), lambda_http::Error> {
+    init_tracing();
+    let init = init(&Settings::from_env()).await?;
+    scheduled::sync_config(&init).await?;
+    http::run(http::admin_app(&init)).await
+}

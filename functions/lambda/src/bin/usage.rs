@@ -1,0 +1,19 @@
+//! The usage consumer as a Lambda: SQS batches of usage (and webhook) jobs,
+//! applied idempotently; failed messages reported back for redelivery.
+
+use std::sync::Arc;
+
+use aws_lambda_events::event::sqs::SqsEvent;
+use lambda_runtime::{service_fn, LambdaEvent};
+use oblivious_lambda::{init, init_tracing, jobs, Settings};
+
+#[tokio::main]
+async fn main() -> Result<(), lambda_runtime::Error> {
+    init_tracing();
+    let init = Arc::new(init(&Settings::from_env()).await?);
+    lambda_runtime::run(service_fn(move |event: LambdaEvent<SqsEvent>| {
+        let init = init.clone();
+        async move { Ok::<_, lambda_runtime::Error>(jobs::handle(&init, event.payload).await) }
+    }))
+    .await
+}

@@ -1,0 +1,91 @@
+//! The AWS platform: DynamoDB store, SQS queue, Redis hot state, reqwest
+//! upstream. Built once per cold start.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use oblivious_aws::{DynamoStore, SqsQueue};
+use oblivious_core::config::{self, Config};
+use oblivious_native::{HttpUpstream, RandomIds, SystemClock};
+use oblivious_ports::{Platform, Ports, Sealer};
+use oblivious_redis::RedisHot;
+use oblivious_relay::Relay;
+
+use crate::env::Settings;
+use crate::tasks::TrackedTasks;
+
+pub struct Aws;
+
+impl Platform for Aws {
+    type Store = DynamoStore;
+    type Hot = RedisHot;
+    type Queue = SqsQueue;
+    type Upstream = HttpUpstream;
+    type Clock = SystemClock;
+    type Ids = RandomIds;
+    type Tasks = TrackedTasks;
+}
+
+/// What a cold start builds.
+pub struct Init {
+    pub relay: Arc<Relay<Aws>>,
+    pub config: Config,
+    pub tasks: TrackedTasks,
+    /// How long the cold start took, ms.
+    pub init_ms: u128,
+}
+
+/// A value given directly, else read (decrypted) from the named SSM parameter.
+async fn value_or_param(
+    ssm: &aws_sdk_ssm::Client,
+    value: &Option<String>,
+    param: &Option<String>,
+) -> Result<Option<String>, String> {
+    if let Some(v) = value {
+        return Ok(Some(v.clone()));
+    }
+    let Some(name) = param else { return Ok(None) };
+    let out = ssm
+        .get_parameter()
+        .name(name)
+        .with_decryption(true)
+        .send()
+        .await
+        .map_err(|e| format!("SSM parameter {name}: {}", aws_sdk_ssm::error::DisplayErrorContext(e)))?;
+    Ok(out.parameter.and_then(|p| p.value))
+}
+
+/// Connects every port (SDK clients, Redis) and loads the relay's first snapshot.
+/// The SDK reads region, credentials and `AWS_ENDPOINT_URL` from the environment.
+pub async fn init(s: &Settings) -> Result<Init, String> {
+    let started = Instant::now();
+    let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+    let ssm = aws_sdk_ssm::Client::new(&sdk);
+    let (secret, config_text, redis_url) = tokio::try_join!(
+        value_or_param(&ssm, &s.secret_key, &s.secret_key_param),
+        value_or_param(&ssm, &s.config_toml, &s.config_param),
+        value_or_param(&ssm, &s.redis_url, &s.redis_url_param),
+    )?;
+    let secret = secret.ok_or("set OBLIVIOUS_SECRET_KEY or OBLIVIOUS_SECRET_KEY_PARAM (the channel-key secret)")?;
+    let sealer = Sealer::from_base64(&secret).map_err(|e| e.to_string())?;
+    let config = config::parse("config", config_text.as_deref().unwrap_or(""), |k| std::env::var(k).ok())
+        .map_err(|e| e.to_string())?;
+    let redis_url = redis_url
+        .or_else(|| config.hot.redis_url.clone())
+        .ok_or("set OBLIVIOUS_REDIS_URL or OBLIVIOUS_REDIS_URL_PARAM (hot state)")?;
+    let tasks = TrackedTasks::default();
+    let ports = Ports {
+        store: DynamoStore::new(aws_sdk_dynamodb::Client::new(&sdk), s.table_prefix.clone(), sealer),
+        hot: RedisHot::connect(&redis_url, &s.hot_prefix).await.map_err(|e| format!("hot state: {e}"))?,
+        queue: SqsQueue::new(aws_sdk_sqs::Client::new(&sdk), s.usage_queue_url.clone()),
+        upstream: HttpUpstream::new()?,
+        clock: SystemClock,
+        ids: RandomIds,
+        tasks: tasks.clone(),
+    };
+    let relay = Relay::new(ports, config.relay.clone()).await.map_err(|e| format!("store: {e}"))?;
+    relay.set_rate_limits(config.rate_limits.clone());
+    let init_ms = started.elapsed().as_millis();
+    tracing::info!(init_ms, "cold start done");
+    Ok(Init { relay, config, tasks, init_ms })
+}
