@@ -1,7 +1,8 @@
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 //! Test support: a mock OpenAI-compatible upstream and a harness that runs the
-//! real `oblivious` binary on 127.0.0.1.
+//! real `oblivious` binary on 127.0.0.1, and the emulated AWS stack for the Lambda functions.
 
+pub mod aws;
 pub mod gateway;
 pub mod mock;
 pub mod wire_mock;

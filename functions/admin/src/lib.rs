@@ -3,6 +3,7 @@
 //! The CLI and the web console are clients of the same operations.
 
 mod analytics;
+pub mod bootstrap;
 mod handlers;
 pub mod money;
 pub mod tokens;

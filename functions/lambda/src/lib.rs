@@ -18,7 +18,7 @@ pub mod scheduled;
 pub mod tasks;
 
 pub use env::Settings;
-pub use platform::{init, Aws, Init};
+pub use platform::{init, init_with, Aws, Init};
 
 /// Logs as JSON lines to CloudWatch (level from `RUST_LOG`, default info).
 pub fn init_tracing() {

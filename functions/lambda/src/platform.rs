@@ -60,7 +60,12 @@ async fn value_or_param(
 pub async fn init(s: &Settings) -> Result<Init, String> {
     let started = Instant::now();
     let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
-    let ssm = aws_sdk_ssm::Client::new(&sdk);
+    init_with(s, &sdk, started).await
+}
+
+/// [`init`] with a given SDK configuration (tests point it at an emulator).
+pub async fn init_with(s: &Settings, sdk: &aws_config::SdkConfig, started: Instant) -> Result<Init, String> {
+    let ssm = aws_sdk_ssm::Client::new(sdk);
     let (secret, config_text, redis_url) = tokio::try_join!(
         value_or_param(&ssm, &s.secret_key, &s.secret_key_param),
         value_or_param(&ssm, &s.config_toml, &s.config_param),
@@ -75,9 +80,9 @@ pub async fn init(s: &Settings) -> Result<Init, String> {
         .ok_or("set OBLIVIOUS_REDIS_URL or OBLIVIOUS_REDIS_URL_PARAM (hot state)")?;
     let tasks = TrackedTasks::default();
     let ports = Ports {
-        store: DynamoStore::new(aws_sdk_dynamodb::Client::new(&sdk), s.table_prefix.clone(), sealer),
+        store: DynamoStore::new(aws_sdk_dynamodb::Client::new(sdk), s.table_prefix.clone(), sealer),
         hot: RedisHot::connect(&redis_url, &s.hot_prefix).await.map_err(|e| format!("hot state: {e}"))?,
-        queue: SqsQueue::new(aws_sdk_sqs::Client::new(&sdk), s.usage_queue_url.clone()),
+        queue: SqsQueue::new(aws_sdk_sqs::Client::new(sdk), s.usage_queue_url.clone()),
         upstream: HttpUpstream::new()?,
         clock: SystemClock,
         ids: RandomIds,

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use oblivious_core::config::{HotBackend, HotSettings};
-use oblivious_ports::{Hit, Hot, Platform, PortError, Ports, Store};
+use oblivious_ports::{Hit, Hot, Platform, PortError, Ports};
 use oblivious_redis::RedisHot;
 use oblivious_sqlite::{Db, SqliteQueue, SqliteStore};
 
@@ -105,39 +105,9 @@ pub async fn open(data: &Path, hot: &HotSettings) -> Result<(Ports<Local>, Sqlit
     Ok((ports, queue))
 }
 
-pub const ADMIN: &str = "admin";
+pub use oblivious_admin::bootstrap::ADMIN;
 
 /// Makes sure the `admin` user and the `default` group exist.
 pub async fn ensure_basics(ports: &Ports<Local>) -> Result<oblivious_core::model::User, String> {
-    use oblivious_core::model::{Group, Role};
-    let store = &ports.store;
-    let s = |e: oblivious_ports::StoreError| e.to_string();
-    if !store.groups().await.map_err(s)?.iter().any(|g| g.name == oblivious_core::config::DEFAULT_GROUP) {
-        store
-            .put_group(Group {
-                name: oblivious_core::config::DEFAULT_GROUP.into(),
-                ratio_bp: 10_000,
-                description: String::new(),
-            })
-            .await
-            .map_err(s)?;
-    }
-    if let Some(u) = store.user_by_name(ADMIN).await.map_err(s)? {
-        return Ok(u);
-    }
-    let new = oblivious_ports::NewUser {
-        name: ADMIN.into(),
-        role: Role::Admin,
-        group: oblivious_core::config::DEFAULT_GROUP.into(),
-        quota: 0,
-        unlimited: true,
-    };
-    match store.create_user(new, oblivious_ports::Clock::now_ms(&ports.clock)).await {
-        Ok(u) => Ok(u),
-        // Another process (CLI or server) created it first.
-        Err(oblivious_ports::StoreError::Conflict(_)) => {
-            store.user_by_name(ADMIN).await.map_err(s)?.ok_or_else(|| "admin user vanished".into())
-        }
-        Err(e) => Err(e.to_string()),
-    }
+    oblivious_admin::bootstrap::ensure_basics(ports).await
 }

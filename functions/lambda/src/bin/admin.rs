@@ -1,5 +1,6 @@
-//! The admin API as a Lambda (HTTP API). At cold start it syncs the config's
-//! channels, groups and prices into the store.
+//! The admin API as a Lambda (HTTP API). At cold start it makes sure the
+//! `default` group and `admin` user exist and syncs the config's channels,
+//! groups and prices into the store.
 
 use oblivious_lambda::{http, init, init_tracing, scheduled, Settings};
 
@@ -7,6 +8,7 @@ use oblivious_lambda::{http, init, init_tracing, scheduled, Settings};
 async fn main() -> Result<(), lambda_http::Error> {
     init_tracing();
     let init = init(&Settings::from_env()).await?;
+    oblivious_admin::bootstrap::ensure_basics(&init.relay.ports).await?;
     scheduled::sync_config(&init).await?;
     http::run(http::admin_app(&init)).await
 }

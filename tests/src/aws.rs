@@ -1,0 +1,238 @@
+//! The emulated AWS stack for end-to-end tests: DynamoDB tables and SQS
+//! queues (with a dead-letter queue) on the moto emulator `.ci/run` starts,
+//! Redis for hot state, and the Lambda functions' cold start over them.
+//! Events are the real payloads AWS sends: Function URL requests (payload
+//! format 2.0, as in the Lambda developer guide's "Invoking Lambda function
+//! URLs") and SQS batches (`Records` of the "Using Lambda with Amazon SQS" example).
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use aws_sdk_sqs::types::QueueAttributeName;
+use axum::Router;
+use base64::Engine;
+use bytes::Bytes;
+use http_body_util::BodyExt;
+use oblivious_aws::{DynamoStore, SqsQueue};
+use oblivious_lambda::{Init, Settings};
+use oblivious_ports::Sealer;
+use serde_json::{json, Value};
+use tower::ServiceExt;
+
+static SEQ: AtomicU32 = AtomicU32::new(0);
+
+/// The sealing secret of every test stack.
+const SECRET: [u8; 32] = [42; 32];
+
+/// How many receives before SQS moves a message to the dead-letter queue.
+pub const MAX_RECEIVES: u32 = 3;
+
+/// The emulator: `OBLIVIOUS_TEST_AWS`, else the one `.ci/run` starts on port 5400.
+pub fn endpoint() -> String {
+    std::env::var("OBLIVIOUS_TEST_AWS").unwrap_or_else(|_| "http://127.0.0.1:5400".into())
+}
+
+pub struct Stack {
+    pub prefix: String,
+    pub store: DynamoStore,
+    pub sqs: aws_sdk_sqs::Client,
+    pub queue: SqsQueue,
+    pub dlq_url: String,
+    pub settings: Settings,
+    pub init: Init,
+}
+
+/// Tables, queues and a cold-started function set of their own, configured by `config` (TOML).
+pub async fn stack(config: &str) -> Stack {
+    let n = SEQ.fetch_add(1, Ordering::Relaxed);
+    let prefix = format!("e2e{}-{n}-", std::process::id());
+    let sdk = oblivious_aws::emulator_config(&endpoint()).await;
+    let store = DynamoStore::new(aws_sdk_dynamodb::Client::new(&sdk), prefix.clone(), Sealer::new(&SECRET));
+    store.create_tables().await.expect("tables (is the emulator running? see .ci/run)");
+
+    let sqs = aws_sdk_sqs::Client::new(&sdk);
+    let dlq_url =
+        sqs.create_queue().queue_name(format!("{prefix}usage-dlq")).send().await.expect("dlq").queue_url.expect("url");
+    let dlq_arn = sqs
+        .get_queue_attributes()
+        .queue_url(&dlq_url)
+        .attribute_names(QueueAttributeName::QueueArn)
+        .send()
+        .await
+        .expect("dlq attributes")
+        .attributes
+        .and_then(|a| a.get(&QueueAttributeName::QueueArn).cloned())
+        .expect("dlq arn");
+    let redrive = json!({ "deadLetterTargetArn": dlq_arn, "maxReceiveCount": MAX_RECEIVES.to_string() }).to_string();
+    let queue_url = sqs
+        .create_queue()
+        .queue_name(format!("{prefix}usage"))
+        .attributes(QueueAttributeName::RedrivePolicy, redrive)
+        .send()
+        .await
+        .expect("queue")
+        .queue_url
+        .expect("url");
+
+    let settings = Settings {
+        table_prefix: prefix.clone(),
+        usage_queue_url: queue_url.clone(),
+        redis_url: Some(crate::gateway::redis_url()),
+        hot_prefix: format!("{prefix}:"),
+        secret_key: Some(base64::engine::general_purpose::STANDARD.encode(SECRET)),
+        config_toml: Some(config.to_string()),
+        ..Settings::default()
+    };
+    let init = cold_start(&settings).await;
+    oblivious_admin::bootstrap::ensure_basics(&init.relay.ports).await.expect("basics");
+    oblivious_lambda::scheduled::sync_config(&init).await.expect("config sync");
+    Stack { prefix, store, queue: SqsQueue::new(sqs.clone(), queue_url), sqs, dlq_url, settings, init }
+}
+
+/// A function's cold start against the emulator.
+pub async fn cold_start(settings: &Settings) -> Init {
+    let sdk = oblivious_aws::emulator_config(&endpoint()).await;
+    oblivious_lambda::init_with(settings, &sdk, Instant::now()).await.expect("cold start")
+}
+
+/// A Function URL invocation event (payload format 2.0).
+pub fn function_url_event(method: &str, path_and_query: &str, headers: &[(&str, &str)], body: &str) -> String {
+    let (path, query) = path_and_query.split_once('?').unwrap_or((path_and_query, ""));
+    let mut h = serde_json::Map::new();
+    h.insert("host".into(), json!("abcdefghij.lambda-url.us-east-1.on.aws"));
+    h.insert("x-forwarded-proto".into(), json!("https"));
+    h.insert("user-agent".into(), json!("oblivious-e2e"));
+    for (k, v) in headers {
+        h.insert(k.to_ascii_lowercase(), json!(v));
+    }
+    json!({
+        "version": "2.0",
+        "routeKey": "$default",
+        "rawPath": path,
+        "rawQueryString": query,
+        "headers": h,
+        "queryStringParameters": if query.is_empty() { Value::Null } else {
+            Value::Object(query.split('&').filter_map(|p| p.split_once('=')).map(|(k, v)| (k.to_string(), json!(v))).collect())
+        },
+        "requestContext": {
+            "accountId": "anonymous",
+            "apiId": "abcdefghij",
+            "domainName": "abcdefghij.lambda-url.us-east-1.on.aws",
+            "domainPrefix": "abcdefghij",
+            "http": { "method": method, "path": path, "protocol": "HTTP/1.1", "sourceIp": "203.0.113.9", "userAgent": "oblivious-e2e" },
+            "requestId": format!("req-{}", SEQ.fetch_add(1, Ordering::Relaxed)),
+            "routeKey": "$default",
+            "stage": "$default",
+            "time": "24/Nov/2026:10:00:00 +0000",
+            "timeEpoch": 1_795_514_400_000i64
+        },
+        "body": body,
+        "isBase64Encoded": false
+    })
+    .to_string()
+}
+
+/// An answered invocation: status, headers, and the body's frames as they came.
+pub struct Answer {
+    pub status: u16,
+    pub headers: http::HeaderMap,
+    pub frames: Vec<Bytes>,
+}
+
+impl Answer {
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.frames.concat()).into_owned()
+    }
+
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.text()).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.text()))
+    }
+}
+
+/// Feeds an event through `lambda_http`'s parser into a function's app and reads the whole answer.
+pub async fn invoke(app: &Router, event: &str) -> Answer {
+    let req = lambda_http::request::from_str(event).expect("a valid Function URL event");
+    let resp = app.clone().oneshot(req.map(axum::body::Body::new)).await.expect("infallible");
+    let (parts, mut body) = resp.into_parts();
+    let mut frames = Vec::new();
+    while let Some(frame) = tokio::time::timeout(Duration::from_secs(30), body.frame()).await.expect("body stalled") {
+        if let Ok(data) = frame.expect("body frame").into_data() {
+            frames.push(data);
+        }
+    }
+    Answer { status: parts.status.as_u16(), headers: parts.headers, frames }
+}
+
+/// What one pass of the SQS event source mapping did.
+#[derive(Debug, Default)]
+pub struct Drained {
+    pub batches: usize,
+    pub delivered: usize,
+    pub failed: usize,
+}
+
+/// Plays the SQS event source mapping: receives batches (visible again after
+/// `visibility`), invokes the consumer with them, deletes what it did not
+/// report as failed; stops once a receive comes back empty.
+pub async fn drain(stack: &Stack, consumer: &Init, visibility: Duration) -> Drained {
+    let mut d = Drained::default();
+    loop {
+        let got = stack.queue.receive(10, Duration::from_secs(0), visibility).await.expect("receive");
+        if got.is_empty() {
+            return d;
+        }
+        d.batches += 1;
+        d.delivered += got.len();
+        let records: Vec<Value> = got
+            .iter()
+            .map(|m| {
+                json!({
+                    "messageId": m.message_id,
+                    "receiptHandle": m.receipt,
+                    "body": m.body,
+                    "attributes": {
+                        "ApproximateReceiveCount": m.receive_count.to_string(),
+                        "SentTimestamp": "1795514400000",
+                        "SenderId": "AIDAIENQZJOLO23YVJ4VO",
+                        "ApproximateFirstReceiveTimestamp": "1795514400001"
+                    },
+                    "messageAttributes": {},
+                    "md5OfBody": "",
+                    "eventSource": "aws:sqs",
+                    "eventSourceARN": "arn:aws:sqs:us-east-1:123456789012:usage",
+                    "awsRegion": "us-east-1"
+                })
+            })
+            .collect();
+        let event: aws_lambda_events::event::sqs::SqsEvent =
+            serde_json::from_value(json!({ "Records": records })).expect("SQS event");
+        let answer = oblivious_lambda::jobs::handle(consumer, event).await;
+        let failed: Vec<&str> = answer.batch_item_failures.iter().map(|f| f.item_identifier.as_str()).collect();
+        d.failed += failed.len();
+        let done: Vec<String> =
+            got.iter().filter(|m| !failed.contains(&m.message_id.as_str())).map(|m| m.receipt.clone()).collect();
+        stack.queue.delete(&done).await.expect("delete");
+        if !failed.is_empty() {
+            // Failed messages come back once their visibility timeout passes.
+            tokio::time::sleep(visibility).await;
+        }
+    }
+}
+
+/// Messages waiting in a queue (visible and in flight).
+pub async fn depth(sqs: &aws_sdk_sqs::Client, url: &str) -> u64 {
+    let attrs = sqs
+        .get_queue_attributes()
+        .queue_url(url)
+        .attribute_names(QueueAttributeName::ApproximateNumberOfMessages)
+        .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesNotVisible)
+        .send()
+        .await
+        .expect("queue attributes")
+        .attributes
+        .unwrap_or_default();
+    [QueueAttributeName::ApproximateNumberOfMessages, QueueAttributeName::ApproximateNumberOfMessagesNotVisible]
+        .iter()
+        .filter_map(|k| attrs.get(k).and_then(|v| v.parse::<u64>().ok()))
+        .sum()
+}
