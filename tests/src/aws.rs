@@ -236,3 +236,62 @@ pub async fn depth(sqs: &aws_sdk_sqs::Client, url: &str) -> u64 {
         .filter_map(|k| attrs.get(k).and_then(|v| v.parse::<u64>().ok()))
         .sum()
 }
+
+/// A process killed when dropped.
+pub struct Child(pub std::process::Child);
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// `cargo lambda watch --only-lambda-apis` (from the venv `.ci/run` fills) on a
+/// free port: AWS's Lambda runtime API and Function URL front, without
+/// building anything. Returns the process and its port.
+pub fn lambda_runtime_api() -> (Child, u16) {
+    let bin = std::env::var("OBLIVIOUS_CARGO_LAMBDA")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|_| crate::gateway::repo_root().join(".venv/bin/cargo-lambda"));
+    let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("free port").port();
+    let child = std::process::Command::new(&bin)
+        .args(["lambda", "watch", "--only-lambda-apis", "-A", "127.0.0.1", "-P", &port.to_string()])
+        // It stops scheduling invocations when its stdin closes.
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{}: {e} (pip install cargo-lambda, see .ci/run)", bin.display()));
+    let child = Child(child);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "cargo lambda did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    (child, port)
+}
+
+/// Runs one of the `oblivious-lambda` binaries against a runtime API, with a
+/// stack's settings in its environment, as Lambda would.
+pub fn run_function(name: &str, runtime_port: u16, settings: &Settings) -> Child {
+    let bin = crate::gateway::repo_root().join("target/debug").join(name);
+    assert!(bin.exists(), "{} is missing: run `cargo build -p oblivious-lambda`", bin.display());
+    let mut cmd = std::process::Command::new(bin);
+    cmd.env("AWS_LAMBDA_RUNTIME_API", format!("http://127.0.0.1:{runtime_port}/.rt"))
+        .env("AWS_LAMBDA_FUNCTION_NAME", "_")
+        .env("AWS_LAMBDA_FUNCTION_VERSION", "1")
+        .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "512")
+        .env("AWS_ENDPOINT_URL", endpoint())
+        .env("AWS_REGION", "us-east-1")
+        .env("AWS_ACCESS_KEY_ID", "test")
+        .env("AWS_SECRET_ACCESS_KEY", "test")
+        .env(oblivious_lambda::env::TABLE_PREFIX, &settings.table_prefix)
+        .env(oblivious_lambda::env::USAGE_QUEUE_URL, &settings.usage_queue_url)
+        .env(oblivious_lambda::env::HOT_PREFIX, &settings.hot_prefix)
+        .env(oblivious_lambda::env::REDIS_URL, settings.redis_url.as_deref().unwrap_or_default())
+        .env(oblivious_ports::SECRET_ENV, settings.secret_key.as_deref().unwrap_or_default())
+        .env(oblivious_lambda::env::CONFIG_TOML, settings.config_toml.as_deref().unwrap_or_default())
+        .stdout(std::process::Stdio::null());
+    Child(cmd.spawn().expect("function binary"))
+}

@@ -23,7 +23,7 @@ fn config(mock: &Mock) -> String {
     format!("{PRICED}\n[[channels]]\nname = \"up\"\ntype = \"openai\"\nbase_url = \"{}\"\nkeys = [\"sk-up\"]\nmodels = [\"m-*\"]\n", mock.base_url())
 }
 
-/// An admin key, made the way the `bootstrap` binary makes it.
+/// An admin key, made the way the `setup` binary makes it.
 async fn admin_key(st: &Stack) -> String {
     let ports = &st.init.relay.ports;
     let admin = st.store.user_by_name("admin").await.unwrap().unwrap();
@@ -224,4 +224,63 @@ async fn the_sweeper_function_refunds_reservations_left_open() {
     let out = oblivious_lambda::scheduled::sweep(&sweeper).await.unwrap();
     assert_eq!(out["refunded"], 1, "only the one older than the timeout");
     assert_eq!(st.store.user(uid).await.unwrap().unwrap().quota, 4_000);
+}
+
+/// The real `relay` binary, polling a Lambda runtime API (cargo lambda's) and
+/// answering through its Function URL front in streaming mode.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_relay_binary_streams_through_a_lambda_runtime_api() {
+    let mock = Mock::start("up").await;
+    mock.set_stream(StreamShape {
+        pieces: (0..30).map(|i| format!("p{i} ")).collect(),
+        interval: Duration::from_millis(20),
+        ..StreamShape::default()
+    });
+    let st = aws::stack(&config(&mock)).await;
+    let (uid, key) = customer(&st, 50_000_000).await;
+    let (_runtime, port) = aws::lambda_runtime_api();
+    let _relay = aws::run_function("relay", port, &st.settings);
+    let url = format!("http://127.0.0.1:{port}/lambda-url/_/v1/chat/completions");
+    let http = reqwest::Client::builder().timeout(Duration::from_secs(30)).build().unwrap();
+
+    let plain = http
+        .post(&url)
+        .bearer_auth(&key)
+        .body(chat(false))
+        .header("content-type", "application/json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(plain.status(), 200);
+    let body: Value = plain.json().await.unwrap();
+    assert_eq!(body["object"], "chat.completion", "{body}");
+
+    let mut stream = http
+        .post(&url)
+        .bearer_auth(&key)
+        .body(chat(true))
+        .header("content-type", "application/json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stream.status(), 200);
+    let first = stream.chunk().await.unwrap().expect("a first chunk");
+    assert_eq!(mock.completed_streams(), 0, "the first bytes arrived while the upstream was still streaming");
+    let mut text = String::from_utf8_lossy(&first).into_owned();
+    while let Some(c) = stream.chunk().await.unwrap() {
+        text.push_str(&String::from_utf8_lossy(&c));
+    }
+    assert!(text.contains("p29") && text.trim_end().ends_with("data: [DONE]"), "{text}");
+
+    // The binary published both requests' usage before its invocations ended.
+    let consumer = aws::cold_start(&st.settings).await;
+    aws::drain(&st, &consumer, Duration::from_secs(1)).await;
+    let rows = st.store.usage(UsageFilter { user_id: Some(uid), ..Default::default() }, ALL).await.unwrap();
+    assert_eq!(
+        rows.items.iter().filter(|r| r.endpoint == "/v1/chat/completions" && r.status == 200).count(),
+        2,
+        "{:?}",
+        rows.items
+    );
+    assert!(rows.items.iter().any(|r| r.stream));
 }

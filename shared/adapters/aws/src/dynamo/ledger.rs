@@ -36,6 +36,14 @@ fn now_ms() -> i64 {
     i64::try_from(since_epoch.as_millis()).unwrap_or(i64::MAX)
 }
 
+/// Closed reservations are kept this long (the usage log holds the charge for good), then expire by TTL.
+const CLOSED_KEPT_S: i64 = 30 * 86_400;
+
+/// The `ttl` attribute (Unix seconds) of a reservation closed at `closed_ms`.
+fn expiry(closed_ms: i64) -> i64 {
+    closed_ms / 1000 + CLOSED_KEPT_S
+}
+
 fn spend_key(token_id: Id, period: &str) -> Item {
     key_meta(&format!("spend#{token_id}"), period)
 }

@@ -81,7 +81,16 @@ fn attrs(key: Key, into: &mut Vec<AttributeDefinition>) {
 impl DynamoStore {
     /// Creates every table that does not exist yet (on-demand billing).
     pub async fn create_tables(&self) -> StoreResult<()> {
-        let existing = self.client.list_tables().send().await.map_err(sdk)?.table_names.unwrap_or_default();
+        let mut existing = Vec::new();
+        let mut start: Option<String> = None;
+        loop {
+            let page = self.client.list_tables().set_exclusive_start_table_name(start).send().await.map_err(sdk)?;
+            existing.extend(page.table_names.unwrap_or_default());
+            start = page.last_evaluated_table_name;
+            if start.is_none() {
+                break;
+            }
+        }
         for t in TABLES {
             let name = self.table(t.name);
             if existing.contains(&name) {

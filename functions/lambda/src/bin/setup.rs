@@ -1,4 +1,4 @@
-//! Run once by an operator (not a Lambda), with the deployment's environment
+//! `setup`: run once by an operator (not a Lambda), with the deployment's environment
 //! and AWS credentials: creates the tables when asked (`--create-tables`, for
 //! an emulator; Terraform creates them on AWS), the `default` group and the
 //! `admin` user, and prints a new admin API key once.
@@ -18,7 +18,7 @@ async fn main() -> Result<(), String> {
     let init = init(&settings).await?;
     let ports = &init.relay.ports;
     let admin = oblivious_admin::bootstrap::ensure_basics(ports).await?;
-    let req = oblivious_admin::CreateToken { name: "admin (bootstrap)".into(), ..Default::default() };
+    let req = oblivious_admin::CreateToken { name: "admin (setup)".into(), ..Default::default() };
     let (_, key) = oblivious_admin::create_token(&ports.store, &ports.ids, &ports.clock, req, admin.id)
         .await
         .map_err(|e| e.message)?;
