@@ -120,13 +120,14 @@ impl DynamoStore {
                         tx.update(
                             self.table("reservations"),
                             key_request(&u.request_id),
-                            "SET #state = :new, #charged = :cost, #closed_at = :now",
+                            "SET #state = :new, #charged = :cost, #closed_at = :now, #ttl = :ttl",
                             Some("#state = :old"),
                             vec![
                                 (":new", s(new_state)),
                                 (":cost", n(u.cost)),
                                 (":now", n(now_ms())),
                                 (":old", s(state)),
+                                (":ttl", n(expiry(now_ms()))),
                             ],
                         );
                     }
@@ -314,13 +315,14 @@ impl Ledger for DynamoStore {
                 let close = tx.update(
                     self.table("reservations"),
                     key_request(&held.request_id),
-                    "SET #state = :refunded, #charged = :zero, #closed_at = :now",
+                    "SET #state = :refunded, #charged = :zero, #closed_at = :now, #ttl = :ttl",
                     Some("#state = :reserved"),
                     vec![
                         (":refunded", s("refunded")),
                         (":zero", n(0)),
                         (":now", n(now_ms)),
                         (":reserved", s("reserved")),
+                        (":ttl", n(expiry(now_ms))),
                     ],
                 );
                 if let Some(t) = &token {
