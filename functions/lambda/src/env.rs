@@ -11,6 +11,11 @@ pub const CONFIG_TOML: &str = "OBLIVIOUS_CONFIG_TOML";
 pub const CONFIG_PARAM: &str = "OBLIVIOUS_CONFIG_PARAM";
 pub const HOT_PREFIX: &str = "OBLIVIOUS_HOT_PREFIX";
 
+/// What a deployment sets on every function (`terraform/lambda.tf`; a test
+/// checks it does). Secrets are named by parameter, never given as values.
+pub const DEPLOYED: &[&str] =
+    &[TABLE_PREFIX, USAGE_QUEUE_URL, REDIS_URL_PARAM, SECRET_KEY_PARAM, CONFIG_PARAM, HOT_PREFIX];
+
 /// A function's settings, read once.
 #[derive(Clone, Debug, Default)]
 pub struct Settings {

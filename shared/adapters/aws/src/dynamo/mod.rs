@@ -18,7 +18,7 @@
 //! | ledger | user_id, id | — | top-ups, redemptions, adjustments |
 
 mod ledger;
-mod schema;
+pub mod schema;
 mod store;
 mod usage;
 

@@ -1,0 +1,271 @@
+# The functions: one binary of functions/lambda each, packaged as
+# <artifacts_dir>/<function>/bootstrap.zip (a test checks every one exists
+# in src/bin/). Each has its own role with only what it touches.
+locals {
+  table_arns = [for t in aws_dynamodb_table.t : t.arn]
+  index_arns = [for t in aws_dynamodb_table.t : "${t.arn}/index/*"]
+  read       = ["dynamodb:GetItem", "dynamodb:Query", "dynamodb:Scan"]
+  # TransactWriteItems is authorised per item action.
+  write = ["dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:ConditionCheckItem"]
+
+  functions = {
+    relay = {
+      description = "OpenAI-, Anthropic- and Gemini-shaped endpoints, streamed (Function URL)"
+      memory      = var.relay_memory_mb
+      timeout     = 900
+      concurrency = var.relay_concurrency
+      dynamodb    = concat(local.read, local.write)
+      sqs         = ["sqs:SendMessage"]
+    }
+    admin = {
+      description = "Admin API and key owners' account endpoints (HTTP API)"
+      memory      = 256
+      timeout     = 60
+      concurrency = 20
+      dynamodb    = concat(local.read, local.write, ["dynamodb:DeleteItem"])
+      sqs         = []
+    }
+    usage = {
+      description = "Usage consumer: SQS batches into the usage log and balances"
+      memory      = 256
+      timeout     = 30
+      concurrency = 10
+      dynamodb    = concat(local.read, local.write)
+      sqs         = ["sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes", "sqs:ChangeMessageVisibility", "sqs:SendMessage"]
+    }
+    health = {
+      description = "Scheduled channel probes: disable the failing, revive the recovered"
+      memory      = 256
+      timeout     = 120
+      concurrency = 1
+      dynamodb    = concat(local.read, local.write)
+      sqs         = []
+    }
+    sweeper = {
+      description = "Scheduled refund of reservations left open"
+      memory      = 256
+      timeout     = 120
+      concurrency = 1
+      dynamodb    = concat(local.read, local.write)
+      sqs         = []
+    }
+  }
+}
+
+# Failed asynchronous invocations (the scheduled functions) land here.
+resource "aws_sqs_queue" "async_dlq" {
+  name                      = "${var.name}-async-dlq"
+  message_retention_seconds = 1209600
+  kms_master_key_id         = aws_kms_key.main.arn
+}
+
+resource "aws_cloudwatch_log_group" "fn" {
+  for_each          = local.functions
+  name              = "/aws/lambda/${var.name}-${each.key}"
+  retention_in_days = var.log_retention_days
+  kms_key_id        = aws_kms_key.main.arn
+}
+
+data "aws_iam_policy_document" "assume" {
+  statement {
+    actions = ["sts:AssumeRole"]
+    principals {
+      type        = "Service"
+      identifiers = ["lambda.amazonaws.com"]
+    }
+  }
+}
+
+resource "aws_iam_role" "fn" {
+  for_each           = local.functions
+  name               = "${var.name}-${each.key}"
+  assume_role_policy = data.aws_iam_policy_document.assume.json
+}
+
+data "aws_iam_policy_document" "fn" {
+  for_each = local.functions
+
+  statement {
+    sid       = "Logs"
+    actions   = ["logs:CreateLogStream", "logs:PutLogEvents"]
+    resources = ["${aws_cloudwatch_log_group.fn[each.key].arn}:*"]
+  }
+  statement {
+    sid       = "Store"
+    actions   = each.value.dynamodb
+    resources = concat(local.table_arns, local.index_arns)
+  }
+  statement {
+    sid       = "Secrets"
+    actions   = ["ssm:GetParameter"]
+    resources = [aws_ssm_parameter.secret_key.arn, aws_ssm_parameter.redis_url.arn, aws_ssm_parameter.config.arn]
+  }
+  statement {
+    sid       = "Keys"
+    actions   = ["kms:Decrypt", "kms:GenerateDataKey"]
+    resources = [aws_kms_key.main.arn]
+  }
+  statement {
+    sid       = "DeadLetters"
+    actions   = ["sqs:SendMessage"]
+    resources = [aws_sqs_queue.async_dlq.arn]
+  }
+  dynamic "statement" {
+    for_each = length(each.value.sqs) > 0 ? [1] : []
+    content {
+      sid       = "UsageQueue"
+      actions   = each.value.sqs
+      resources = [aws_sqs_queue.usage.arn]
+    }
+  }
+}
+
+resource "aws_iam_role_policy" "fn" {
+  for_each = local.functions
+  name     = "${var.name}-${each.key}"
+  role     = aws_iam_role.fn[each.key].id
+  policy   = data.aws_iam_policy_document.fn[each.key].json
+}
+
+# X-Ray accepts no resource-level permissions; the managed write-only policy is the narrowest.
+resource "aws_iam_role_policy_attachment" "xray" {
+  for_each   = local.functions
+  role       = aws_iam_role.fn[each.key].name
+  policy_arn = "arn:${data.aws_partition.current.partition}:iam::aws:policy/AWSXRayDaemonWriteAccess"
+}
+
+resource "aws_lambda_function" "fn" {
+  # checkov:skip=CKV_AWS_117:The functions call public LLM APIs and a managed Redis (Upstash) over TLS; a VPC would add NAT cost and cold-start latency without isolating anything.
+  # checkov:skip=CKV_AWS_272:Artifacts are built from source by the operator (scripts/build-lambdas); code signing needs a Signer profile the operator owns.
+  for_each                       = local.functions
+  function_name                  = "${var.name}-${each.key}"
+  description                    = each.value.description
+  role                           = aws_iam_role.fn[each.key].arn
+  filename                       = "${var.artifacts_dir}/${each.key}/bootstrap.zip"
+  source_code_hash               = filebase64sha256("${var.artifacts_dir}/${each.key}/bootstrap.zip")
+  handler                        = "bootstrap"
+  runtime                        = "provided.al2023"
+  architectures                  = [var.architecture]
+  memory_size                    = each.value.memory
+  timeout                        = each.value.timeout
+  reserved_concurrent_executions = each.value.concurrency
+  kms_key_arn                    = aws_kms_key.main.arn
+
+  environment {
+    variables = {
+      OBLIVIOUS_TABLE_PREFIX     = "${var.name}-"
+      OBLIVIOUS_USAGE_QUEUE_URL  = aws_sqs_queue.usage.url
+      OBLIVIOUS_SECRET_KEY_PARAM = aws_ssm_parameter.secret_key.name
+      OBLIVIOUS_REDIS_URL_PARAM  = aws_ssm_parameter.redis_url.name
+      OBLIVIOUS_CONFIG_PARAM     = aws_ssm_parameter.config.name
+      OBLIVIOUS_HOT_PREFIX       = "${var.name}:"
+      RUST_LOG                   = "info"
+    }
+  }
+
+  tracing_config {
+    mode = "Active"
+  }
+
+  dead_letter_config {
+    target_arn = aws_sqs_queue.async_dlq.arn
+  }
+
+  depends_on = [aws_cloudwatch_log_group.fn, aws_iam_role_policy.fn]
+}
+
+# The relay: a Function URL streaming its responses. Callers authenticate
+# with their API keys, which the relay checks itself.
+resource "aws_lambda_function_url" "relay" {
+  # checkov:skip=CKV_AWS_258:The relay is a public API authenticated by its own API keys (Bearer / x-api-key / x-goog-api-key), as OpenAI's is; IAM auth would lock out every SDK.
+  function_name      = aws_lambda_function.fn["relay"].function_name
+  authorization_type = "NONE"
+  invoke_mode        = "RESPONSE_STREAM"
+  cors {
+    allow_origins = ["*"]
+    allow_methods = ["GET", "POST"]
+    allow_headers = ["authorization", "content-type", "x-api-key", "x-goog-api-key", "anthropic-version", "anthropic-beta"]
+  }
+}
+
+# The admin API behind an HTTP API (JSON answers need no streaming).
+resource "aws_apigatewayv2_api" "admin" {
+  name          = "${var.name}-admin"
+  protocol_type = "HTTP"
+}
+
+resource "aws_apigatewayv2_integration" "admin" {
+  api_id                 = aws_apigatewayv2_api.admin.id
+  integration_type       = "AWS_PROXY"
+  integration_uri        = aws_lambda_function.fn["admin"].invoke_arn
+  payload_format_version = "2.0"
+}
+
+resource "aws_apigatewayv2_route" "admin" {
+  # checkov:skip=CKV_AWS_309:Every admin route checks an admin API key itself (403 for other roles); a gateway authorizer would duplicate that check.
+  api_id    = aws_apigatewayv2_api.admin.id
+  route_key = "$default"
+  target    = "integrations/${aws_apigatewayv2_integration.admin.id}"
+}
+
+resource "aws_cloudwatch_log_group" "admin_api" {
+  name              = "/aws/apigateway/${var.name}-admin"
+  retention_in_days = var.log_retention_days
+  kms_key_id        = aws_kms_key.main.arn
+}
+
+resource "aws_apigatewayv2_stage" "admin" {
+  api_id      = aws_apigatewayv2_api.admin.id
+  name        = "$default"
+  auto_deploy = true
+  default_route_settings {
+    throttling_burst_limit = 100
+    throttling_rate_limit  = 50
+  }
+  access_log_settings {
+    destination_arn = aws_cloudwatch_log_group.admin_api.arn
+    format = jsonencode({
+      requestId = "$context.requestId", ip = "$context.identity.sourceIp", method = "$context.httpMethod",
+      path      = "$context.path", status = "$context.status", latency = "$context.responseLatency"
+    })
+  }
+}
+
+resource "aws_lambda_permission" "admin_api" {
+  statement_id  = "AllowHttpApi"
+  action        = "lambda:InvokeFunction"
+  function_name = aws_lambda_function.fn["admin"].function_name
+  principal     = "apigateway.amazonaws.com"
+  source_arn    = "${aws_apigatewayv2_api.admin.execution_arn}/*/*"
+}
+
+# The usage consumer drains the queue, reporting the messages it could not apply.
+resource "aws_lambda_event_source_mapping" "usage" {
+  event_source_arn                   = aws_sqs_queue.usage.arn
+  function_name                      = aws_lambda_function.fn["usage"].arn
+  batch_size                         = 100
+  maximum_batching_window_in_seconds = 1
+  function_response_types            = ["ReportBatchItemFailures"]
+}
+
+# The scheduled functions.
+resource "aws_cloudwatch_event_rule" "schedule" {
+  for_each            = toset(["health", "sweeper"])
+  name                = "${var.name}-${each.key}"
+  schedule_expression = var.schedule
+}
+
+resource "aws_cloudwatch_event_target" "schedule" {
+  for_each = aws_cloudwatch_event_rule.schedule
+  rule     = each.value.name
+  arn      = aws_lambda_function.fn[each.key].arn
+}
+
+resource "aws_lambda_permission" "schedule" {
+  for_each      = aws_cloudwatch_event_rule.schedule
+  statement_id  = "AllowSchedule"
+  action        = "lambda:InvokeFunction"
+  function_name = aws_lambda_function.fn[each.key].function_name
+  principal     = "events.amazonaws.com"
+  source_arn    = each.value.arn
+}
