@@ -35,12 +35,15 @@ fn attr(a: Attr) -> &'static str {
     }
 }
 
-fn pair(v: &Value) -> Option<(String, String)> {
+/// An attribute: name and type.
+type Named = Option<(String, String)>;
+
+fn pair(v: &Value) -> Named {
     let a = v.as_array()?;
     Some((a[0].as_str()?.to_string(), a[1].as_str()?.to_string()))
 }
 
-fn key_of(k: &Key) -> (Option<(String, String)>, Option<(String, String)>) {
+fn key_of(k: &Key) -> (Named, Named) {
     (Some((k.0.to_string(), attr(k.1).to_string())), k.2.map(|(n, a)| (n.to_string(), attr(a).to_string())))
 }
 
