@@ -8,12 +8,9 @@ use serde_json::{json, Value};
 
 use crate::platform::Init;
 
-/// `OBLIVIOUS_HEALTH_WINDOW_SECONDS`: failed probes count within this window (default 600).
-pub const HEALTH_WINDOW: &str = "OBLIVIOUS_HEALTH_WINDOW_SECONDS";
-
-pub fn health_window() -> Duration {
-    let secs = std::env::var(HEALTH_WINDOW).ok().and_then(|v| v.parse().ok()).unwrap_or(600);
-    Duration::from_secs(secs)
+/// Failed probes count within `[relay] health_window_seconds`.
+pub fn health_window(init: &Init) -> Duration {
+    Duration::from_secs(init.relay.settings().health_window_seconds.max(1))
 }
 
 /// Probes every channel; disables the failing, revives the recovered.

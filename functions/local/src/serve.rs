@@ -60,6 +60,7 @@ pub async fn run(data: &Path, args: ServeArgs) -> Result<(), String> {
 
     spawn_refresh(relay.clone());
     spawn_sweeper(relay.clone(), cfg.as_ref().map(|c| c.billing.clone()).unwrap_or_default());
+    spawn_health(relay.clone());
     let consumer = spawn_consumer(relay.clone(), queue.clone(), alerts.clone());
 
     let app = app(relay.clone());
@@ -140,6 +141,29 @@ fn spawn_sweeper(relay: Arc<Relay<Local>>, billing: oblivious_core::config::Bill
                 Err(e) => tracing::error!("reservation sweep failed: {e}"),
             }
             tokio::time::sleep(Duration::from_secs(billing.sweep_interval_seconds.max(1))).await;
+        }
+    });
+}
+
+/// Probes every channel each `[relay] health_check_seconds` (read live; 0 is off),
+/// as the AWS deployment's scheduled health function does.
+fn spawn_health(relay: Arc<Relay<Local>>) {
+    tokio::spawn(async move {
+        loop {
+            let s = relay.settings();
+            if s.health_check_seconds == 0 {
+                tokio::time::sleep(Duration::from_secs(5)).await;
+                continue;
+            }
+            tokio::time::sleep(Duration::from_secs(s.health_check_seconds)).await;
+            match relay.health_pass(Duration::from_secs(s.health_window_seconds.max(1))).await {
+                Ok(reports) => {
+                    for r in reports.iter().filter(|r| !r.action.is_empty()) {
+                        tracing::warn!(channel = %r.channel, action = r.action, "health check: {}", r.probe.message);
+                    }
+                }
+                Err(e) => tracing::error!("health check failed: {e}"),
+            }
         }
     });
 }

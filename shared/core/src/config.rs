@@ -32,6 +32,11 @@ pub struct RelaySettings {
     pub key_rest_seconds: u64,
     /// Completion tokens reserved for a request that sets no `max_tokens`.
     pub default_max_tokens: i64,
+    /// How often the local gateway probes every channel (0: never; on AWS an
+    /// EventBridge schedule runs the health function instead).
+    pub health_check_seconds: u64,
+    /// A channel is disabled once `channel_failure_threshold` probes fail within this window.
+    pub health_window_seconds: u64,
 }
 
 impl Default for RelaySettings {
@@ -48,6 +53,8 @@ impl Default for RelaySettings {
             key_failure_threshold: 3,
             key_rest_seconds: 300,
             default_max_tokens: 1024,
+            health_check_seconds: 0,
+            health_window_seconds: 600,
         }
     }
 }
