@@ -17,9 +17,8 @@ use axum::Router;
 use bytes::Bytes;
 use http_body::Frame;
 use lambda_http::request::RequestContext;
-use oblivious_core::ApiError;
-use oblivious_ports::{Clock, Ids};
-use oblivious_relay::{error_response, ClientIp, Relay};
+use oblivious_ports::Clock;
+use oblivious_relay::{ClientIp, Relay};
 use tower::ServiceExt;
 
 use crate::platform::{Aws, Init};
@@ -47,18 +46,7 @@ pub fn admin_app(init: &Init) -> Router {
 fn shell(routes: Router, init: &Init) -> Router {
     let relay = init.relay.clone();
     let state = Arc::new(Shell { relay: relay.clone(), tasks: init.tasks.clone(), refreshed_at: AtomicI64::new(0) });
-    routes
-        .fallback(move |req: Request| {
-            let relay = relay.clone();
-            async move {
-                let e = ApiError::not_found(
-                    "unknown_url",
-                    format!("Unknown request URL: {} {}.", req.method(), req.uri().path()),
-                );
-                error_response(&e, &relay.ports.ids.request_id())
-            }
-        })
-        .layer(middleware::from_fn_with_state(state, around))
+    oblivious_relay::with_unknown_url(routes, relay).layer(middleware::from_fn_with_state(state, around))
 }
 
 /// The caller's address as API Gateway or a Function URL saw it.

@@ -11,9 +11,8 @@ use axum::response::Response;
 use axum::serve::ListenerExt;
 use axum::Router;
 use clap::Args;
-use oblivious_core::ApiError;
-use oblivious_ports::{Clock, Ids};
-use oblivious_relay::{error_response, ClientIp, Relay};
+use oblivious_ports::Clock;
+use oblivious_relay::{ClientIp, Relay};
 use oblivious_sqlite::SqliteQueue;
 
 use crate::platform::{self, Local};
@@ -85,20 +84,8 @@ pub async fn run(data: &Path, args: ServeArgs) -> Result<(), String> {
 }
 
 pub fn app(relay: Arc<Relay<Local>>) -> Router {
-    let fallback_relay = relay.clone();
-    oblivious_relay::router(relay.clone())
-        .merge(oblivious_admin::router(relay))
-        .fallback(move |req: Request| {
-            let relay = fallback_relay.clone();
-            async move {
-                let e = ApiError::not_found(
-                    "unknown_url",
-                    format!("Unknown request URL: {} {}.", req.method(), req.uri().path()),
-                );
-                error_response(&e, &relay.ports.ids.request_id())
-            }
-        })
-        .layer(axum::middleware::from_fn(client_ip))
+    let routes = oblivious_relay::router(relay.clone()).merge(oblivious_admin::router(relay.clone()));
+    oblivious_relay::with_unknown_url(routes, relay).layer(axum::middleware::from_fn(client_ip))
 }
 
 async fn client_ip(ConnectInfo(addr): ConnectInfo<SocketAddr>, mut req: Request, next: Next) -> Response {

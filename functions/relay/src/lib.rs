@@ -137,6 +137,20 @@ pub fn router<P: Platform>(relay: Arc<Relay<P>>) -> Router {
         .with_state(relay)
 }
 
+/// Adds the answer for any URL no route serves: 404 `unknown_url` in OpenAI's shape.
+pub fn with_unknown_url<P: Platform>(router: Router, relay: Arc<Relay<P>>) -> Router {
+    router.fallback(move |req: Request| {
+        let relay = relay.clone();
+        async move {
+            let e = oblivious_core::ApiError::not_found(
+                "unknown_url",
+                format!("Unknown request URL: {} {}.", req.method(), req.uri().path()),
+            );
+            error_response(&e, &relay.ports.ids.request_id())
+        }
+    })
+}
+
 async fn openai<P: Platform>(State(r): State<Arc<Relay<P>>>, req: Request) -> Response {
     let endpoint = match req.uri().path() {
         "/v1/chat/completions" => Endpoint::Chat(Inbound::OpenAi),

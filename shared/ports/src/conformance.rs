@@ -303,7 +303,9 @@ pub async fn reserve_and_settle<S: FullStore>(s: S) {
     assert_eq!(balances(&s, u, t).await, (800, 0, 300, 0), "a refusal holds nothing");
 
     // Settle below the hold: the rest comes back.
+    let rev = s.revision().await.expect("rev");
     let settled = s.record_usages(vec![record("r1", t, u, 150)]).await.expect("record");
+    assert_eq!(s.revision().await.expect("rev"), rev, "spending without running out leaves caches valid");
     let after = settled[0].as_ref().expect("first write");
     assert_eq!(after.token.as_ref().map(|t| t.remaining_quota), Some(350));
     assert_eq!(after.user.as_ref().map(|u| u.quota), Some(850));

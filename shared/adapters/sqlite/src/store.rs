@@ -614,127 +614,23 @@ fn delete_missing(tx: &Connection, table: &str, key: &str, keep: &[Value]) -> Db
 #[cfg(test)]
 mod tests {
     use super::*;
-    use oblivious_core::model::{ChannelType, KeySelection, Role};
-
-    fn spec(name: &str) -> ChannelSpec {
-        ChannelSpec {
-            name: name.into(),
-            kind: ChannelType::Openai,
-            base_url: "http://127.0.0.1:1/v1".into(),
-            keys: vec!["k".into()],
-            models: vec!["m".into()],
-            model_mapping: Default::default(),
-            weight: 1,
-            priority: 0,
-            groups: vec!["default".into()],
-            key_selection: KeySelection::Random,
-            api_version: None,
-            region: None,
-            project: None,
-        }
-    }
-
-    fn temp_db() -> (tempdir::Dir, SqliteStore) {
-        let dir = tempdir::Dir::new();
-        let db = Db::open(&dir.0.join("t.db")).unwrap();
-        (dir, SqliteStore::new(db))
-    }
-
-    mod tempdir {
-        pub struct Dir(pub std::path::PathBuf);
-        impl Dir {
-            pub fn new() -> Self {
-                let p = std::env::temp_dir().join(format!(
-                    "obl-sqlite-{}-{:?}",
-                    std::process::id(),
-                    std::thread::current().id()
-                ));
-                let _ = std::fs::remove_dir_all(&p);
-                std::fs::create_dir_all(&p).unwrap();
-                Dir(p)
-            }
-        }
-        impl Drop for Dir {
-            fn drop(&mut self) {
-                let _ = std::fs::remove_dir_all(&self.0);
-            }
-        }
-    }
-
-    #[tokio::test(flavor = "multi_thread")]
-    async fn usage_is_recorded_and_charged_once() {
-        let (_d, s) = temp_db();
-        let user = s
-            .create_user(
-                NewUser { name: "u".into(), role: Role::User, group: "default".into(), quota: 1000, unlimited: false },
-                1,
-            )
-            .await
-            .unwrap();
-        let t = s
-            .create_token(
-                NewToken {
-                    user_id: user.id,
-                    name: "t".into(),
-                    key_hash: "h".into(),
-                    key_hint: "sk-…".into(),
-                    unlimited: false,
-                    remaining_quota: 100,
-                    models: vec![],
-                    ips: vec![],
-                    expires_at: None,
-                    daily_limit: None,
-                    monthly_limit: None,
-                },
-                1,
-            )
-            .await
-            .unwrap();
-        let rev = s.revision().await.unwrap();
-        let rec =
-            UsageRecord { request_id: "r1".into(), user_id: user.id, token_id: t.id, cost: 60, ..Default::default() };
-        assert!(s.record_usages(vec![rec.clone()]).await.unwrap()[0].is_some());
-        assert!(s.record_usages(vec![rec.clone()]).await.unwrap()[0].is_none());
-        let t2 = s.token(t.id).await.unwrap().unwrap();
-        assert_eq!((t2.remaining_quota, t2.used_quota), (40, 60));
-        assert_eq!(s.revision().await.unwrap(), rev, "spending without running out does not invalidate caches");
-        let rec2 = UsageRecord { request_id: "r2".into(), cost: 60, ..rec };
-        assert!(s.record_usages(vec![rec2]).await.unwrap()[0].is_some());
-        assert!(s.revision().await.unwrap() > rev, "running out does");
-        assert_eq!(s.usage(UsageFilter::default(), Page { offset: 0, limit: 10 }).await.unwrap().total, 2);
-    }
-
-    #[tokio::test(flavor = "multi_thread")]
-    async fn config_sync_keeps_runtime_status_and_api_rows() {
-        let (_d, s) = temp_db();
-        let snap = |chs: Vec<ChannelSpec>| ConfigSnapshot { groups: vec![], prices: vec![], channels: chs };
-        s.sync_config(snap(vec![spec("a"), spec("b")]), 1).await.unwrap();
-        let api = s.create_channel(spec("c"), 1).await.unwrap();
-        let a = s.channels().await.unwrap().into_iter().find(|c| c.spec.name == "a").unwrap();
-        s.set_channel_status(a.id, ChannelStatus::AutoDisabled, Some("5 failures".into()), 2).await.unwrap();
-        let rev = s.revision().await.unwrap();
-        s.sync_config(snap(vec![spec("a"), spec("b")]), 3).await.unwrap();
-        assert_eq!(s.revision().await.unwrap(), rev, "an unchanged file changes nothing");
-        s.sync_config(snap(vec![spec("a")]), 3).await.unwrap();
-        let all = s.channels().await.unwrap();
-        let names: Vec<_> = all.iter().map(|c| c.spec.name.as_str()).collect();
-        assert_eq!(names, ["a", "c"]);
-        assert_eq!(all[0].status, ChannelStatus::AutoDisabled);
-        assert!(matches!(s.update_channel(all[0].id, spec("a"), 4).await, Err(StoreError::Conflict(_))));
-        assert!(s.update_channel(api.id, spec("c2"), 4).await.is_ok());
-    }
+    use oblivious_ports::conformance::spec;
 
     #[tokio::test(flavor = "multi_thread")]
     async fn channel_keys_are_encrypted_at_rest() {
-        let (d, s) = temp_db();
+        let dir = std::env::temp_dir().join(format!("obl-sqlite-seal-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let s = SqliteStore::new(Db::open(&dir.join("t.db")).unwrap());
         let mut secret = spec("secret");
         secret.keys = vec!["sk-upstream-very-secret".into()];
         let ch = s.create_channel(secret, 1).await.unwrap();
         assert_eq!(s.channel(ch.id).await.unwrap().unwrap().spec.keys, ["sk-upstream-very-secret"]);
-        let raw: String = rusqlite::Connection::open(d.0.join("t.db"))
+        let raw: String = rusqlite::Connection::open(dir.join("t.db"))
             .unwrap()
             .query_row("SELECT spec FROM channels WHERE id = ?1", [ch.id], |r| r.get(0))
             .unwrap();
         assert!(!raw.contains("very-secret") && raw.contains("enc:v1:"), "{raw}");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

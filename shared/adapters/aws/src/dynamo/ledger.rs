@@ -103,12 +103,7 @@ impl DynamoStore {
                 Some(r) => {
                     let amount = get_n(r, "amount").unwrap_or_default();
                     let state = get_s(r, "state").unwrap_or_default().to_string();
-                    let periods: Vec<String> = r
-                        .get("periods")
-                        .map(|p| serde_dynamo::from_attribute_value(p.clone()))
-                        .transpose()
-                        .map_err(backend)?
-                        .unwrap_or_default();
+                    let periods = periods_of(r)?;
                     let (give_back, spend) = match state.as_str() {
                         "reserved" => (amount - u.cost, u.cost - amount),
                         // The sweeper refunded it (the request outlived the timeout): charge afresh.
@@ -200,6 +195,12 @@ fn entry(delta: i64, kind: &str, actor: &str, note: &str, now_ms: i64) -> Ledger
         note: note.into(),
         created_at: now_ms,
     }
+}
+
+/// The spend periods a reservation counted against.
+fn periods_of(reservation: &Item) -> StoreResult<Vec<String>> {
+    let Some(p) = reservation.get("periods") else { return Ok(Vec::new()) };
+    serde_dynamo::from_attribute_value(p.clone()).map_err(backend)
 }
 
 fn key_request(id: &str) -> Item {
@@ -303,12 +304,7 @@ impl Ledger for DynamoStore {
         let mut swept = 0;
         for r in open {
             let held: Reservation = from_item(r.clone())?;
-            let periods: Vec<String> = r
-                .get("periods")
-                .map(|p| serde_dynamo::from_attribute_value(p.clone()))
-                .transpose()
-                .map_err(backend)?
-                .unwrap_or_default();
+            let periods = periods_of(&r)?;
             for attempt in 0..ATTEMPTS {
                 let (user, token) = self.holders(held.user_id, held.token_id).await?;
                 let mut tx = Tx::default();
