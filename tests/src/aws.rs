@@ -213,8 +213,8 @@ pub async fn drain(stack: &Stack, consumer: &Init, visibility: Duration) -> Drai
             got.iter().filter(|m| !failed.contains(&m.message_id.as_str())).map(|m| m.receipt.clone()).collect();
         stack.queue.delete(&done).await.expect("delete");
         if !failed.is_empty() {
-            // Failed messages come back once their visibility timeout passes.
-            tokio::time::sleep(visibility).await;
+            // Failed messages come back once their visibility timeout passes (with a margin).
+            tokio::time::sleep(visibility + Duration::from_millis(500)).await;
         }
     }
 }
