@@ -49,6 +49,6 @@ median() { printf '%s\n' "$@" | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1
 echo "runs: $RUNS"
 echo "init (ports built, first snapshot loaded), median ms: $(median "${init[@]}")  [all: ${init[*]}]"
 echo "process start → first answered request, median ms: $(median "${first[@]}")  [all: ${first[*]}]"
-echo "relay binary (x86_64, release): $(du -h target/release/relay | cut -f1)"
-for z in target/lambda/relay/bootstrap.zip; do [ -f "$z" ] && echo "relay bootstrap.zip (arm64, cargo lambda build --release): $(du -h "$z" | cut -f1)"; done
+echo "relay binary (x86_64, release profile, line tables kept): $(du -h target/release/relay | cut -f1)"
+for z in target/lambda/relay/bootstrap.zip; do [ -f "$z" ] && echo "relay bootstrap.zip (arm64, stripped, as the README builds it): $(du -h "$z" | cut -f1)"; done
 true
