@@ -26,6 +26,11 @@ pub fn binary() -> PathBuf {
     bin
 }
 
+/// Sends a request and reads its answer as JSON (any status).
+pub async fn json_of(req: reqwest::RequestBuilder) -> Value {
+    req.send().await.expect("request").json().await.expect("JSON body")
+}
+
 pub fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
@@ -181,7 +186,7 @@ impl Gateway {
 
     /// `GET path` with `key`, as JSON.
     pub async fn get_json(&self, path: &str, key: &str) -> Value {
-        self.get(path, key).send().await.expect("request").json().await.expect("JSON body")
+        json_of(self.get(path, key)).await
     }
 
     /// An admin API call: status and JSON body (`null` when there is none).

@@ -6,7 +6,7 @@
 
 use std::fmt::Write as _;
 
-use oblivious_e2e::gateway::channel;
+use oblivious_e2e::gateway::{channel, json_of};
 use oblivious_e2e::wire_mock::{Wire, WireBehavior, WireMock};
 use oblivious_e2e::Gateway;
 use serde_json::{json, Value};
@@ -512,49 +512,27 @@ async fn gemini_array_streams_counting_and_model_lists() {
         assert_eq!(text, "Hello, world!", "{model}");
     }
     // Counting is local and answers in each format.
-    let r: Value = http
-        .post(format!("{}/v1/messages/count_tokens", gw.url))
-        .header("x-api-key", &key)
-        .json(&json!({"model": "claude-x", "messages": [{"role": "user", "content": "hello there"}]}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let r: Value = json_of(
+        http.post(format!("{}/v1/messages/count_tokens", gw.url))
+            .header("x-api-key", &key)
+            .json(&json!({"model": "claude-x", "messages": [{"role": "user", "content": "hello there"}]})),
+    )
+    .await;
     assert!(r["input_tokens"].as_i64().unwrap() > 0, "{r}");
-    let r: Value = http
-        .post(format!("{}/v1beta/models/gemini-x:countTokens", gw.url))
-        .header("x-goog-api-key", &key)
-        .json(&json!({"contents": [{"parts": [{"text": "hello there"}]}]}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let r: Value = json_of(
+        http.post(format!("{}/v1beta/models/gemini-x:countTokens", gw.url))
+            .header("x-goog-api-key", &key)
+            .json(&json!({"contents": [{"parts": [{"text": "hello there"}]}]})),
+    )
+    .await;
     assert!(r["totalTokens"].as_i64().unwrap() > 0, "{r}");
     // Model lists in each shape.
-    let g: Value = http
-        .get(format!("{}/v1beta/models", gw.url))
-        .header("x-goog-api-key", &key)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let g: Value = json_of(http.get(format!("{}/v1beta/models", gw.url)).header("x-goog-api-key", &key)).await;
     assert!(g["models"].as_array().unwrap().iter().any(|m| m["name"] == "models/gemini-x"), "{g}");
-    let a: Value = http
-        .get(format!("{}/v1/models", gw.url))
-        .header("x-api-key", &key)
-        .header("anthropic-version", "2023-06-01")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let a: Value = json_of(
+        http.get(format!("{}/v1/models", gw.url)).header("x-api-key", &key).header("anthropic-version", "2023-06-01"),
+    )
+    .await;
     assert!(a["data"].as_array().unwrap().iter().any(|m| m["type"] == "model" && m["id"] == "claude-x"), "{a}");
     // Usage rows carry the endpoint each format came in by.
     let rows = gw.usage_rows(2).await;

@@ -3,7 +3,7 @@
 //! quirks, the OpenAI endpoints relayed as they are (images, audio, moderations,
 //! rerank), channel model listings, and usage recorded for converted requests.
 
-use oblivious_e2e::gateway::channel;
+use oblivious_e2e::gateway::{channel, json_of};
 use oblivious_e2e::wire_mock::{Wire, WireMock};
 use oblivious_e2e::Gateway;
 use serde_json::{json, Value};
@@ -45,17 +45,11 @@ async fn presets_handle_their_quirks() {
     let (gw, key, oa, ..) = setup().await;
     let http = reqwest::Client::new();
     // DeepSeek's reasoning_content reaches an Anthropic client as a thinking block.
-    let v: Value = http
+    let v: Value = json_of(http
         .post(format!("{}/v1/messages", gw.url))
         .header("x-api-key", &key)
         .json(&json!({"model": "deepseek-reasoner", "max_tokens": 2000, "thinking": {"type": "enabled", "budget_tokens": 1024},
-                      "messages": [{"role": "user", "content": "hi"}]}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+                      "messages": [{"role": "user", "content": "hi"}]}))).await;
     assert_eq!(v["content"][0]["type"], "thinking", "{v}");
     assert_eq!(v["content"][0]["thinking"], "Let me think.");
     assert_eq!(v["content"][1]["text"], "Hello, world!");
@@ -90,14 +84,8 @@ async fn presets_handle_their_quirks() {
 #[tokio::test(flavor = "multi_thread")]
 async fn openai_endpoints_are_relayed_as_they_are() {
     let (gw, key, oa, _an, ge, co) = setup().await;
-    let img: Value = gw
-        .post("/v1/images/generations", &key, &json!({"model": "dall-e-3", "prompt": "a cat"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let img: Value =
+        json_of(gw.post("/v1/images/generations", &key, &json!({"model": "dall-e-3", "prompt": "a cat"}))).await;
     assert_eq!(img["data"][0]["url"], "https://example.com/cat.png", "{img}");
     let speech = gw
         .post("/v1/audio/speech", &key, &json!({"model": "tts-1", "input": "hello", "voice": "alloy"}))
@@ -120,38 +108,23 @@ async fn openai_endpoints_are_relayed_as_they_are() {
         .await
         .unwrap();
     assert_eq!(t["text"], "hello from audio", "{t}");
-    let m: Value = gw
-        .post("/v1/moderations", &key, &json!({"model": "omni-moderation-latest", "input": "hi"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let m: Value =
+        json_of(gw.post("/v1/moderations", &key, &json!({"model": "omni-moderation-latest", "input": "hi"}))).await;
     assert_eq!(m["results"][0]["flagged"], false, "{m}");
     // Rerank in the Cohere/Jina shape, to an OpenAI-wire server and to Cohere's /v2/rerank.
     for (model, mock) in [("jina-reranker", &oa), ("rerank-v3.5", &co)] {
-        let r: Value = gw
-            .post("/v1/rerank", &key, &json!({"model": model, "query": "q", "documents": ["a", "b"], "top_n": 2}))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let r: Value = json_of(gw.post(
+            "/v1/rerank",
+            &key,
+            &json!({"model": model, "query": "q", "documents": ["a", "b"], "top_n": 2}),
+        ))
+        .await;
         assert_eq!(r["results"].as_array().unwrap().len(), 2, "{model}: {r}");
         assert!(mock.seen().last().unwrap().path.ends_with("rerank"));
     }
     // OpenAI embeddings to Gemini and Cohere channels, converted both ways.
     for (model, mock) in [("text-embedding-004", &ge), ("embed-v4.0", &co)] {
-        let e: Value = gw
-            .post("/v1/embeddings", &key, &json!({"model": model, "input": ["a", "b"]}))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let e: Value = json_of(gw.post("/v1/embeddings", &key, &json!({"model": model, "input": ["a", "b"]}))).await;
         assert_eq!(e["data"].as_array().unwrap().len(), 2, "{model}: {e}");
         assert_eq!(e["data"][1]["embedding"].as_array().unwrap().len(), 4, "{model}: {e}");
         let seen = mock.seen().last().unwrap().clone();

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use futures_util::future::join_all;
-use oblivious_e2e::gateway::config;
+use oblivious_e2e::gateway::{config, json_of};
 use oblivious_e2e::mock::Behavior;
 use oblivious_e2e::{Gateway, Mock};
 use serde_json::{json, Value};
@@ -198,16 +198,8 @@ async fn failing_channels_are_disabled_and_revived_by_a_test() {
     assert_eq!(ch["status"], "auto_disabled");
     assert!(ch["keys"].as_array().unwrap().is_empty());
     a.set(Behavior::Ok);
-    let tested: Value = gw
-        .http
-        .post(format!("{}/api/admin/channels/1/test", gw.url))
-        .bearer_auth(&gw.admin_key)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let tested: Value =
+        json_of(gw.http.post(format!("{}/api/admin/channels/1/test", gw.url)).bearer_auth(&gw.admin_key)).await;
     assert_eq!(tested["result"]["ok"], true, "{tested}");
     assert_eq!(tested["channel"]["status"], "enabled");
     assert_eq!(ask(&gw, &key).await.1["served_by"], "a");
