@@ -158,14 +158,6 @@ impl DynamoStore {
         Err(backend(format!("could not settle {} against concurrent changes", u.request_id)))
     }
 
-    async fn code_ids(&self, count: usize) -> StoreResult<Vec<Id>> {
-        let mut ids = Vec::with_capacity(count);
-        for _ in 0..count {
-            ids.push(self.next_id("codes").await?);
-        }
-        Ok(ids)
-    }
-
     /// Moves a user's balance by the entry's delta (if unchanged since read)
     /// and writes the entry with the balance after, in `tx`.
     async fn balance_entry(&self, tx: &mut Tx, user: &User, entry: LedgerEntry) -> StoreResult<User> {
@@ -395,7 +387,7 @@ impl Ledger for DynamoStore {
         now_ms: i64,
     ) -> StoreResult<()> {
         for chunk in codes.chunks(100) {
-            let ids = self.code_ids(chunk.len()).await?;
+            let ids = self.next_ids("codes", chunk.len()).await?;
             let mut tx = Tx::default();
             for ((hash, hint), id) in chunk.iter().zip(ids) {
                 let code = RedemptionCode {
@@ -439,8 +431,12 @@ impl Ledger for DynamoStore {
         item.insert("level".into(), level.map_or(AttributeValue::Null(true), n));
         tx.put(self.table("meta"), item, None, vec![]);
         let mut stored = Vec::with_capacity(alerts.len());
-        for a in alerts {
-            let a = Alert { id: self.next_id("alerts").await?, ..a };
+        let first = match alerts.len() {
+            0 => 0,
+            k => *self.next_ids("alerts", k).await?.start(),
+        };
+        for (id, a) in (first..).zip(alerts) {
+            let a = Alert { id, ..a };
             let mut item = to_item(&a)?;
             item.extend(key_meta("alert", &format!("{:020}", a.id)));
             tx.put(self.table("meta"), item, None, vec![]);

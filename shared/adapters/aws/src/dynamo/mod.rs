@@ -321,19 +321,30 @@ impl DynamoStore {
 
     /// The next id of a sequence (`users`, `tokens`, …), from an atomic counter.
     pub(crate) async fn next_id(&self, seq: &str) -> StoreResult<i64> {
+        Ok(*self.next_ids(seq, 1).await?.start())
+    }
+
+    /// `count` consecutive ids of a sequence, reserved in one atomic update.
+    pub(crate) async fn next_ids(&self, seq: &str, count: usize) -> StoreResult<std::ops::RangeInclusive<i64>> {
+        let count = i64::try_from(count.max(1)).unwrap_or(i64::MAX);
         let out = self
             .client
             .update_item()
             .table_name(self.table("meta"))
             .set_key(Some(key_meta("seq", seq)))
-            .update_expression("ADD #value :one")
+            .update_expression("ADD #value :count")
             .set_expression_attribute_names(names_in(&["#value"]))
-            .expression_attribute_values(":one", n(1))
+            .expression_attribute_values(":count", n(count))
             .return_values(ReturnValue::UpdatedNew)
             .send()
             .await
             .map_err(sdk)?;
-        out.attributes.as_ref().and_then(|a| get_n(a, "value")).ok_or_else(|| backend("sequence without a value"))
+        let last = out
+            .attributes
+            .as_ref()
+            .and_then(|a| get_n(a, "value"))
+            .ok_or_else(|| backend("sequence without a value"))?;
+        Ok(last - count + 1..=last)
     }
 
     /// Adds the revision bump (caches re-read) to a transaction.
@@ -344,13 +355,7 @@ impl DynamoStore {
 
 pub(crate) async fn backoff(attempt: u32) {
     let ms = 5u64 << attempt.min(6);
-    tokio::time::sleep(Duration::from_millis(ms + rand_jitter(ms))).await;
-}
-
-fn rand_jitter(max: u64) -> u64 {
-    use std::time::{SystemTime, UNIX_EPOCH};
-    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
-    u64::from(nanos) % max.max(1)
+    tokio::time::sleep(Duration::from_millis(ms + rand::random::<u64>() % ms)).await;
 }
 
 /// Offset/limit over rows already sorted in memory.
