@@ -4,8 +4,8 @@
 
 pub mod aws;
 pub mod gateway;
-pub mod mock;
 pub mod wire_mock;
 
 pub use gateway::Gateway;
-pub use mock::{Behavior, Mock};
+pub use oblivious_mock as mock;
+pub use oblivious_mock::{Behavior, Mock};

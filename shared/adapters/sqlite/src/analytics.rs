@@ -49,7 +49,7 @@ impl UsageLog for SqliteStore {
         );
         self.db()
             .read(move |c| {
-                let mut st = c.prepare(&sql)?;
+                let mut st = c.prepare_cached(&sql)?;
                 let rows = st
                     .query_map(
                         params![f.user_id, f.token_id, f.channel_id, f.model, f.status, f.since, f.until],
@@ -84,7 +84,7 @@ impl UsageLog for SqliteStore {
         let (after_t, after_id) = after.map_or((None, None), |(t, id)| (Some(t), Some(id)));
         self.db()
             .read(move |c| {
-                let mut st = c.prepare(&format!(
+                let mut st = c.prepare_cached(&format!(
                     "SELECT {USAGE_COLS} FROM usage_log WHERE {FILTER}
                         AND (?8 IS NULL OR (created_at, request_id) > (?8, ?9))
                      ORDER BY created_at, request_id LIMIT ?10"

@@ -7,7 +7,7 @@ use std::sync::{mpsc, Arc, Mutex};
 use oblivious_ports::StoreError;
 
 use oblivious_ports::Sealer;
-use rusqlite::{Connection, OpenFlags};
+use rusqlite::{Connection, OpenFlags, Params, Row};
 
 const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("../../../../migrations/0001_init.sql")),
@@ -56,6 +56,37 @@ impl From<DbError> for StoreError {
 
 pub(crate) type DbResult<T> = Result<T, DbError>;
 
+/// Statements through the connection's prepared-statement cache. The money
+/// paths run the same few statements for every request; parsing them each
+/// time was the largest share of the writer thread's work.
+pub(crate) trait Cached {
+    fn exec<P: Params>(&self, sql: &str, params: P) -> rusqlite::Result<usize>;
+    fn row<T, P: Params, F: FnOnce(&Row<'_>) -> rusqlite::Result<T>>(
+        &self,
+        sql: &str,
+        params: P,
+        f: F,
+    ) -> rusqlite::Result<T>;
+}
+
+impl Cached for Connection {
+    fn exec<P: Params>(&self, sql: &str, params: P) -> rusqlite::Result<usize> {
+        self.prepare_cached(sql)?.execute(params)
+    }
+
+    fn row<T, P: Params, F: FnOnce(&Row<'_>) -> rusqlite::Result<T>>(
+        &self,
+        sql: &str,
+        params: P,
+        f: F,
+    ) -> rusqlite::Result<T> {
+        self.prepare_cached(sql)?.query_row(params, f)
+    }
+}
+
+/// Statements kept prepared per connection (the LRU drops the rare ones).
+const STATEMENT_CACHE: usize = 256;
+
 /// A shared handle: one writer thread (group commit) and a few reader connections.
 #[derive(Clone)]
 pub struct Db {
@@ -79,6 +110,7 @@ type Reply = Box<dyn FnOnce(Result<(), String>) + Send>;
 const MAX_BATCH: usize = 256;
 
 fn configure(conn: &Connection) -> rusqlite::Result<()> {
+    conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
     conn.busy_timeout(std::time::Duration::from_secs(10))?;
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(None, "synchronous", "NORMAL")?;
@@ -99,6 +131,7 @@ impl Db {
                 Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)
                     .map_err(backend)?;
             r.busy_timeout(std::time::Duration::from_secs(10)).map_err(backend)?;
+            r.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
             readers.push(Mutex::new(r));
         }
         let (sender, receiver) = mpsc::channel::<Work>();
@@ -166,30 +199,31 @@ fn write_loop(conn: Connection, jobs: mpsc::Receiver<Work>) {
                 Err(_) => break,
             }
         }
-        let in_tx = conn.execute_batch("BEGIN IMMEDIATE").is_ok();
+        let run = |sql: &str| conn.exec(sql, []).map(|_| ());
+        let in_tx = run("BEGIN IMMEDIATE").is_ok();
         let mut replies = Vec::with_capacity(batch.len());
         for work in batch {
-            if conn.execute_batch("SAVEPOINT job").is_err() {
+            if run("SAVEPOINT job").is_err() {
                 continue;
             }
             match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| work(&conn))) {
                 Ok((true, reply)) => {
-                    let _ = conn.execute_batch("RELEASE job");
+                    let _ = run("RELEASE job");
                     replies.push(reply);
                 }
                 Ok((false, reply)) => {
-                    let _ = conn.execute_batch("ROLLBACK TO job; RELEASE job");
+                    let _ = run("ROLLBACK TO job").and_then(|_| run("RELEASE job"));
                     replies.push(reply);
                 }
                 // The job's caller sees its reply dropped; its changes are undone.
                 Err(_) => {
-                    let _ = conn.execute_batch("ROLLBACK TO job; RELEASE job");
+                    let _ = run("ROLLBACK TO job").and_then(|_| run("RELEASE job"));
                 }
             }
         }
         let committed = if in_tx {
-            conn.execute_batch("COMMIT").map_err(|e| {
-                let _ = conn.execute_batch("ROLLBACK");
+            run("COMMIT").map_err(|e| {
+                let _ = run("ROLLBACK");
                 e.to_string()
             })
         } else {

@@ -10,7 +10,7 @@ use oblivious_ports::{
 };
 use rusqlite::{params, Connection, OptionalExtension};
 
-use crate::db::DbResult;
+use crate::db::{Cached, DbResult};
 use crate::rows::{self, USER_COLS};
 use crate::SqliteStore;
 
@@ -18,11 +18,11 @@ use crate::SqliteStore;
 /// balance, leaving unlimited ones alone.
 fn credit(tx: &Connection, token_id: Id, user_id: Id, delta: i64) -> DbResult<()> {
     if delta != 0 {
-        tx.execute(
+        tx.exec(
             "UPDATE tokens SET remaining_quota = remaining_quota + ?1 WHERE id = ?2 AND NOT unlimited",
             params![delta, token_id],
         )?;
-        tx.execute("UPDATE users SET quota = quota + ?1 WHERE id = ?2 AND NOT unlimited", params![delta, user_id])?;
+        tx.exec("UPDATE users SET quota = quota + ?1 WHERE id = ?2 AND NOT unlimited", params![delta, user_id])?;
     }
     Ok(())
 }
@@ -30,7 +30,7 @@ fn credit(tx: &Connection, token_id: Id, user_id: Id, delta: i64) -> DbResult<()
 fn add_spend(tx: &Connection, token_id: Id, periods: &[String], delta: i64) -> DbResult<()> {
     if delta != 0 {
         for period in periods {
-            tx.execute(
+            tx.exec(
                 "INSERT INTO token_spend (token_id, period, spent) VALUES (?1, ?2, ?3)
                  ON CONFLICT (token_id, period) DO UPDATE SET spent = spent + excluded.spent",
                 params![token_id, period, delta],
@@ -42,24 +42,22 @@ fn add_spend(tx: &Connection, token_id: Id, periods: &[String], delta: i64) -> D
 
 fn spent(tx: &Connection, token_id: Id, period: &str) -> DbResult<i64> {
     Ok(tx
-        .query_row(
-            "SELECT spent FROM token_spend WHERE token_id = ?1 AND period = ?2",
-            params![token_id, period],
-            |r| r.get(0),
-        )
+        .row("SELECT spent FROM token_spend WHERE token_id = ?1 AND period = ?2", params![token_id, period], |r| {
+            r.get(0)
+        })
         .optional()?
         .unwrap_or(0))
 }
 
 fn now_sql(tx: &Connection) -> DbResult<i64> {
-    Ok(tx.query_row("SELECT CAST(unixepoch('subsec') * 1000 AS INTEGER)", [], |r| r.get(0))?)
+    Ok(tx.row("SELECT CAST(unixepoch('subsec') * 1000 AS INTEGER)", [], |r| r.get(0))?)
 }
 
 /// Settles the money of a request whose usage row was just written (inside
 /// `record_usage`'s transaction).
 pub(crate) fn settle(tx: &Connection, u: &UsageRecord) -> DbResult<()> {
     let held: Option<(i64, String, String)> = tx
-        .query_row("SELECT amount, state, periods FROM reservations WHERE request_id = ?1", [&u.request_id], |r| {
+        .row("SELECT amount, state, periods FROM reservations WHERE request_id = ?1", [&u.request_id], |r| {
             Ok((r.get(0)?, r.get(1)?, r.get(2)?))
         })
         .optional()?;
@@ -77,7 +75,7 @@ pub(crate) fn settle(tx: &Connection, u: &UsageRecord) -> DbResult<()> {
                 credit(tx, u.token_id, u.user_id, give_back)?;
                 add_spend(tx, u.token_id, &periods, spend)?;
                 let new_state = if u.cost == 0 { "refunded" } else { "settled" };
-                tx.execute(
+                tx.exec(
                     "UPDATE reservations SET state = ?1, charged = ?2, closed_at = ?3 WHERE request_id = ?4",
                     params![new_state, u.cost, closed_at, u.request_id],
                 )?;
@@ -91,8 +89,8 @@ pub(crate) fn settle(tx: &Connection, u: &UsageRecord) -> DbResult<()> {
         None => {}
     }
     if u.cost > 0 {
-        tx.execute("UPDATE tokens SET used_quota = used_quota + ?1 WHERE id = ?2", params![u.cost, u.token_id])?;
-        tx.execute("UPDATE users SET used_quota = used_quota + ?1 WHERE id = ?2", params![u.cost, u.user_id])?;
+        tx.exec("UPDATE tokens SET used_quota = used_quota + ?1 WHERE id = ?2", params![u.cost, u.token_id])?;
+        tx.exec("UPDATE users SET used_quota = used_quota + ?1 WHERE id = ?2", params![u.cost, u.user_id])?;
     }
     Ok(())
 }
@@ -110,7 +108,7 @@ fn reservation(row: &rusqlite::Row) -> rusqlite::Result<Reservation> {
 }
 
 fn user_row(c: &Connection, id: Id) -> DbResult<User> {
-    c.query_row(&format!("SELECT {USER_COLS} FROM users WHERE id = ?1"), [id], rows::user)
+    c.row(&format!("SELECT {USER_COLS} FROM users WHERE id = ?1"), [id], rows::user)
         .optional()?
         .ok_or_else(|| StoreError::NotFound(format!("user {id}")).into())
 }
@@ -124,7 +122,7 @@ fn write_ledger(
     note: &str,
     now_ms: i64,
 ) -> DbResult<()> {
-    c.execute(
+    c.exec(
         "INSERT INTO balance_ledger (user_id, delta, balance_after, kind, actor, note, created_at)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
         params![user.id, delta, user.quota, kind, actor, note, now_ms],
@@ -137,7 +135,7 @@ impl Ledger for SqliteStore {
         let subject = subject.to_string();
         self.db()
             .read(move |c| {
-                Ok(c.query_row("SELECT level FROM alert_levels WHERE subject = ?1", [subject], |r| r.get(0))
+                Ok(c.row("SELECT level FROM alert_levels WHERE subject = ?1", [subject], |r| r.get(0))
                     .optional()?
                     .flatten())
             })
@@ -148,14 +146,14 @@ impl Ledger for SqliteStore {
         let subject = subject.to_string();
         self.db()
             .write(move |tx| {
-                tx.execute(
+                tx.exec(
                     "INSERT INTO alert_levels (subject, level) VALUES (?1, ?2)
                      ON CONFLICT (subject) DO UPDATE SET level = excluded.level",
                     params![subject, level],
                 )?;
                 let mut stored = Vec::with_capacity(alerts.len());
                 for a in alerts {
-                    tx.execute(
+                    tx.exec(
                         "INSERT INTO alerts (kind, subject_id, name, threshold_percent, remaining, total, created_at)
                          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
                         params![a.kind, a.subject_id, a.name, a.threshold_percent, a.remaining, a.total, a.created_at],
@@ -170,7 +168,7 @@ impl Ledger for SqliteStore {
     async fn alerts(&self, page: Page) -> StoreResult<Paged<Alert>> {
         self.db()
             .read(move |c| {
-                let mut st = c.prepare(
+                let mut st = c.prepare_cached(
                     "SELECT id, kind, subject_id, name, threshold_percent, remaining, total, created_at FROM alerts
                      ORDER BY id LIMIT ?1 OFFSET ?2",
                 )?;
@@ -188,7 +186,7 @@ impl Ledger for SqliteStore {
                         })
                     })?
                     .collect::<Result<Vec<_>, _>>()?;
-                let total: i64 = c.query_row("SELECT COUNT(*) FROM alerts", [], |r| r.get(0))?;
+                let total: i64 = c.row("SELECT COUNT(*) FROM alerts", [], |r| r.get(0))?;
                 Ok(Paged { items, total: total as u64 })
             })
             .await
@@ -198,7 +196,7 @@ impl Ledger for SqliteStore {
         self.db()
             .write(move |tx| {
                 let (balance, user_unlimited): (i64, bool) = tx
-                    .query_row("SELECT quota, unlimited FROM users WHERE id = ?1", [r.user_id], |x| {
+                    .row("SELECT quota, unlimited FROM users WHERE id = ?1", [r.user_id], |x| {
                         Ok((x.get(0)?, x.get(1)?))
                     })
                     .optional()?
@@ -208,7 +206,7 @@ impl Ledger for SqliteStore {
                 }
                 type Caps = (i64, bool, Option<i64>, Option<i64>);
                 let (remaining, token_unlimited, daily, monthly): Caps = tx
-                    .query_row(
+                    .row(
                         "SELECT remaining_quota, unlimited, daily_limit, monthly_limit FROM tokens WHERE id = ?1",
                         [r.token_id],
                         |x| Ok((x.get(0)?, x.get(1)?, x.get(2)?, x.get(3)?)),
@@ -228,7 +226,7 @@ impl Ledger for SqliteStore {
                 let periods = vec![day, month];
                 credit(tx, r.token_id, r.user_id, -r.amount)?;
                 add_spend(tx, r.token_id, &periods, r.amount)?;
-                tx.execute(
+                tx.exec(
                     "INSERT INTO reservations (request_id, token_id, user_id, amount, state, periods, created_at)
                      VALUES (?1, ?2, ?3, ?4, 'reserved', ?5, ?6)",
                     params![
@@ -249,7 +247,7 @@ impl Ledger for SqliteStore {
         self.db()
             .write(move |tx| {
                 let open: Vec<(String, Id, Id, i64, String)> = {
-                    let mut st = tx.prepare(
+                    let mut st = tx.prepare_cached(
                         "SELECT request_id, token_id, user_id, amount, periods FROM reservations
                          WHERE state = 'reserved' AND created_at < ?1",
                     )?;
@@ -261,7 +259,7 @@ impl Ledger for SqliteStore {
                     let periods: Vec<String> = serde_json::from_str(periods)?;
                     credit(tx, *token_id, *user_id, *amount)?;
                     add_spend(tx, *token_id, &periods, -amount)?;
-                    tx.execute(
+                    tx.exec(
                         "UPDATE reservations SET state = 'refunded', charged = 0, closed_at = ?1 WHERE request_id = ?2",
                         params![now_ms, request_id],
                     )?;
@@ -274,7 +272,7 @@ impl Ledger for SqliteStore {
     async fn reservations(&self, state: Option<String>, page: Page) -> StoreResult<Paged<Reservation>> {
         self.db()
             .read(move |c| {
-                let mut st = c.prepare(
+                let mut st = c.prepare_cached(
                     "SELECT request_id, token_id, user_id, amount, created_at, state, charged FROM reservations
                      WHERE ?1 IS NULL OR state = ?1 ORDER BY created_at, request_id LIMIT ?2 OFFSET ?3",
                 )?;
@@ -282,9 +280,7 @@ impl Ledger for SqliteStore {
                     .query_map(params![state, page.limit.min(i64::MAX as u64) as i64, page.offset as i64], reservation)?
                     .collect::<Result<Vec<_>, _>>()?;
                 let total: i64 =
-                    c.query_row("SELECT COUNT(*) FROM reservations WHERE ?1 IS NULL OR state = ?1", [&state], |r| {
-                        r.get(0)
-                    })?;
+                    c.row("SELECT COUNT(*) FROM reservations WHERE ?1 IS NULL OR state = ?1", [&state], |r| r.get(0))?;
                 Ok(Paged { items, total: total as u64 })
             })
             .await
@@ -302,7 +298,7 @@ impl Ledger for SqliteStore {
         let (kind, actor, note) = (kind.to_string(), actor.to_string(), note.to_string());
         self.db()
             .write(move |tx| {
-                if tx.execute("UPDATE users SET quota = quota + ?1 WHERE id = ?2", params![delta, user_id])? == 0 {
+                if tx.exec("UPDATE users SET quota = quota + ?1 WHERE id = ?2", params![delta, user_id])? == 0 {
                     return Err(StoreError::NotFound(format!("user {user_id}")).into());
                 }
                 let user = user_row(tx, user_id)?;
@@ -315,7 +311,7 @@ impl Ledger for SqliteStore {
     async fn ledger(&self, user_id: Option<Id>, page: Page) -> StoreResult<Paged<LedgerEntry>> {
         self.db()
             .read(move |c| {
-                let mut st = c.prepare(
+                let mut st = c.prepare_cached(
                     "SELECT id, user_id, delta, balance_after, kind, actor, note, created_at FROM balance_ledger
                      WHERE ?1 IS NULL OR user_id = ?1 ORDER BY id DESC LIMIT ?2 OFFSET ?3",
                 )?;
@@ -333,11 +329,10 @@ impl Ledger for SqliteStore {
                         })
                     })?
                     .collect::<Result<Vec<_>, _>>()?;
-                let total: i64 = c.query_row(
-                    "SELECT COUNT(*) FROM balance_ledger WHERE ?1 IS NULL OR user_id = ?1",
-                    [user_id],
-                    |r| r.get(0),
-                )?;
+                let total: i64 =
+                    c.row("SELECT COUNT(*) FROM balance_ledger WHERE ?1 IS NULL OR user_id = ?1", [user_id], |r| {
+                        r.get(0)
+                    })?;
                 Ok(Paged { items, total: total as u64 })
             })
             .await
@@ -355,7 +350,7 @@ impl Ledger for SqliteStore {
         self.db()
             .write(move |tx| {
                 for (hash, hint) in &codes {
-                    tx.execute(
+                    tx.exec(
                         "INSERT INTO redemption_codes (code_hash, code_hint, batch, value, expires_at, created_at)
                          VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
                         params![hash, hint, batch, value, expires_at, now_ms],
@@ -369,7 +364,7 @@ impl Ledger for SqliteStore {
     async fn codes(&self, page: Page) -> StoreResult<Paged<RedemptionCode>> {
         self.db()
             .read(move |c| {
-                let mut st = c.prepare(
+                let mut st = c.prepare_cached(
                     "SELECT id, batch, code_hint, value, expires_at, redeemed_by, redeemed_at, created_at
                      FROM redemption_codes ORDER BY id LIMIT ?1 OFFSET ?2",
                 )?;
@@ -387,7 +382,7 @@ impl Ledger for SqliteStore {
                         })
                     })?
                     .collect::<Result<Vec<_>, _>>()?;
-                let total: i64 = c.query_row("SELECT COUNT(*) FROM redemption_codes", [], |r| r.get(0))?;
+                let total: i64 = c.row("SELECT COUNT(*) FROM redemption_codes", [], |r| r.get(0))?;
                 Ok(Paged { items, total: total as u64 })
             })
             .await
@@ -405,7 +400,7 @@ impl Ledger for SqliteStore {
             .write(move |tx| {
                 type CodeRow = (Id, i64, Option<i64>, Option<Id>, String);
                 let code: Option<CodeRow> = tx
-                    .query_row(
+                    .row(
                         "SELECT id, value, expires_at, redeemed_by, code_hint FROM redemption_codes WHERE code_hash = ?1",
                         [&code_hash],
                         |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
@@ -420,14 +415,14 @@ impl Ledger for SqliteStore {
                 if expires_at.is_some_and(|t| t <= now_ms) {
                     return Ok(Err(RedeemError::Expired));
                 }
-                let claimed = tx.execute(
+                let claimed = tx.exec(
                     "UPDATE redemption_codes SET redeemed_by = ?1, redeemed_at = ?2 WHERE id = ?3 AND redeemed_by IS NULL",
                     params![user_id, now_ms, id],
                 )?;
                 if claimed == 0 {
                     return Ok(Err(RedeemError::AlreadyUsed));
                 }
-                tx.execute("UPDATE users SET quota = quota + ?1 WHERE id = ?2", params![value, user_id])?;
+                tx.exec("UPDATE users SET quota = quota + ?1 WHERE id = ?2", params![value, user_id])?;
                 let user = user_row(tx, user_id)?;
                 write_ledger(tx, &user, value, "redeem", &actor, &format!("code {hint}"), now_ms)?;
                 Ok(Ok(user))

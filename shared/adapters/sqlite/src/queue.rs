@@ -10,7 +10,7 @@ use oblivious_ports::{PortError, Queue, StoreError};
 use rusqlite::params;
 use tokio::sync::Notify;
 
-use crate::db::Db;
+use crate::db::{Cached, Db};
 
 /// Attempts before a job is parked as dead (kept for inspection).
 pub const MAX_ATTEMPTS: i64 = 8;
@@ -37,7 +37,7 @@ impl SqliteQueue {
     pub async fn due(&self, now_ms: i64, limit: i64) -> Result<Vec<OutboxJob>, StoreError> {
         self.db
             .write(move |c| {
-                let mut st = c.prepare(
+                let mut st = c.prepare_cached(
                     "SELECT id, payload, attempts FROM outbox WHERE dead = 0 AND next_at <= ?1 ORDER BY id LIMIT ?2",
                 )?;
                 let rows = st
@@ -51,7 +51,7 @@ impl SqliteQueue {
                     match serde_json::from_str(&payload) {
                         Ok(job) => jobs.push(OutboxJob { id, job, attempts }),
                         Err(e) => {
-                            c.execute(
+                            c.exec(
                                 "UPDATE outbox SET dead = 1, last_error = ?1 WHERE id = ?2",
                                 params![e.to_string(), id],
                             )?;
@@ -71,7 +71,7 @@ impl SqliteQueue {
         self.db
             .write(move |c| {
                 let marks = vec!["?"; ids.len()].join(",");
-                c.execute(&format!("DELETE FROM outbox WHERE id IN ({marks})"), rusqlite::params_from_iter(ids))?;
+                c.exec(&format!("DELETE FROM outbox WHERE id IN ({marks})"), rusqlite::params_from_iter(ids))?;
                 Ok(())
             })
             .await
@@ -81,17 +81,14 @@ impl SqliteQueue {
     pub async fn fail(&self, id: i64, error: String, now_ms: i64) -> Result<(), StoreError> {
         self.db
             .write(move |c| {
-                let attempts: i64 = c.query_row(
+                let attempts: i64 = c.row(
                     "UPDATE outbox SET attempts = attempts + 1, last_error = ?1 WHERE id = ?2 RETURNING attempts",
                     params![error, id],
                     |r| r.get(0),
                 )?;
                 let dead = attempts >= MAX_ATTEMPTS;
                 let delay = 250i64 << attempts.min(10);
-                c.execute(
-                    "UPDATE outbox SET dead = ?1, next_at = ?2 WHERE id = ?3",
-                    params![dead, now_ms + delay, id],
-                )?;
+                c.exec("UPDATE outbox SET dead = ?1, next_at = ?2 WHERE id = ?3", params![dead, now_ms + delay, id])?;
                 if dead {
                     tracing::error!(id, attempts, "job parked after repeated failures");
                 }
@@ -104,7 +101,7 @@ impl SqliteQueue {
     pub async fn depth(&self) -> Result<(i64, i64), StoreError> {
         self.db
             .read(|c| {
-                Ok(c.query_row("SELECT COALESCE(SUM(dead = 0), 0), COALESCE(SUM(dead = 1), 0) FROM outbox", [], |r| {
+                Ok(c.row("SELECT COALESCE(SUM(dead = 0), 0), COALESCE(SUM(dead = 1), 0) FROM outbox", [], |r| {
                     Ok((r.get(0)?, r.get(1)?))
                 })?)
             })
@@ -122,7 +119,7 @@ impl Queue for SqliteQueue {
         let payload = serde_json::to_string(&job).map_err(|e| PortError(e.to_string()))?;
         self.db
             .write(move |c| {
-                c.execute(
+                c.exec(
                     "INSERT INTO outbox (payload, created_at) VALUES (?1, CAST(strftime('%s','now') AS INTEGER) * 1000)",
                     [payload],
                 )?;

@@ -10,7 +10,7 @@ use oblivious_ports::{
 use rusqlite::types::Value;
 use rusqlite::{params, params_from_iter, Connection, OptionalExtension};
 
-use crate::db::{Db, DbResult};
+use crate::db::{Cached, Db, DbResult};
 use crate::rows::{self, CHANNEL_COLS, PRICE_COLS, TOKEN_COLS, USAGE_COLS, USER_COLS};
 use oblivious_ports::Sealer;
 
@@ -31,32 +31,28 @@ impl SqliteStore {
     /// A value from the `meta` table (e.g. whether the admin was bootstrapped).
     pub async fn meta(&self, key: &str) -> StoreResult<Option<String>> {
         let key = key.to_string();
-        self.db
-            .read(move |c| Ok(c.query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0)).optional()?))
-            .await
+        self.db.read(move |c| Ok(c.row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0)).optional()?)).await
     }
 
     /// Sets `key` only if it is unset; true when this call set it.
     pub async fn set_meta_once(&self, key: &str, value: &str) -> StoreResult<bool> {
         let (key, value) = (key.to_string(), value.to_string());
         self.db
-            .write(
-                move |c| Ok(c.execute("INSERT OR IGNORE INTO meta (key, value) VALUES (?1, ?2)", [key, value])? == 1),
-            )
+            .write(move |c| Ok(c.exec("INSERT OR IGNORE INTO meta (key, value) VALUES (?1, ?2)", [key, value])? == 1))
             .await
     }
 }
 
 fn user_by_id(c: &Connection, id: Id) -> DbResult<Option<User>> {
-    Ok(c.query_row(&format!("SELECT {USER_COLS} FROM users WHERE id = ?1"), [id], rows::user).optional()?)
+    Ok(c.row(&format!("SELECT {USER_COLS} FROM users WHERE id = ?1"), [id], rows::user).optional()?)
 }
 
 fn token_by_id(c: &Connection, id: Id) -> DbResult<Option<Token>> {
-    Ok(c.query_row(&format!("SELECT {TOKEN_COLS} FROM tokens WHERE id = ?1"), [id], rows::token).optional()?)
+    Ok(c.row(&format!("SELECT {TOKEN_COLS} FROM tokens WHERE id = ?1"), [id], rows::token).optional()?)
 }
 
 fn channel_by_id(c: &Connection, id: Id, sealer: &Sealer) -> DbResult<Option<Channel>> {
-    Ok(c.query_row(&format!("SELECT {CHANNEL_COLS} FROM channels WHERE id = ?1"), [id], |r| rows::channel(r, sealer))
+    Ok(c.row(&format!("SELECT {CHANNEL_COLS} FROM channels WHERE id = ?1"), [id], |r| rows::channel(r, sealer))
         .optional()?)
 }
 
@@ -71,13 +67,13 @@ fn limit_offset(page: Page) -> (i64, i64) {
 fn put_channel_config(tx: &Connection, spec: &ChannelSpec, now_ms: i64, sealer: &Sealer) -> DbResult<()> {
     let json = sealer.seal_spec(spec)?;
     let existing: Option<(Id, String, String)> = tx
-        .query_row("SELECT id, spec, source FROM channels WHERE name = ?1", [&spec.name], |r| {
+        .row("SELECT id, spec, source FROM channels WHERE name = ?1", [&spec.name], |r| {
             Ok((r.get(0)?, r.get(1)?, r.get(2)?))
         })
         .optional()?;
     match existing {
         None => {
-            tx.execute(
+            tx.exec(
                 "INSERT INTO channels (name, spec, status, source, updated_at) VALUES (?1, ?2, 'enabled', 'config', ?3)",
                 params![spec.name, json, now_ms],
             )?;
@@ -85,7 +81,7 @@ fn put_channel_config(tx: &Connection, spec: &ChannelSpec, now_ms: i64, sealer: 
         // Same spec: leave the row (and its runtime status) alone.
         Some((_, old, source)) if source == "config" && sealer.open_spec(&old).is_ok_and(|o| &o == spec) => {}
         Some((id, _, _)) => {
-            tx.execute(
+            tx.exec(
                 "UPDATE channels SET spec = ?1, source = 'config', updated_at = ?2 WHERE id = ?3",
                 params![json, now_ms, id],
             )?;
@@ -96,7 +92,7 @@ fn put_channel_config(tx: &Connection, spec: &ChannelSpec, now_ms: i64, sealer: 
 
 impl Store for SqliteStore {
     async fn revision(&self) -> StoreResult<i64> {
-        self.db.read(|c| Ok(c.query_row("SELECT value FROM revision WHERE id = 1", [], |r| r.get(0))?)).await
+        self.db.read(|c| Ok(c.row("SELECT value FROM revision WHERE id = 1", [], |r| r.get(0))?)).await
     }
 
     async fn user(&self, id: Id) -> StoreResult<Option<User>> {
@@ -107,8 +103,7 @@ impl Store for SqliteStore {
         let name = name.to_string();
         self.db
             .read(move |c| {
-                Ok(c.query_row(&format!("SELECT {USER_COLS} FROM users WHERE name = ?1"), [name], rows::user)
-                    .optional()?)
+                Ok(c.row(&format!("SELECT {USER_COLS} FROM users WHERE name = ?1"), [name], rows::user).optional()?)
             })
             .await
     }
@@ -117,9 +112,10 @@ impl Store for SqliteStore {
         self.db
             .read(move |c| {
                 let (limit, offset) = limit_offset(page);
-                let mut st = c.prepare(&format!("SELECT {USER_COLS} FROM users ORDER BY id LIMIT ?1 OFFSET ?2"))?;
+                let mut st =
+                    c.prepare_cached(&format!("SELECT {USER_COLS} FROM users ORDER BY id LIMIT ?1 OFFSET ?2"))?;
                 let items = st.query_map([limit, offset], rows::user)?.collect::<Result<Vec<_>, _>>()?;
-                let total: i64 = c.query_row("SELECT COUNT(*) FROM users", [], |r| r.get(0))?;
+                let total: i64 = c.row("SELECT COUNT(*) FROM users", [], |r| r.get(0))?;
                 Ok(Paged { items, total: total as u64 })
             })
             .await
@@ -128,7 +124,7 @@ impl Store for SqliteStore {
     async fn create_user(&self, u: NewUser, now_ms: i64) -> StoreResult<User> {
         self.db
             .write(move |c| {
-                c.execute(
+                c.exec(
                     "INSERT INTO users (name, role, grp, quota, unlimited, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
                     params![u.name, rows::role_str(u.role), u.group, u.quota, u.unlimited, now_ms],
                 )?;
@@ -142,22 +138,19 @@ impl Store for SqliteStore {
             .write(move |tx| {
                 found(user_by_id(tx, id)?, || format!("user {id}"))?;
                 if let Some(role) = p.role {
-                    tx.execute("UPDATE users SET role = ?1 WHERE id = ?2", params![rows::role_str(role), id])?;
+                    tx.exec("UPDATE users SET role = ?1 WHERE id = ?2", params![rows::role_str(role), id])?;
                 }
                 if let Some(group) = p.group {
-                    tx.execute("UPDATE users SET grp = ?1 WHERE id = ?2", params![group, id])?;
+                    tx.exec("UPDATE users SET grp = ?1 WHERE id = ?2", params![group, id])?;
                 }
                 if let Some(status) = p.status {
-                    tx.execute(
-                        "UPDATE users SET status = ?1 WHERE id = ?2",
-                        params![rows::user_status_str(status), id],
-                    )?;
+                    tx.exec("UPDATE users SET status = ?1 WHERE id = ?2", params![rows::user_status_str(status), id])?;
                 }
                 if let Some(quota) = p.quota {
-                    tx.execute("UPDATE users SET quota = ?1 WHERE id = ?2", params![quota, id])?;
+                    tx.exec("UPDATE users SET quota = ?1 WHERE id = ?2", params![quota, id])?;
                 }
                 if let Some(unlimited) = p.unlimited {
-                    tx.execute("UPDATE users SET unlimited = ?1 WHERE id = ?2", params![unlimited, id])?;
+                    tx.exec("UPDATE users SET unlimited = ?1 WHERE id = ?2", params![unlimited, id])?;
                 }
                 let user = found(user_by_id(tx, id)?, || format!("user {id}"))?;
                 Ok(user)
@@ -169,11 +162,8 @@ impl Store for SqliteStore {
         self.db
             .write(move |tx| {
                 // Keep token rows (usage history points at them) but make them unusable.
-                tx.execute("UPDATE tokens SET status = 'deleted' WHERE user_id = ?1", [id])?;
-                tx.execute(
-                    "UPDATE users SET status = 'disabled', name = name || '#deleted-' || id WHERE id = ?1",
-                    [id],
-                )?;
+                tx.exec("UPDATE tokens SET status = 'deleted' WHERE user_id = ?1", [id])?;
+                tx.exec("UPDATE users SET status = 'disabled', name = name || '#deleted-' || id WHERE id = ?1", [id])?;
                 if tx.changes() == 0 {
                     return Err(StoreError::NotFound(format!("user {id}")).into());
                 }
@@ -190,12 +180,8 @@ impl Store for SqliteStore {
         let key_hash = key_hash.to_string();
         self.db
             .read(move |c| {
-                Ok(c.query_row(
-                    &format!("SELECT {TOKEN_COLS} FROM tokens WHERE key_hash = ?1"),
-                    [key_hash],
-                    rows::token,
-                )
-                .optional()?)
+                Ok(c.row(&format!("SELECT {TOKEN_COLS} FROM tokens WHERE key_hash = ?1"), [key_hash], rows::token)
+                    .optional()?)
             })
             .await
     }
@@ -205,13 +191,13 @@ impl Store for SqliteStore {
             .read(move |c| {
                 let (limit, offset) = limit_offset(page);
                 let filter_sql = "(?1 IS NULL OR user_id = ?1) AND (?2 OR status != 'deleted')";
-                let mut st = c.prepare(&format!(
+                let mut st = c.prepare_cached(&format!(
                     "SELECT {TOKEN_COLS} FROM tokens WHERE {filter_sql} ORDER BY id LIMIT ?3 OFFSET ?4"
                 ))?;
                 let items = st
                     .query_map(params![filter.user_id, filter.include_deleted, limit, offset], rows::token)?
                     .collect::<Result<Vec<_>, _>>()?;
-                let total: i64 = c.query_row(
+                let total: i64 = c.row(
                     &format!("SELECT COUNT(*) FROM tokens WHERE {filter_sql}"),
                     params![filter.user_id, filter.include_deleted],
                     |r| r.get(0),
@@ -225,7 +211,7 @@ impl Store for SqliteStore {
         self.db
             .write(move |c| {
                 found(user_by_id(c, t.user_id)?, || format!("user {}", t.user_id))?;
-                c.execute(
+                c.exec(
                     "INSERT INTO tokens (user_id, name, key_hash, key_hint, status, unlimited, remaining_quota, models, ips,
                         expires_at, created_at, daily_limit, monthly_limit)
                      VALUES (?1, ?2, ?3, ?4, 'normal', ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
@@ -254,7 +240,7 @@ impl Store for SqliteStore {
             .write(move |tx| {
                 found(token_by_id(tx, id)?, || format!("token {id}"))?;
                 if let Some(name) = p.name {
-                    tx.execute("UPDATE tokens SET name = ?1 WHERE id = ?2", params![name, id])?;
+                    tx.exec("UPDATE tokens SET name = ?1 WHERE id = ?2", params![name, id])?;
                 }
                 if let Some(status) = p.status {
                     let stored = match status {
@@ -267,31 +253,31 @@ impl Store for SqliteStore {
                             .into())
                         }
                     };
-                    tx.execute("UPDATE tokens SET status = ?1 WHERE id = ?2", params![stored, id])?;
+                    tx.exec("UPDATE tokens SET status = ?1 WHERE id = ?2", params![stored, id])?;
                 }
                 if let Some(unlimited) = p.unlimited {
-                    tx.execute("UPDATE tokens SET unlimited = ?1 WHERE id = ?2", params![unlimited, id])?;
+                    tx.exec("UPDATE tokens SET unlimited = ?1 WHERE id = ?2", params![unlimited, id])?;
                 }
                 if let Some(q) = p.remaining_quota {
-                    tx.execute("UPDATE tokens SET remaining_quota = ?1 WHERE id = ?2", params![q, id])?;
+                    tx.exec("UPDATE tokens SET remaining_quota = ?1 WHERE id = ?2", params![q, id])?;
                 }
                 if let Some(models) = p.models {
-                    tx.execute(
+                    tx.exec(
                         "UPDATE tokens SET models = ?1 WHERE id = ?2",
                         params![serde_json::to_string(&models)?, id],
                     )?;
                 }
                 if let Some(ips) = p.ips {
-                    tx.execute("UPDATE tokens SET ips = ?1 WHERE id = ?2", params![serde_json::to_string(&ips)?, id])?;
+                    tx.exec("UPDATE tokens SET ips = ?1 WHERE id = ?2", params![serde_json::to_string(&ips)?, id])?;
                 }
                 if let Some(expires_at) = p.expires_at {
-                    tx.execute("UPDATE tokens SET expires_at = ?1 WHERE id = ?2", params![expires_at, id])?;
+                    tx.exec("UPDATE tokens SET expires_at = ?1 WHERE id = ?2", params![expires_at, id])?;
                 }
                 if let Some(limit) = p.daily_limit {
-                    tx.execute("UPDATE tokens SET daily_limit = ?1 WHERE id = ?2", params![limit, id])?;
+                    tx.exec("UPDATE tokens SET daily_limit = ?1 WHERE id = ?2", params![limit, id])?;
                 }
                 if let Some(limit) = p.monthly_limit {
-                    tx.execute("UPDATE tokens SET monthly_limit = ?1 WHERE id = ?2", params![limit, id])?;
+                    tx.exec("UPDATE tokens SET monthly_limit = ?1 WHERE id = ?2", params![limit, id])?;
                 }
                 let token = found(token_by_id(tx, id)?, || format!("token {id}"))?;
                 Ok(token)
@@ -303,7 +289,7 @@ impl Store for SqliteStore {
         let sealer = self.db.sealer();
         self.db
             .read(move |c| {
-                let mut st = c.prepare(&format!("SELECT {CHANNEL_COLS} FROM channels ORDER BY id"))?;
+                let mut st = c.prepare_cached(&format!("SELECT {CHANNEL_COLS} FROM channels ORDER BY id"))?;
                 let v = st.query_map([], |r| rows::channel(r, &sealer))?.collect::<Result<Vec<_>, _>>()?;
                 Ok(v)
             })
@@ -319,7 +305,7 @@ impl Store for SqliteStore {
         let sealer = self.db.sealer();
         self.db
             .write(move |c| {
-                c.execute(
+                c.exec(
                     "INSERT INTO channels (name, spec, status, source, updated_at) VALUES (?1, ?2, 'enabled', 'api', ?3)",
                     params![spec.name, sealer.seal_spec(&spec)?, now_ms],
                 )?;
@@ -340,7 +326,7 @@ impl Store for SqliteStore {
                     ))
                     .into());
                 }
-                tx.execute(
+                tx.exec(
                     "UPDATE channels SET name = ?1, spec = ?2, updated_at = ?3 WHERE id = ?4",
                     params![spec.name, sealer.seal_spec(&spec)?, now_ms, id],
                 )?;
@@ -354,7 +340,7 @@ impl Store for SqliteStore {
         self.db
             .write(move |c| {
                 let source: Option<String> =
-                    c.query_row("SELECT source FROM channels WHERE id = ?1", [id], |r| r.get(0)).optional()?;
+                    c.row("SELECT source FROM channels WHERE id = ?1", [id], |r| r.get(0)).optional()?;
                 match source.as_deref() {
                     None => Err(StoreError::NotFound(format!("channel {id}")).into()),
                     Some("config") => {
@@ -362,7 +348,7 @@ impl Store for SqliteStore {
                             .into())
                     }
                     Some(_) => {
-                        c.execute("DELETE FROM channels WHERE id = ?1", [id])?;
+                        c.exec("DELETE FROM channels WHERE id = ?1", [id])?;
                         Ok(())
                     }
                 }
@@ -379,7 +365,7 @@ impl Store for SqliteStore {
     ) -> StoreResult<()> {
         self.db
             .write(move |c| {
-                let n = c.execute(
+                let n = c.exec(
                     "UPDATE channels SET status = ?1, status_reason = ?2, updated_at = ?3 WHERE id = ?4",
                     params![status.as_str(), reason, now_ms, id],
                 )?;
@@ -394,7 +380,7 @@ impl Store for SqliteStore {
     async fn groups(&self) -> StoreResult<Vec<Group>> {
         self.db
             .read(|c| {
-                let mut st = c.prepare("SELECT name, ratio_bp, description FROM user_groups ORDER BY name")?;
+                let mut st = c.prepare_cached("SELECT name, ratio_bp, description FROM user_groups ORDER BY name")?;
                 let v = st
                     .query_map([], |r| Ok(Group { name: r.get(0)?, ratio_bp: r.get(1)?, description: r.get(2)? }))?
                     .collect::<Result<Vec<_>, _>>()?;
@@ -406,7 +392,7 @@ impl Store for SqliteStore {
     async fn put_group(&self, g: Group) -> StoreResult<()> {
         self.db
             .write(move |c| {
-                c.execute(
+                c.exec(
                     "INSERT INTO user_groups (name, ratio_bp, description, source) VALUES (?1, ?2, ?3, 'api')
                      ON CONFLICT (name) DO UPDATE SET ratio_bp = excluded.ratio_bp, description = excluded.description",
                     params![g.name, g.ratio_bp, g.description],
@@ -420,7 +406,7 @@ impl Store for SqliteStore {
         let name = name.to_string();
         self.db
             .write(move |c| {
-                if c.execute("DELETE FROM user_groups WHERE name = ?1", [&name])? == 0 {
+                if c.exec("DELETE FROM user_groups WHERE name = ?1", [&name])? == 0 {
                     return Err(StoreError::NotFound(format!("group {name}")).into());
                 }
                 Ok(())
@@ -432,7 +418,7 @@ impl Store for SqliteStore {
         self.db
             .read(|c| {
                 let mut st =
-                    c.prepare(&format!("SELECT {PRICE_COLS} FROM price_versions ORDER BY effective_at, id"))?;
+                    c.prepare_cached(&format!("SELECT {PRICE_COLS} FROM price_versions ORDER BY effective_at, id"))?;
                 let v = st.query_map([], rows::price)?.collect::<Result<Vec<_>, _>>()?;
                 Ok(v)
             })
@@ -448,7 +434,7 @@ impl Store for SqliteStore {
         self.db
             .write(move |tx| {
                 for g in &cfg.groups {
-                    tx.execute(
+                    tx.exec(
                         "INSERT INTO user_groups (name, ratio_bp, description, source) VALUES (?1, ?2, ?3, 'config')
                          ON CONFLICT (name) DO UPDATE SET ratio_bp = excluded.ratio_bp, description = excluded.description,
                             source = 'config'
@@ -530,8 +516,8 @@ impl Store for SqliteStore {
                     AND (?4 IS NULL OR requested_model = ?4) AND (?5 IS NULL OR status = ?5)
                     AND (?6 IS NULL OR created_at >= ?6) AND (?7 IS NULL OR created_at < ?7)";
                 let args = params![f.user_id, f.token_id, f.channel_id, f.model, f.status, f.since, f.until];
-                let total: i64 = c.query_row(&format!("SELECT COUNT(*) FROM usage_log WHERE {where_sql}"), args, |r| r.get(0))?;
-                let mut st = c.prepare(&format!(
+                let total: i64 = c.row(&format!("SELECT COUNT(*) FROM usage_log WHERE {where_sql}"), args, |r| r.get(0))?;
+                let mut st = c.prepare_cached(&format!(
                     "SELECT {USAGE_COLS} FROM usage_log WHERE {where_sql} ORDER BY created_at DESC, request_id LIMIT ?8 OFFSET ?9"
                 ))?;
                 let items = st
@@ -547,7 +533,7 @@ impl Store for SqliteStore {
 }
 
 fn insert_price(c: &Connection, p: &Price, source: &str) -> DbResult<Price> {
-    c.execute(
+    c.exec(
         "INSERT INTO price_versions (model, effective_at, input_per_m, output_per_m, cached_input_per_m, per_request,
             per_image, per_audio_second, free, retired, source, created_at)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?2)",
@@ -573,7 +559,7 @@ fn insert_price(c: &Connection, p: &Price, source: &str) -> DbResult<Price> {
 fn sync_config_prices(tx: &Connection, prices: &[Price], now_ms: i64) -> DbResult<()> {
     let mut current: Vec<(Price, String)> = Vec::new();
     {
-        let mut st = tx.prepare(&format!(
+        let mut st = tx.prepare_cached(&format!(
             "SELECT {PRICE_COLS}, source FROM price_versions v WHERE effective_at <= ?1 AND id = (
                 SELECT id FROM price_versions w WHERE w.model = v.model AND w.effective_at <= ?1
                 ORDER BY effective_at DESC, id DESC LIMIT 1)"
@@ -607,7 +593,7 @@ fn delete_missing(tx: &Connection, table: &str, key: &str, keep: &[Value]) -> Db
     } else {
         format!("DELETE FROM {table} WHERE source = 'config' AND {key} NOT IN ({placeholders})")
     };
-    tx.execute(&sql, params_from_iter(keep.iter()))?;
+    tx.exec(&sql, params_from_iter(keep.iter()))?;
     Ok(())
 }
 
@@ -628,7 +614,7 @@ mod tests {
         assert_eq!(s.channel(ch.id).await.unwrap().unwrap().spec.keys, ["sk-upstream-very-secret"]);
         let raw: String = rusqlite::Connection::open(dir.join("t.db"))
             .unwrap()
-            .query_row("SELECT spec FROM channels WHERE id = ?1", [ch.id], |r| r.get(0))
+            .row("SELECT spec FROM channels WHERE id = ?1", [ch.id], |r| r.get(0))
             .unwrap();
         assert!(!raw.contains("very-secret") && raw.contains("enc:v1:"), "{raw}");
         let _ = std::fs::remove_dir_all(&dir);

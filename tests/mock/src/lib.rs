@@ -10,7 +10,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -79,6 +79,8 @@ struct Inner {
     /// Prompt tokens reported as served from the provider's cache.
     cached_tokens: AtomicUsize,
     stream: Mutex<StreamShape>,
+    /// Keep each call's body and key (tests read them; a benchmark turns this off).
+    recording: AtomicBool,
     seen: Seen,
 }
 
@@ -101,6 +103,7 @@ impl Mock {
             bad_keys: Mutex::new(Vec::new()),
             cached_tokens: AtomicUsize::new(0),
             stream: Mutex::new(StreamShape::default()),
+            recording: AtomicBool::new(true),
             seen: Seen::default(),
         });
         let app = Router::new()
@@ -139,6 +142,12 @@ impl Mock {
         *self.inner.stream.lock().expect("lock") = s;
     }
 
+    /// Stops (or resumes) keeping bodies and per-key counts, which would grow
+    /// without bound under a long load; `calls` is always counted.
+    pub fn set_recording(&self, on: bool) {
+        self.inner.recording.store(on, Ordering::SeqCst);
+    }
+
     pub fn calls(&self) -> usize {
         self.inner.seen.calls.load(Ordering::SeqCst)
     }
@@ -172,8 +181,10 @@ fn error(status: u16, message: &str) -> Response {
 async fn admit(inner: &Inner, headers: &HeaderMap, body: &Value) -> Option<Response> {
     inner.seen.calls.fetch_add(1, Ordering::SeqCst);
     let key = headers.get("authorization").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
-    *inner.seen.by_key.lock().expect("lock").entry(key.clone()).or_default() += 1;
-    inner.seen.bodies.lock().expect("lock").push(body.clone());
+    if inner.recording.load(Ordering::Relaxed) {
+        *inner.seen.by_key.lock().expect("lock").entry(key.clone()).or_default() += 1;
+        inner.seen.bodies.lock().expect("lock").push(body.clone());
+    }
     if inner.bad_keys.lock().expect("lock").contains(&key) {
         return Some(error(500, "this key is broken"));
     }

@@ -5,7 +5,7 @@
 #[tokio::main]
 async fn main() {
     let port: u16 = std::env::args().nth(1).and_then(|p| p.parse().ok()).unwrap_or(9100);
-    let mock = oblivious_e2e::Mock::start_on("mock", port).await;
+    let mock = oblivious_mock::Mock::start_on("mock", port).await;
     println!("mock upstream on {}", mock.base_url());
     let _ = tokio::signal::ctrl_c().await;
 }

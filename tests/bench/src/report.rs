@@ -1,0 +1,266 @@
+//! The figures of a run, the table and summary printed, and their JSON.
+
+use serde_json::{json, Value};
+
+use crate::load::Run;
+
+/// Targets (this machine, gateway on one core).
+const OPEN_P50_MS: f64 = 0.35;
+const OPEN_P99_MS: f64 = 0.8;
+const CLOSED_RPS: f64 = 15_000.0;
+const CPU_MS: f64 = 0.06;
+const FIRST_BYTE_MS: f64 = 0.3;
+const RSS_MIB: f64 = 32.0;
+
+pub struct Figures {
+    pub closed_direct: Run,
+    pub closed_gw: Run,
+    pub open_direct: Run,
+    pub open_gw: Run,
+    pub stream_direct: Run,
+    pub stream_gw: Run,
+    /// Two-chunk streams through the gateway: first byte must not depend on length.
+    pub short_stream_gw: Run,
+    pub cpu_ms_per_request: f64,
+    pub rss_mib: f64,
+    pub peak_rss_mib: f64,
+    pub gateway_requests: u64,
+    pub gateway_ok: u64,
+    pub upstream_calls: u64,
+    pub usage_rows: u64,
+}
+
+impl Figures {
+    pub fn open_overhead(&self) -> (f64, f64) {
+        (self.open_gw.p50 - self.open_direct.p50, self.open_gw.p99 - self.open_direct.p99)
+    }
+
+    pub fn first_byte_overhead(&self) -> f64 {
+        self.stream_gw.first_byte_p50 - self.stream_direct.first_byte_p50
+    }
+
+    /// Every request through the gateway answered, with exactly one upstream call each.
+    pub fn one_call_each(&self) -> bool {
+        self.gateway_ok == self.gateway_requests && self.upstream_calls == self.gateway_requests
+    }
+}
+
+#[derive(Default)]
+pub struct Soak {
+    pub rate: u32,
+    pub requests: u64,
+    pub errors: u64,
+    pub p99_max: f64,
+    /// Resident memory after each minute, MiB.
+    pub rss_mib: Vec<f64>,
+}
+
+impl Soak {
+    /// Growth from the end of the first minute to the end, percent.
+    pub fn growth_percent(&self) -> f64 {
+        match (self.rss_mib.first(), self.rss_mib.last()) {
+            (Some(a), Some(b)) if *a > 0.0 => (b - a) / a * 100.0,
+            _ => 0.0,
+        }
+    }
+}
+
+fn mark(met: bool) -> &'static str {
+    if met {
+        "met"
+    } else {
+        "NOT met"
+    }
+}
+
+fn row(out: &mut String, cells: [&str; 5]) {
+    out.push_str(&format!(
+        "| {:<44} | {:>10} | {:>10} | {:>10} | {:<18} |\n",
+        cells[0], cells[1], cells[2], cells[3], cells[4]
+    ));
+}
+
+pub fn table(title: &str, f: &Figures) -> String {
+    let mut out = format!("\n### {title}\n\n");
+    row(&mut out, ["", "direct", "gateway", "overhead", "target"]);
+    out.push_str("|---|---:|---:|---:|---|\n");
+    let ms = |v: f64| format!("{v:.3}");
+    let plus = |v: f64| format!("{v:+.3}");
+    let (c, g) = (&f.closed_direct, &f.closed_gw);
+    row(
+        &mut out,
+        [
+            "closed loop c=32: req/s",
+            &format!("{:.0}", c.rps),
+            &format!("{:.0}", g.rps),
+            "",
+            &format!("≥ {CLOSED_RPS:.0}: {}", mark(g.rps >= CLOSED_RPS)),
+        ],
+    );
+    for (name, d, w) in [("p50", c.p50, g.p50), ("p90", c.p90, g.p90), ("p99", c.p99, g.p99)] {
+        row(&mut out, [&format!("closed loop c=32: {name} ms"), &ms(d), &ms(w), &plus(w - d), ""]);
+    }
+    let (o50, o99) = f.open_overhead();
+    row(
+        &mut out,
+        [
+            "open loop 50 req/s: p50 ms",
+            &ms(f.open_direct.p50),
+            &ms(f.open_gw.p50),
+            &plus(o50),
+            &format!("≤ {OPEN_P50_MS}: {}", mark(o50 <= OPEN_P50_MS)),
+        ],
+    );
+    row(
+        &mut out,
+        [
+            "open loop 50 req/s: p99 ms",
+            &ms(f.open_direct.p99),
+            &ms(f.open_gw.p99),
+            &plus(o99),
+            &format!("≤ {OPEN_P99_MS}: {}", mark(o99 <= OPEN_P99_MS)),
+        ],
+    );
+    let fb = f.first_byte_overhead();
+    let (sd, sg) = (&f.stream_direct, &f.stream_gw);
+    row(
+        &mut out,
+        [
+            "16 streams × 200 chunks: first byte p50 ms",
+            &ms(sd.first_byte_p50),
+            &ms(sg.first_byte_p50),
+            &plus(fb),
+            &format!("≤ {FIRST_BYTE_MS}: {}", mark(fb <= FIRST_BYTE_MS)),
+        ],
+    );
+    row(
+        &mut out,
+        [
+            "16 streams × 200 chunks: first byte p99 ms",
+            &ms(sd.first_byte_p99),
+            &ms(sg.first_byte_p99),
+            &plus(sg.first_byte_p99 - sd.first_byte_p99),
+            "",
+        ],
+    );
+    row(&mut out, ["16 streams × 200 chunks: last byte p50 ms", &ms(sd.p50), &ms(sg.p50), &plus(sg.p50 - sd.p50), ""]);
+    row(&mut out, ["16 streams × 200 chunks: last byte p99 ms", &ms(sd.p99), &ms(sg.p99), &plus(sg.p99 - sd.p99), ""]);
+    let held = f.stream_gw.first_byte_p50 - f.short_stream_gw.first_byte_p50;
+    row(
+        &mut out,
+        [
+            "first byte p50, 200 vs 2 chunks (held back?)",
+            "",
+            &ms(f.short_stream_gw.first_byte_p50),
+            &plus(held),
+            &format!("same: {}", mark(held.abs() <= FIRST_BYTE_MS)),
+        ],
+    );
+    row(
+        &mut out,
+        [
+            "CPU ms per request (closed loop, settled)",
+            "",
+            &format!("{:.4}", f.cpu_ms_per_request),
+            "",
+            &format!("≤ {CPU_MS}: {}", mark(f.cpu_ms_per_request <= CPU_MS)),
+        ],
+    );
+    row(
+        &mut out,
+        [
+            "RSS MiB: peak under load / at the end",
+            "",
+            &format!("{:.1} / {:.1}", f.peak_rss_mib, f.rss_mib),
+            "",
+            &format!("≤ {RSS_MIB}: {}", mark(f.peak_rss_mib <= RSS_MIB)),
+        ],
+    );
+    row(
+        &mut out,
+        [
+            "upstream calls / requests (all answered 200)",
+            "",
+            &format!("{} / {}", f.upstream_calls, f.gateway_requests),
+            "",
+            &format!("one each: {}", mark(f.one_call_each())),
+        ],
+    );
+    out.push_str(&format!(
+        "\n{} requests through the gateway, {} answered 200, {} usage rows, no reservation left open.\n",
+        f.gateway_requests, f.gateway_ok, f.usage_rows
+    ));
+    out
+}
+
+pub fn compare(small: &Figures, big: &Figures) -> String {
+    let pct = |a: f64, b: f64| if a.abs() > f64::EPSILON { (b - a) / a * 100.0 } else { 0.0 };
+    let (s50, _) = small.open_overhead();
+    let (b50, _) = big.open_overhead();
+    format!(
+        "\nlarge vs small store: closed-loop req/s {:+.1}%, CPU per request {:+.1}%, open-loop p50 overhead {:+.3} ms ({:+.1}%).\n",
+        pct(small.closed_gw.rps, big.closed_gw.rps),
+        pct(small.cpu_ms_per_request, big.cpu_ms_per_request),
+        b50 - s50,
+        pct(s50, b50)
+    )
+}
+
+pub fn soak(s: &Soak) -> String {
+    let rss: Vec<String> = s.rss_mib.iter().map(|r| format!("{r:.1}")).collect();
+    format!(
+        "\n### soak: {} req/s for {} minute(s)\n\n{} requests, {} not answered 200, worst minute p99 {:.3} ms; \
+         RSS per minute (MiB) {}: growth after the first minute {:+.1}% (target under 5%: {}).\n",
+        s.rate,
+        s.rss_mib.len(),
+        s.requests,
+        s.errors,
+        s.p99_max,
+        rss.join(" "),
+        s.growth_percent(),
+        mark(s.growth_percent() < 5.0)
+    )
+}
+
+pub fn summary(f: &Figures) -> String {
+    let (o50, o99) = f.open_overhead();
+    format!(
+        "\nsummary: overhead p50 {o50:+.3} ms / p99 {o99:+.3} ms at 50 req/s; {:.0} req/s at c=32 on one core ({:.0} direct); \
+         {:.4} CPU-ms/request; first byte {:+.3} ms; peak RSS {:.1} MiB; {} upstream call(s) per request.\n",
+        f.closed_gw.rps,
+        f.closed_direct.rps,
+        f.cpu_ms_per_request,
+        f.first_byte_overhead(),
+        f.peak_rss_mib,
+        if f.one_call_each() { "exactly one" } else { "NOT exactly one" }
+    )
+}
+
+fn run_json(r: &Run) -> Value {
+    json!({
+        "requests": r.requests, "ok": r.ok, "rps": r.rps,
+        "p50_ms": r.p50, "p90_ms": r.p90, "p99_ms": r.p99,
+        "first_byte_p50_ms": r.first_byte_p50, "first_byte_p99_ms": r.first_byte_p99,
+    })
+}
+
+pub fn json(f: &Figures) -> Value {
+    let (o50, o99) = f.open_overhead();
+    json!({
+        "closed": { "direct": run_json(&f.closed_direct), "gateway": run_json(&f.closed_gw) },
+        "open": { "direct": run_json(&f.open_direct), "gateway": run_json(&f.open_gw),
+                  "overhead_p50_ms": o50, "overhead_p99_ms": o99 },
+        "stream": { "direct": run_json(&f.stream_direct), "gateway": run_json(&f.stream_gw),
+                    "gateway_two_chunks": run_json(&f.short_stream_gw),
+                    "first_byte_overhead_p50_ms": f.first_byte_overhead() },
+        "cpu_ms_per_request": f.cpu_ms_per_request,
+        "rss_mib": f.rss_mib, "peak_rss_mib": f.peak_rss_mib,
+        "gateway_requests": f.gateway_requests, "gateway_ok": f.gateway_ok,
+        "upstream_calls": f.upstream_calls, "usage_rows": f.usage_rows,
+    })
+}
+
+pub fn soak_json(s: &Soak) -> Value {
+    json!({ "rate": s.rate, "requests": s.requests, "errors": s.errors, "p99_max_ms": s.p99_max,
+            "rss_mib_per_minute": s.rss_mib, "growth_percent": s.growth_percent() })
+}
