@@ -12,6 +12,7 @@ use rusqlite::{Connection, OpenFlags, Params, Row};
 const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("../../../../migrations/0001_init.sql")),
     (2, include_str!("../../../../migrations/0002_billing.sql")),
+    (3, include_str!("../../../../migrations/0003_lean_usage_index.sql")),
 ];
 const READERS: usize = 4;
 
@@ -108,6 +109,10 @@ type Reply = Box<dyn FnOnce(Result<(), String>) + Send>;
 
 /// Writes waiting together are committed together (group commit), up to this many.
 const MAX_BATCH: usize = 256;
+/// How long a busy writer waits to gather a batch.
+const LINGER: std::time::Duration = std::time::Duration::from_micros(300);
+/// A batch with company means load for this long after it.
+const BUSY_WINDOW: std::time::Duration = std::time::Duration::from_millis(2);
 
 fn configure(conn: &Connection) -> rusqlite::Result<()> {
     conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
@@ -115,6 +120,8 @@ fn configure(conn: &Connection) -> rusqlite::Result<()> {
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(None, "synchronous", "NORMAL")?;
     conn.pragma_update(None, "foreign_keys", "ON")?;
+    // Savepoint journals (one per write job) in memory, not in temporary files.
+    conn.pragma_update(None, "temp_store", "MEMORY")?;
     Ok(())
 }
 
@@ -191,14 +198,27 @@ impl Db {
 /// The writer thread: takes whatever writes are waiting, runs them in one
 /// IMMEDIATE transaction, commits, then answers every caller.
 fn write_loop(conn: Connection, jobs: mpsc::Receiver<Work>) {
+    // When the last batch had company and ended moments ago.
+    let mut busy_until = std::time::Instant::now();
     while let Ok(first) = jobs.recv() {
         let mut batch = vec![first];
+        // Under load, wait a moment for more writes: one commit for many.
+        // Otherwise commit at once (a lone write should not wait).
+        let busy = std::time::Instant::now() < busy_until;
+        let linger = if busy { LINGER } else { std::time::Duration::ZERO };
+        let deadline = std::time::Instant::now() + linger;
         while batch.len() < MAX_BATCH {
-            match jobs.try_recv() {
-                Ok(w) => batch.push(w),
-                Err(_) => break,
+            let next = match deadline.checked_duration_since(std::time::Instant::now()) {
+                Some(left) if !left.is_zero() => jobs.recv_timeout(left).ok(),
+                _ => jobs.try_recv().ok(),
+            };
+            match next {
+                Some(w) => batch.push(w),
+                None => break,
             }
         }
+        let after = std::time::Instant::now() + BUSY_WINDOW;
+        busy_until = if batch.len() > 1 { after } else { std::time::Instant::now() };
         let run = |sql: &str| conn.exec(sql, []).map(|_| ());
         let in_tx = run("BEGIN IMMEDIATE").is_ok();
         let mut replies = Vec::with_capacity(batch.len());
