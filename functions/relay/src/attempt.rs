@@ -11,7 +11,7 @@ use bytes::Bytes;
 use futures_util::future::{select, Either};
 use futures_util::StreamExt;
 use oblivious_core::config::RelaySettings;
-use oblivious_core::model::{Channel, ChannelType, Id};
+use oblivious_core::model::{Channel, ChannelType, Id, Price};
 use oblivious_core::wire::canon::{ChatResponse, Part};
 use oblivious_core::wire::{self, openai, Inbound, StreamDecoder, StreamEncoder, Wire};
 use oblivious_core::{authz, count, pricing, retry, select as choose, ApiError, ErrorKind};
@@ -25,7 +25,7 @@ use crate::inbound::{self, GeminiCall, Parsed};
 use crate::respond::{error_response_in, json_response, read_body, set_request_id};
 use crate::upstream::Op;
 use crate::usage::UsageDraft;
-use crate::{stream, ClientIp, Endpoint, Relay};
+use crate::{stream, ClientIp, Endpoint, Principal, Relay};
 
 /// Upstream error bodies are read up to this size (they are relayed or logged).
 const ERROR_BODY_LIMIT: usize = 64 * 1024;
@@ -225,9 +225,11 @@ pub(crate) async fn handle<P: Platform>(
         error_response_in(inbound, &e, &request_id)
     };
     let content_type = parts.headers.get(http::header::CONTENT_TYPE);
-    let parsed = read_body(&parts, body, settings.max_body_bytes)
-        .await
-        .and_then(|raw| inbound::parse(endpoint, raw, content_type, gemini.as_ref()));
+    let mut body_len = 0i64;
+    let parsed = read_body(&parts, body, settings.max_body_bytes).await.and_then(|raw| {
+        body_len = raw.len() as i64;
+        inbound::parse(endpoint, raw, content_type, gemini.as_ref())
+    });
     let parsed = match parsed {
         Ok(p) => p,
         Err(e) => return refuse(draft, e),
@@ -263,17 +265,18 @@ pub(crate) async fn handle<P: Platform>(
         return refuse(draft, e);
     }
     let model = parsed.model.as_str();
-    // Counting the prompt costs CPU (and loads a tokenizer): only when a price
-    // or a tokens-per-minute limit needs the estimate.
-    let priced = snapshot.price_for(model, relay.ports.clock.now_ms()).is_some_and(|p| !p.free);
-    let needs_count = priced || relay.rate_limits().counts_tokens(&principal.user.group, model);
     let completion = if endpoint.generates_text() { max_tokens(&parsed, &settings) } else { 0 };
     let body = parsed.openai_body();
-    let prompt = match endpoint {
-        _ if !needs_count => 0,
-        Endpoint::Chat(_) => count::count_chat_prompt(model, &body),
-        Endpoint::Completions => count::count_input(model, body.get("prompt")),
-        _ => count::count_input(model, body.get("input")),
+    let price = snapshot.price_for(model, relay.ports.clock.now_ms()).filter(|p| !p.free);
+    let prompt = if relay.rate_limits().counts_tokens(&principal.user.group, model) {
+        // A tokens-per-minute window is charged the prompt as counted.
+        count_prompt(endpoint, model, &body)
+    } else if let Some(price) = price {
+        let ratio_bp = snapshot.ratio_bp(&principal.user.group);
+        prompt_for_hold(&principal, price, ratio_bp, body_len, completion)
+            .unwrap_or_else(|| count_prompt(endpoint, model, &body))
+    } else {
+        0
     };
     draft.body = Arc::new(body);
     let ip = parts.extensions.get::<ClientIp>().map(|c| c.0);
@@ -346,6 +349,31 @@ async fn admit<P: Platform>(
         Ok(Err(short)) => Err(ApiError::new(ErrorKind::InsufficientQuota, "insufficient_quota", short.message())),
         Err(e) => Err(ApiError::internal(format!("could not reserve quota: {e}"))),
     }
+}
+
+/// Prompt tokens as tiktoken counts them (the CPU-heavy way: ~0.5 µs a token).
+fn count_prompt(endpoint: Endpoint, model: &str, body: &Value) -> i64 {
+    match endpoint {
+        Endpoint::Chat(_) => count::count_chat_prompt(model, body),
+        Endpoint::Completions => count::count_input(model, body.get("prompt")),
+        _ => count::count_input(model, body.get("input")),
+    }
+}
+
+/// The prompt size to hold money for, without counting: the request body's
+/// length in bytes, which no token count exceeds (every token spans at least
+/// one byte of the text, and the text is part of the body). Used when the
+/// caller's balances, as last seen, cover that bound twice over, so the
+/// over-hold refuses nothing; the settlement charges the upstream's count.
+/// `None` (count exactly) when money is tight or the token has spending caps.
+fn prompt_for_hold(principal: &Principal, price: &Price, ratio_bp: i64, body_len: i64, completion: i64) -> Option<i64> {
+    let (user, token) = (&principal.user, &principal.token);
+    if token.daily_limit.is_some() || token.monthly_limit.is_some() {
+        return None;
+    }
+    let hold = pricing::estimate(price, ratio_bp, body_len, completion);
+    let covers = |unlimited: bool, balance: i64| unlimited || hold.saturating_mul(2) <= balance;
+    (covers(user.unlimited, user.quota) && covers(token.unlimited, token.remaining_quota)).then_some(body_len)
 }
 
 /// The completion ceiling a request sets, or the configured default.

@@ -38,6 +38,9 @@ struct Args {
     /// Seconds of each closed-loop run.
     #[arg(long, default_value_t = 8)]
     seconds: u32,
+    /// Add a tokens-per-minute limit (every prompt is then counted with tiktoken).
+    #[arg(long)]
+    tpm: bool,
     /// Write the figures here as JSON (for comparing runs).
     #[arg(long)]
     json: Option<PathBuf>,
@@ -123,13 +126,16 @@ struct Scale {
     prices: usize,
 }
 
-/// The gateway's config: one channel to the mock, the model priced, a rate
-/// limit on the default group (high enough never to refuse, so every request
-/// still counts its windows), plus the large store's channels and prices.
-fn config(mock: &Mock, scale: Option<Scale>) -> String {
+/// The gateway's config: one channel to the mock, the model priced, request
+/// rate limits on the default group (high enough never to refuse, so every
+/// request still counts its windows), plus the large store's channels and
+/// prices. `--tpm` adds a tokens-per-minute limit, which makes every prompt
+/// counted with tiktoken.
+fn config(mock: &Mock, scale: Option<Scale>, tpm: bool) -> String {
+    let tpm = if tpm { ", tpm = 10000000000" } else { "" };
     let mut s = format!(
         "[prices.\"{MODEL}\"]\ninput = 1\noutput = 2\n\n\
-         [rate_limits.groups.default]\nuser = {{ rpm = 100000000, tpm = 10000000000, concurrency = 100000 }}\n\n\
+         [rate_limits.groups.default]\nuser = {{ rpm = 100000000, concurrency = 100000{tpm} }}\n\n\
          [[channels]]\nname = \"bench\"\ntype = \"openai\"\nbase_url = \"{}\"\nmodels = [\"{MODEL}\"]\n",
         mock.base_url()
     );
@@ -165,7 +171,7 @@ async fn seed_keys(gw: &Gateway, n: usize) -> Result<(), String> {
 
 async fn measure(args: &Args, mock: &Mock, cores: Cores, scale: Option<Scale>) -> Result<Figures, String> {
     mock.set_stream(StreamShape::default());
-    let gw = Gateway::start(&args.bin, &config(mock, scale), cores.gateway)?;
+    let gw = Gateway::start(&args.bin, &config(mock, scale, args.tpm), cores.gateway)?;
     if let Some(sc) = scale {
         eprintln!("seeding {} keys…", sc.keys);
         seed_keys(&gw, sc.keys).await?;
@@ -231,7 +237,7 @@ async fn measure(args: &Args, mock: &Mock, cores: Cores, scale: Option<Scale>) -
 /// memory after each minute.
 async fn soak(args: &Args, mock: &Mock, cores: Cores) -> Result<Soak, String> {
     mock.set_stream(StreamShape::default());
-    let gw = Gateway::start(&args.bin, &config(mock, None), cores.gateway)?;
+    let gw = Gateway::start(&args.bin, &config(mock, None, args.tpm), cores.gateway)?;
     let (_, key) = gw.user_and_key("soak").await?;
     let through = format!("{}/v1/chat/completions", gw.url);
     let mut soak = Soak { rate: args.soak_rate, ..Soak::default() };
