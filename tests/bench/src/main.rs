@@ -205,14 +205,20 @@ async fn measure(args: &Args, mock: &Mock, cores: Cores, scale: Option<Scale>) -
     mock.set_stream(StreamShape { pieces: pieces(200), interval: CHUNK_PAUSE, ..StreamShape::default() });
     let stream_direct = run(&direct, "mock", STREAMED, STREAMS)?;
     let stream_gw = run(&through, &key, STREAMED, STREAMS)?;
+    // Held back? A lone stream's first byte, 200 chunks long and 2 chunks long.
+    let lone = || Shape::Count { concurrency: 1, count: 20 };
+    let lone_long_gw = run(&through, &key, STREAMED, lone())?;
     mock.set_stream(StreamShape { pieces: pieces(2), interval: CHUNK_PAUSE, ..StreamShape::default() });
-    let short_stream_gw = run(&through, &key, STREAMED, STREAMS)?;
+    let lone_short_gw = run(&through, &key, STREAMED, lone())?;
 
     let usage_rows = gw.settled().await?;
     let (rss_mib, peak_rss_mib) = gw.rss_mib();
-    let gateway_requests =
-        [&warm, &closed_gw, &open_gw, &stream_gw, &short_stream_gw].iter().map(|r| r.requests).sum::<u64>();
-    let gateway_ok = [&warm, &closed_gw, &open_gw, &stream_gw, &short_stream_gw].iter().map(|r| r.ok).sum::<u64>();
+    let gateway_requests = [&warm, &closed_gw, &open_gw, &stream_gw, &lone_long_gw, &lone_short_gw]
+        .iter()
+        .map(|r| r.requests)
+        .sum::<u64>();
+    let gateway_ok =
+        [&warm, &closed_gw, &open_gw, &stream_gw, &lone_long_gw, &lone_short_gw].iter().map(|r| r.ok).sum::<u64>();
     let direct_requests = [&closed_direct, &open_direct, &stream_direct].iter().map(|r| r.requests).sum::<u64>();
     let upstream_calls = (mock.calls() - calls_before) as u64 - direct_requests;
     Ok(Figures {
@@ -222,7 +228,8 @@ async fn measure(args: &Args, mock: &Mock, cores: Cores, scale: Option<Scale>) -
         open_gw,
         stream_direct,
         stream_gw,
-        short_stream_gw,
+        lone_long_gw,
+        lone_short_gw,
         cpu_ms_per_request,
         rss_mib,
         peak_rss_mib,

@@ -4,6 +4,8 @@
 //! completion object and chunk object). DeepSeek-style `reasoning_content`
 //! (and OpenRouter's `reasoning`) carry thinking.
 
+use std::borrow::Cow;
+
 use serde_json::{json, Map, Value};
 
 use super::canon::*;
@@ -438,16 +440,61 @@ pub struct Decoder {
     started: bool,
 }
 
+/// One chunk as most upstreams send it, read without building a `Value` tree
+/// (borrowed strings where unescaped): the per-event cost of every OpenAI
+/// stream. Anything shaped otherwise is read the general way.
+#[derive(serde::Deserialize)]
+struct Chunk<'a> {
+    #[serde(borrow, default)]
+    id: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    model: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    choices: Vec<ChunkChoice<'a>>,
+    #[serde(default)]
+    usage: Option<Value>,
+    #[serde(default)]
+    error: Option<Value>,
+}
+
+#[derive(serde::Deserialize)]
+struct ChunkChoice<'a> {
+    #[serde(borrow, default)]
+    delta: Option<ChunkDelta<'a>>,
+    #[serde(borrow, default)]
+    text: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    finish_reason: Option<Cow<'a, str>>,
+}
+
+#[derive(serde::Deserialize)]
+struct ChunkDelta<'a> {
+    #[serde(borrow, default)]
+    content: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    reasoning_content: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    reasoning: Option<Cow<'a, str>>,
+    #[serde(default)]
+    tool_calls: Option<Value>,
+}
+
 impl Decoder {
     pub fn unit(&mut self, data: &str, out: &mut Vec<Event>) {
         if data == "[DONE]" {
             return;
         }
-        let Ok(v) = serde_json::from_str::<Value>(data) else {
-            out.push(Event::Error { message: format!("unreadable stream chunk: {}", super::snippet(data)) });
-            return;
+        let chunk = match serde_json::from_str::<Chunk>(data) {
+            Ok(c) => c,
+            Err(_) => match serde_json::from_str::<Value>(data) {
+                Ok(v) => Chunk::from_value(&v),
+                Err(_) => {
+                    out.push(Event::Error { message: format!("unreadable stream chunk: {}", super::snippet(data)) });
+                    return;
+                }
+            },
         };
-        if let Some(e) = v.get("error").filter(|e| !e.is_null()) {
+        if let Some(e) = chunk.error.as_ref().filter(|e| !e.is_null()) {
             let message = as_str(e.get("message")).unwrap_or("upstream error").to_string();
             out.push(Event::Error { message });
             return;
@@ -455,22 +502,22 @@ impl Decoder {
         if !self.started {
             self.started = true;
             out.push(Event::Start {
-                id: as_str(v.get("id")).unwrap_or("").to_string(),
-                model: as_str(v.get("model")).unwrap_or("").to_string(),
+                id: chunk.id.as_deref().unwrap_or("").to_string(),
+                model: chunk.model.as_deref().unwrap_or("").to_string(),
             });
         }
-        if let Some(c) = v.pointer("/choices/0") {
-            let d = c.get("delta").cloned().unwrap_or(Value::Null);
-            for key in ["reasoning_content", "reasoning"] {
-                if let Some(t) = as_str(d.get(key)).filter(|t| !t.is_empty()) {
-                    out.push(Event::Thinking(t.to_string()));
-                    break;
-                }
+        if let Some(c) = chunk.choices.first() {
+            let d = c.delta.as_ref();
+            let thinking =
+                d.and_then(|d| d.reasoning_content.as_deref().filter(|t| !t.is_empty()).or(d.reasoning.as_deref()));
+            if let Some(t) = thinking.filter(|t| !t.is_empty()) {
+                out.push(Event::Thinking(t.to_string()));
             }
-            if let Some(t) = as_str(d.get("content")).or(as_str(c.get("text"))).filter(|t| !t.is_empty()) {
+            let content = d.and_then(|d| d.content.as_deref()).or(c.text.as_deref());
+            if let Some(t) = content.filter(|t| !t.is_empty()) {
                 out.push(Event::Text(t.to_string()));
             }
-            for call in d.get("tool_calls").and_then(Value::as_array).into_iter().flatten() {
+            for call in d.and_then(|d| d.tool_calls.as_ref()).and_then(Value::as_array).into_iter().flatten() {
                 let index = as_i64(call.get("index")).max(0) as usize;
                 let id = as_str(call.get("id"));
                 let name = as_str(call.pointer("/function/name"));
@@ -485,12 +532,40 @@ impl Decoder {
                     out.push(Event::ToolCallArgs { index, delta: a.to_string() });
                 }
             }
-            if let Some(f) = as_str(c.get("finish_reason")) {
+            if let Some(f) = c.finish_reason.as_deref() {
                 out.push(Event::Finish(finish_reason(f)));
             }
         }
-        if let Some(u) = v.get("usage").and_then(parse_usage) {
+        if let Some(u) = chunk.usage.as_ref().and_then(parse_usage) {
             out.push(Event::Usage(u));
+        }
+    }
+}
+
+impl Chunk<'static> {
+    /// A chunk with fields of unexpected types: what each field would read as
+    /// (a field of the wrong type counts as absent).
+    fn from_value(v: &Value) -> Self {
+        let text = |v: Option<&Value>| as_str(v).map(|s| Cow::Owned(s.to_string()));
+        let choice = v.pointer("/choices/0").map(|c| {
+            let d = c.get("delta");
+            ChunkChoice {
+                delta: d.map(|d| ChunkDelta {
+                    content: text(d.get("content")),
+                    reasoning_content: text(d.get("reasoning_content")),
+                    reasoning: text(d.get("reasoning")),
+                    tool_calls: d.get("tool_calls").cloned(),
+                }),
+                text: text(c.get("text")),
+                finish_reason: text(c.get("finish_reason")),
+            }
+        });
+        Chunk {
+            id: text(v.get("id")),
+            model: text(v.get("model")),
+            choices: choice.into_iter().collect(),
+            usage: v.get("usage").cloned(),
+            error: v.get("error").cloned(),
         }
     }
 }
