@@ -139,6 +139,8 @@ impl Db {
                     .map_err(backend)?;
             r.busy_timeout(std::time::Duration::from_secs(10)).map_err(backend)?;
             r.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
+            // Readers serve lookups on cache misses and listings: a small page cache each.
+            r.pragma_update(None, "cache_size", -512).map_err(backend)?;
             readers.push(Mutex::new(r));
         }
         let (sender, receiver) = mpsc::channel::<Work>();
