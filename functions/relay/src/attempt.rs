@@ -29,6 +29,8 @@ use crate::{stream, ClientIp, Endpoint, Principal, Relay};
 
 /// Upstream error bodies are read up to this size (they are relayed or logged).
 const ERROR_BODY_LIMIT: usize = 64 * 1024;
+/// A balance that covers this many byte-bound holds is held against without counting.
+const HOLDS_COVERED: i64 = 1000;
 /// Upstream non-streamed answers are read up to this size.
 const ANSWER_LIMIT: usize = 256 * 1024 * 1024;
 
@@ -363,16 +365,17 @@ fn count_prompt(endpoint: Endpoint, model: &str, body: &Value) -> i64 {
 /// The prompt size to hold money for, without counting: the request body's
 /// length in bytes, which no token count exceeds (every token spans at least
 /// one byte of the text, and the text is part of the body). Used when the
-/// caller's balances, as last seen, cover that bound twice over, so the
-/// over-hold refuses nothing; the settlement charges the upstream's count.
-/// `None` (count exactly) when money is tight or the token has spending caps.
+/// caller's balances, as last seen, cover a thousand such holds, so the
+/// over-hold refuses nothing even with many requests in flight; the
+/// settlement charges the upstream's count. `None` (count exactly) when
+/// money is closer than that or the token has spending caps.
 fn prompt_for_hold(principal: &Principal, price: &Price, ratio_bp: i64, body_len: i64, completion: i64) -> Option<i64> {
     let (user, token) = (&principal.user, &principal.token);
     if token.daily_limit.is_some() || token.monthly_limit.is_some() {
         return None;
     }
     let hold = pricing::estimate(price, ratio_bp, body_len, completion);
-    let covers = |unlimited: bool, balance: i64| unlimited || hold.saturating_mul(2) <= balance;
+    let covers = |unlimited: bool, balance: i64| unlimited || hold.saturating_mul(HOLDS_COVERED) <= balance;
     (covers(user.unlimited, user.quota) && covers(token.unlimited, token.remaining_quota)).then_some(body_len)
 }
 

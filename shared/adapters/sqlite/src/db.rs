@@ -1,8 +1,9 @@
 //! Connections, migrations, and running blocking SQLite work off the async runtime.
 
 use std::path::Path;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use oblivious_ports::StoreError;
 
@@ -97,8 +98,44 @@ pub struct Db {
 struct Inner {
     sealer: Sealer,
     writer: mpsc::Sender<Work>,
+    write: Arc<Writer>,
     readers: Vec<Mutex<Connection>>,
     next_reader: AtomicUsize,
+}
+
+/// The one writing connection and what tells a lone write from a busy stream.
+struct Writer {
+    conn: Mutex<Connection>,
+    /// Jobs sent to the writer thread and not yet taken.
+    queued: AtomicUsize,
+    /// When the last write was asked for, µs since `epoch`.
+    last_write_us: AtomicU64,
+    epoch: Instant,
+}
+
+impl Writer {
+    fn now_us(&self) -> u64 {
+        self.epoch.elapsed().as_micros() as u64
+    }
+
+    /// A write that comes alone (none waiting, none asked for in the last
+    /// moment, the connection free) commits right here: the thread hop to the
+    /// writer and back costs more than the write. Otherwise it queues for the
+    /// writer thread, which commits whatever waits together.
+    fn try_inline(&self, work: Work) -> Option<Work> {
+        let now = self.now_us();
+        let last = self.last_write_us.swap(now, Ordering::Relaxed);
+        if now.saturating_sub(last) < ALONE.as_micros() as u64 || self.queued.load(Ordering::SeqCst) > 0 {
+            return Some(work);
+        }
+        let conn = match self.conn.try_lock() {
+            Ok(c) => c,
+            Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
+            Err(std::sync::TryLockError::WouldBlock) => return Some(work),
+        };
+        commit(&conn, vec![work]);
+        None
+    }
 }
 
 /// A write job: runs inside its own savepoint of the writer's current
@@ -110,13 +147,15 @@ type Reply = Box<dyn FnOnce(Result<(), String>) + Send>;
 /// Writes waiting together are committed together (group commit), up to this many.
 const MAX_BATCH: usize = 256;
 /// How long a busy writer waits to gather a batch.
-const LINGER: std::time::Duration = std::time::Duration::from_micros(300);
+const LINGER: Duration = Duration::from_micros(300);
 /// A batch with company means load for this long after it.
-const BUSY_WINDOW: std::time::Duration = std::time::Duration::from_millis(2);
+const BUSY_WINDOW: Duration = Duration::from_millis(2);
+/// A write this long after the one before is alone.
+const ALONE: Duration = Duration::from_millis(1);
 
 fn configure(conn: &Connection) -> rusqlite::Result<()> {
     conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
-    conn.busy_timeout(std::time::Duration::from_secs(10))?;
+    conn.busy_timeout(Duration::from_secs(10))?;
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(None, "synchronous", "NORMAL")?;
     conn.pragma_update(None, "foreign_keys", "ON")?;
@@ -137,19 +176,27 @@ impl Db {
             let r =
                 Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)
                     .map_err(backend)?;
-            r.busy_timeout(std::time::Duration::from_secs(10)).map_err(backend)?;
+            r.busy_timeout(Duration::from_secs(10)).map_err(backend)?;
             r.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
             // Readers serve lookups on cache misses and listings: a small page cache each.
             r.pragma_update(None, "cache_size", -512).map_err(backend)?;
             readers.push(Mutex::new(r));
         }
         let (sender, receiver) = mpsc::channel::<Work>();
+        let write = Arc::new(Writer {
+            conn: Mutex::new(writer),
+            queued: AtomicUsize::new(0),
+            last_write_us: AtomicU64::new(0),
+            epoch: Instant::now(),
+        });
+        let thread_side = write.clone();
         std::thread::Builder::new()
             .name("sqlite-writer".into())
-            .spawn(move || write_loop(writer, receiver))
+            .spawn(move || write_loop(&thread_side, receiver))
             .map_err(|e| StoreError::Backend(format!("cannot start the writer thread: {e}")))?;
         let sealer = crate::seal::sealer_for_dir(path.parent().unwrap_or(Path::new(".")))?;
-        Ok(Db { inner: Arc::new(Inner { sealer, writer: sender, readers, next_reader: AtomicUsize::new(0) }) })
+        let inner = Inner { sealer, writer: sender, write, readers, next_reader: AtomicUsize::new(0) };
+        Ok(Db { inner: Arc::new(inner) })
     }
 
     /// Encrypts and decrypts secrets stored in this database.
@@ -160,6 +207,7 @@ impl Db {
     /// Runs `f` atomically on the writer connection. Concurrent writes share
     /// one transaction (each in its own savepoint, so one failing undoes only
     /// itself); the caller hears back only after that transaction committed.
+    /// A lone write commits on the caller's thread (see [`Writer::try_inline`]).
     pub(crate) async fn write<T: Send + 'static>(
         &self,
         f: impl FnOnce(&Connection) -> DbResult<T> + Send + 'static,
@@ -178,7 +226,10 @@ impl Db {
             });
             (ok, send)
         });
-        self.inner.writer.send(work).map_err(|_| StoreError::Backend("the writer thread has stopped".into()))?;
+        if let Some(work) = self.inner.write.try_inline(work) {
+            self.inner.write.queued.fetch_add(1, Ordering::SeqCst);
+            self.inner.writer.send(work).map_err(|_| StoreError::Backend("the writer thread has stopped".into()))?;
+        }
         answer.await.map_err(|_| StoreError::Backend("the write was abandoned (it panicked)".into()))?
     }
 
@@ -197,20 +248,18 @@ impl Db {
     }
 }
 
-/// The writer thread: takes whatever writes are waiting, runs them in one
-/// IMMEDIATE transaction, commits, then answers every caller.
-fn write_loop(conn: Connection, jobs: mpsc::Receiver<Work>) {
+/// The writer thread: takes whatever writes are waiting and commits them together.
+fn write_loop(writer: &Writer, jobs: mpsc::Receiver<Work>) {
     // When the last batch had company and ended moments ago.
-    let mut busy_until = std::time::Instant::now();
+    let mut busy_until = Instant::now();
     while let Ok(first) = jobs.recv() {
         let mut batch = vec![first];
         // Under load, wait a moment for more writes: one commit for many.
         // Otherwise commit at once (a lone write should not wait).
-        let busy = std::time::Instant::now() < busy_until;
-        let linger = if busy { LINGER } else { std::time::Duration::ZERO };
-        let deadline = std::time::Instant::now() + linger;
+        let linger = if Instant::now() < busy_until { LINGER } else { Duration::ZERO };
+        let deadline = Instant::now() + linger;
         while batch.len() < MAX_BATCH {
-            let next = match deadline.checked_duration_since(std::time::Instant::now()) {
+            let next = match deadline.checked_duration_since(Instant::now()) {
                 Some(left) if !left.is_zero() => jobs.recv_timeout(left).ok(),
                 _ => jobs.try_recv().ok(),
             };
@@ -219,42 +268,48 @@ fn write_loop(conn: Connection, jobs: mpsc::Receiver<Work>) {
                 None => break,
             }
         }
-        let after = std::time::Instant::now() + BUSY_WINDOW;
-        busy_until = if batch.len() > 1 { after } else { std::time::Instant::now() };
-        let run = |sql: &str| conn.exec(sql, []).map(|_| ());
-        let in_tx = run("BEGIN IMMEDIATE").is_ok();
-        let mut replies = Vec::with_capacity(batch.len());
-        for work in batch {
-            if run("SAVEPOINT job").is_err() {
-                continue;
+        writer.queued.fetch_sub(batch.len(), Ordering::SeqCst);
+        busy_until = if batch.len() > 1 { Instant::now() + BUSY_WINDOW } else { Instant::now() };
+        commit(&writer.conn.lock().unwrap_or_else(|p| p.into_inner()), batch);
+    }
+}
+
+/// Runs the jobs in one IMMEDIATE transaction, each in its own savepoint,
+/// commits, then answers every caller.
+fn commit(conn: &Connection, batch: Vec<Work>) {
+    let run = |sql: &str| conn.exec(sql, []).map(|_| ());
+    let in_tx = run("BEGIN IMMEDIATE").is_ok();
+    let mut replies = Vec::with_capacity(batch.len());
+    for work in batch {
+        if run("SAVEPOINT job").is_err() {
+            continue;
+        }
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| work(conn))) {
+            Ok((true, reply)) => {
+                let _ = run("RELEASE job");
+                replies.push(reply);
             }
-            match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| work(&conn))) {
-                Ok((true, reply)) => {
-                    let _ = run("RELEASE job");
-                    replies.push(reply);
-                }
-                Ok((false, reply)) => {
-                    let _ = run("ROLLBACK TO job").and_then(|_| run("RELEASE job"));
-                    replies.push(reply);
-                }
-                // The job's caller sees its reply dropped; its changes are undone.
-                Err(_) => {
-                    let _ = run("ROLLBACK TO job").and_then(|_| run("RELEASE job"));
-                }
+            Ok((false, reply)) => {
+                let _ = run("ROLLBACK TO job").and_then(|_| run("RELEASE job"));
+                replies.push(reply);
+            }
+            // The job's caller sees its reply dropped; its changes are undone.
+            Err(_) => {
+                let _ = run("ROLLBACK TO job").and_then(|_| run("RELEASE job"));
             }
         }
-        let committed = if in_tx {
-            run("COMMIT").map_err(|e| {
-                let _ = run("ROLLBACK");
-                e.to_string()
-            })
-        } else {
-            // BEGIN failed (the lock stayed busy): each savepoint committed on its own.
-            Ok(())
-        };
-        for reply in replies {
-            reply(committed.clone());
-        }
+    }
+    let committed = if in_tx {
+        run("COMMIT").map_err(|e| {
+            let _ = run("ROLLBACK");
+            e.to_string()
+        })
+    } else {
+        // BEGIN failed (the lock stayed busy): each savepoint committed on its own.
+        Ok(())
+    };
+    for reply in replies {
+        reply(committed.clone());
     }
 }
 

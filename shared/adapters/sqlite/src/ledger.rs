@@ -3,7 +3,7 @@
 //! serialize on the write lock and no unit is counted twice or lost.
 
 use oblivious_core::alerts::Alert;
-use oblivious_core::model::{Id, UsageRecord, User};
+use oblivious_core::model::{Id, Token, UsageRecord, User};
 use oblivious_ports::{
     spend_periods, Ledger, LedgerEntry, Page, Paged, RedeemError, RedemptionCode, Reservation, Shortfall, StoreError,
     StoreResult,
@@ -11,7 +11,7 @@ use oblivious_ports::{
 use rusqlite::{params, Connection, OptionalExtension};
 
 use crate::db::{Cached, DbResult};
-use crate::rows::{self, USER_COLS};
+use crate::rows::{self, TOKEN_COLS, USER_COLS};
 use crate::SqliteStore;
 
 /// Adds `delta` (negative: a charge) to the token's quota and the user's
@@ -49,50 +49,64 @@ fn spent(tx: &Connection, token_id: Id, period: &str) -> DbResult<i64> {
         .unwrap_or(0))
 }
 
-fn now_sql(tx: &Connection) -> DbResult<i64> {
-    Ok(tx.row("SELECT CAST(unixepoch('subsec') * 1000 AS INTEGER)", [], |r| r.get(0))?)
-}
-
 /// Settles the money of a request whose usage row was just written (inside
-/// `record_usage`'s transaction).
-pub(crate) fn settle(tx: &Connection, u: &UsageRecord) -> DbResult<()> {
+/// `record_usage`'s transaction), and returns the key and its owner as they
+/// stand after the charge (for the balance alerts).
+pub(crate) fn settle(tx: &Connection, u: &UsageRecord) -> DbResult<(Option<Token>, Option<User>)> {
     let held: Option<(i64, String, String)> = tx
         .row("SELECT amount, state, periods FROM reservations WHERE request_id = ?1", [&u.request_id], |r| {
             Ok((r.get(0)?, r.get(1)?, r.get(2)?))
         })
         .optional()?;
-    let closed_at = now_sql(tx)?;
-    match held {
+    // Balance back (+) or further charge (-), and spend to add to the key's periods.
+    let (give_back, spend, periods) = match &held {
         Some((amount, state, periods)) => {
-            let periods: Vec<String> = serde_json::from_str(&periods)?;
-            let (give_back, spend) = match state.as_str() {
-                "reserved" => (amount - u.cost, u.cost - amount),
+            let periods: Vec<String> = serde_json::from_str(periods)?;
+            match state.as_str() {
+                "reserved" => (amount - u.cost, u.cost - amount, periods),
                 // The sweeper refunded it (the request outlived the timeout): charge afresh.
-                "refunded" => (-u.cost, u.cost),
-                _ => (0, 0),
-            };
-            if state != "settled" {
-                credit(tx, u.token_id, u.user_id, give_back)?;
-                add_spend(tx, u.token_id, &periods, spend)?;
-                let new_state = if u.cost == 0 { "refunded" } else { "settled" };
-                tx.exec(
-                    "UPDATE reservations SET state = ?1, charged = ?2, closed_at = ?3 WHERE request_id = ?4",
-                    params![new_state, u.cost, closed_at, u.request_id],
-                )?;
+                "refunded" => (-u.cost, u.cost, periods),
+                _ => (0, 0, periods),
             }
         }
         None if u.cost > 0 => {
             let (d, m) = spend_periods(u.created_at);
-            credit(tx, u.token_id, u.user_id, -u.cost)?;
-            add_spend(tx, u.token_id, &[d, m], u.cost)?;
+            (-u.cost, u.cost, vec![d, m])
         }
-        None => {}
+        None => (0, 0, vec![]),
+    };
+    add_spend(tx, u.token_id, &periods, spend)?;
+    if held.as_ref().is_some_and(|(_, state, _)| state != "settled") {
+        let new_state = if u.cost == 0 { "refunded" } else { "settled" };
+        let closed_at =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
+        tx.exec(
+            "UPDATE reservations SET state = ?1, charged = ?2, closed_at = ?3 WHERE request_id = ?4",
+            params![new_state, u.cost, closed_at, u.request_id],
+        )?;
     }
-    if u.cost > 0 {
-        tx.exec("UPDATE tokens SET used_quota = used_quota + ?1 WHERE id = ?2", params![u.cost, u.token_id])?;
-        tx.exec("UPDATE users SET used_quota = used_quota + ?1 WHERE id = ?2", params![u.cost, u.user_id])?;
-    }
-    Ok(())
+    // One statement per row: the balance move (unlimited ones keep theirs), the use, the row after.
+    let token = tx
+        .row(
+            &format!(
+                "UPDATE tokens SET remaining_quota = remaining_quota + CASE WHEN unlimited THEN 0 ELSE ?1 END,
+                 used_quota = used_quota + ?2 WHERE id = ?3 RETURNING {TOKEN_COLS}"
+            ),
+            params![give_back, u.cost.max(0), u.token_id],
+            rows::token,
+        )
+        .optional()?;
+    let user = tx
+        .row(
+            &format!(
+                "UPDATE users SET quota = quota + CASE WHEN unlimited THEN 0 ELSE ?1 END,
+                 used_quota = used_quota + ?2 WHERE id = ?3 RETURNING {USER_COLS}"
+            ),
+            params![give_back, u.cost.max(0), u.user_id],
+            rows::user,
+        )
+        .optional()?;
+    Ok((token, user))
 }
 
 fn reservation(row: &rusqlite::Row) -> rusqlite::Result<Reservation> {

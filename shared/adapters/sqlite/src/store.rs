@@ -496,11 +496,8 @@ impl Store for SqliteStore {
                             out.push(None);
                             continue;
                         }
-                        crate::ledger::settle(tx, u)?;
-                        out.push(Some(Settled {
-                            token: token_by_id(tx, u.token_id)?,
-                            user: user_by_id(tx, u.user_id)?,
-                        }));
+                        let (token, user) = crate::ledger::settle(tx, u)?;
+                        out.push(Some(Settled { token, user }));
                     }
                 }
                 Ok(out)
