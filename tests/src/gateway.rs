@@ -1,11 +1,11 @@
 //! Runs the real `oblivious` binary on 127.0.0.1 with a fresh data directory.
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use crate::mock::banner::read_banner;
 use serde_json::Value;
 
 /// The `oblivious` binary: `OBLIVIOUS_BIN`, else the workspace's debug build
@@ -73,21 +73,8 @@ fn spawn(dir: &Path, config_path: &Path) -> (Child, String, Option<String>) {
         .spawn()
         .expect("spawn oblivious");
     let stdout = child.stdout.take().expect("stdout");
-    let mut lines = BufReader::new(stdout).lines();
-    let (mut admin_key, mut url) = (None, None);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while url.is_none() && Instant::now() < deadline {
-        let Some(Ok(line)) = lines.next() else { break };
-        if let Some(k) = line.split_whitespace().find(|w| w.starts_with("sk-")) {
-            admin_key = Some(k.to_string());
-        }
-        if let Some(rest) = line.strip_prefix("Oblivious listening on ") {
-            url = rest.split_whitespace().next().map(str::to_string);
-        }
-    }
-    // Keep draining stdout so the child never blocks on a full pipe.
-    std::thread::spawn(move || for _ in lines {});
-    (child, url.expect("gateway did not report its address"), admin_key)
+    let banner = read_banner(stdout, Instant::now() + Duration::from_secs(30));
+    (child, banner.url.expect("gateway did not report its address"), banner.admin_key)
 }
 
 impl Gateway {

@@ -1,9 +1,11 @@
 //! The gateway under test: the release `oblivious serve` on 127.0.0.1, pinned
 //! to its own core, with a fresh data directory; and what /proc says of it.
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use oblivious_mock::banner::read_banner;
 
 use serde_json::{json, Value};
 
@@ -42,20 +44,16 @@ impl Gateway {
             .spawn()
             .map_err(|e| format!("cannot run {}: {e}", bin.display()))?;
         let stdout = child.stdout.take().ok_or("no stdout")?;
-        let mut lines = BufReader::new(stdout).lines();
-        let (mut admin_key, mut url) = (None, None);
-        while url.is_none() {
-            let Some(Ok(line)) = lines.next() else { break };
-            if let Some(k) = line.split_whitespace().find(|w| w.starts_with("sk-")) {
-                admin_key = Some(k.to_string());
-            }
-            if let Some(rest) = line.strip_prefix("Oblivious listening on ") {
-                url = rest.split_whitespace().next().map(str::to_string);
-            }
-        }
-        std::thread::spawn(move || for _ in lines {});
+        // Startup on a fresh store takes well under a second; a minute means it is stuck.
+        let banner = read_banner(stdout, Instant::now() + Duration::from_secs(60));
         let http = reqwest::Client::new();
-        let gw = Gateway { url: url.unwrap_or_default(), admin_key: admin_key.unwrap_or_default(), child, dir, http };
+        let gw = Gateway {
+            url: banner.url.unwrap_or_default(),
+            admin_key: banner.admin_key.unwrap_or_default(),
+            child,
+            dir,
+            http,
+        };
         if gw.url.is_empty() || gw.admin_key.is_empty() {
             return Err("the gateway did not start (no address or admin key on stdout)".into());
         }
@@ -123,7 +121,7 @@ impl Gateway {
                 return Ok(rows);
             }
             last = Some(rows);
-            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
         Err("usage did not settle within a minute".into())
     }

@@ -23,6 +23,8 @@ use axum::Router;
 use bytes::Bytes;
 use serde_json::{json, Value};
 
+pub mod banner;
+
 #[derive(Clone, Debug)]
 pub enum Behavior {
     /// Answer normally.
