@@ -20,6 +20,7 @@ mod tokens;
 mod upstream;
 mod usage;
 
+use std::collections::HashSet;
 use std::net::IpAddr;
 use std::sync::{Arc, RwLock};
 
@@ -100,11 +101,12 @@ impl<P: Platform> Relay<P> {
         self.auth.clear();
         let snap = Snapshot::load(store, rev).await?;
         let before = self.snapshot();
+        let enabled_before: HashSet<_> =
+            before.channels.iter().filter(|b| b.status == ChannelStatus::Enabled).map(|b| b.id).collect();
         let revived: Vec<Arc<Channel>> = snap
             .channels
             .iter()
-            .filter(|c| c.status == ChannelStatus::Enabled)
-            .filter(|c| !before.channels.iter().any(|b| b.id == c.id && b.status == ChannelStatus::Enabled))
+            .filter(|c| c.status == ChannelStatus::Enabled && !enabled_before.contains(&c.id))
             .cloned()
             .collect();
         *self.snapshot.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(snap);
