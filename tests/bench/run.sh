@@ -8,25 +8,18 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 OHA_VERSION=1.16.0
-INSTALLING=""
 if [ -z "${OHA:-}" ]; then
   if command -v oha >/dev/null && oha --version | grep -q "$OHA_VERSION"; then
     OHA=$(command -v oha)
   else
     OHA=$PWD/.tools/bin/oha
     if ! [ -x "$OHA" ] || ! "$OHA" --version | grep -q "$OHA_VERSION"; then
-      # Built alongside the gateway (two builds keep two cores busier than one).
       echo "installing oha $OHA_VERSION into .tools/ …" >&2
-      cargo install oha --version "$OHA_VERSION" --locked --root .tools >&2 &
-      INSTALLING=$!
+      cargo install oha --version "$OHA_VERSION" --locked --root .tools >&2
     fi
   fi
 fi
 export OHA
 command -v taskset >/dev/null || echo "taskset not found: running unpinned" >&2
 cargo build --release --locked -p oblivious -p oblivious-bench >&2
-if [ -n "$INSTALLING" ] && ! wait "$INSTALLING"; then
-  echo "installing oha failed" >&2
-  exit 1
-fi
 exec target/release/bench --bin target/release/oblivious "$@"
