@@ -3,6 +3,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use oblivious_mock::banner::read_banner;
@@ -20,7 +21,10 @@ pub struct Gateway {
 impl Gateway {
     /// Starts `bin serve` with `config`, under `taskset -c CORE` when a core is given.
     pub fn start(bin: &Path, config: &str, core: Option<usize>) -> Result<Gateway, String> {
-        let dir = std::env::temp_dir().join(format!("oblivious-bench-{}", std::process::id()));
+        // One directory per gateway: two may run at once (the alternating rounds).
+        static STARTED: AtomicUsize = AtomicUsize::new(0);
+        let n = STARTED.fetch_add(1, Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("oblivious-bench-{}-{n}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
         let config_path = dir.join("oblivious.toml");

@@ -20,7 +20,7 @@ use oblivious_mock::{Mock, StreamShape};
 
 use gateway::Gateway;
 use load::{Run, Shape};
-use report::{Figures, Soak};
+use report::{Alternating, Figures, Soak};
 
 #[derive(Parser)]
 #[command(name = "bench", about = "Oblivious gateway benchmark (direct vs through the gateway)")]
@@ -92,18 +92,21 @@ async fn bench(args: Args, cores: Cores) -> Result<bool, String> {
     let mock = Mock::start("bench").await;
     mock.set_recording(false);
     eprintln!("mock upstream on {}; gateway {}", mock.base_url(), args.bin.display());
-    let small = measure(&args, &mock, cores, None).await?;
+    let (small, small_gw) = measure(&args, &mock, cores, None).await?;
     let mut out = report::table("small store (1 key, 1 channel, 1 price)", &small);
     let mut json = serde_json::json!({ "small": report::json(&small) });
     let mut ok = small.one_call_each();
     if args.scale {
         let scale = Scale { keys: 100_000, channels: 10_000, prices: 1_000 };
-        let big = measure(&args, &mock, cores, Some(scale)).await?;
+        let (big, big_gw) = measure(&args, &mock, cores, Some(scale)).await?;
         out.push_str(&report::table("large store (100,000 keys, 10,000 channels, 1,000 prices)", &big));
-        out.push_str(&report::compare(&small, &big));
+        let rounds = alternate(&mock, cores, [&small_gw, &big_gw]).await?;
+        out.push_str(&report::compare(&small, &big, &rounds));
         json["large"] = report::json(&big);
-        ok &= big.one_call_each();
+        json["alternating"] = report::alternating_json(&rounds);
+        ok &= big.one_call_each() && rounds.one_call_each;
     }
+    drop(small_gw);
     if args.soak > 0 {
         let soak = soak(&args, &mock, cores).await?;
         out.push_str(&report::soak(&soak));
@@ -169,7 +172,38 @@ async fn seed_keys(gw: &Gateway, n: usize) -> Result<(), String> {
         .await
 }
 
-async fn measure(args: &Args, mock: &Mock, cores: Cores, scale: Option<Scale>) -> Result<Figures, String> {
+/// A gateway under load and the key the load uses.
+struct Target {
+    gw: Gateway,
+    key: String,
+}
+
+/// Closed-loop rounds that alternate between the small and the large store's
+/// gateways (both running, one loaded at a time), so that drift on a shared
+/// machine hits both alike; `Alternating` keeps each round's figures.
+async fn alternate(mock: &Mock, cores: Cores, targets: [&Target; 2]) -> Result<Alternating, String> {
+    eprintln!("alternating closed loops, small / large store, {ROUNDS} rounds of {ROUND_SECONDS} s…");
+    let mut rounds = Alternating { one_call_each: true, ..Alternating::default() };
+    for _ in 0..ROUNDS {
+        for (i, t) in targets.iter().enumerate() {
+            let url = format!("{}/v1/chat/completions", t.gw.url);
+            let (calls, cpu) = (mock.calls(), t.gw.cpu_ms());
+            let shape = Shape::Closed { concurrency: 32, seconds: ROUND_SECONDS };
+            let r = load::run(&url, &t.key, PLAIN, &shape, cores.load)?;
+            t.gw.settled().await?;
+            let cpu_ms = (t.gw.cpu_ms() - cpu) / r.requests.max(1) as f64;
+            rounds.one_call_each &= r.ok == r.requests && (mock.calls() - calls) as u64 == r.requests;
+            rounds.rps[i].push(r.rps);
+            rounds.cpu_ms[i].push(cpu_ms);
+        }
+    }
+    Ok(rounds)
+}
+
+const ROUNDS: usize = 3;
+const ROUND_SECONDS: u32 = 4;
+
+async fn measure(args: &Args, mock: &Mock, cores: Cores, scale: Option<Scale>) -> Result<(Figures, Target), String> {
     mock.set_stream(StreamShape::default());
     let gw = Gateway::start(&args.bin, &config(mock, scale, args.tpm), cores.gateway)?;
     if let Some(sc) = scale {
@@ -221,7 +255,7 @@ async fn measure(args: &Args, mock: &Mock, cores: Cores, scale: Option<Scale>) -
         [&warm, &closed_gw, &open_gw, &stream_gw, &lone_long_gw, &lone_short_gw].iter().map(|r| r.ok).sum::<u64>();
     let direct_requests = [&closed_direct, &open_direct, &stream_direct].iter().map(|r| r.requests).sum::<u64>();
     let upstream_calls = (mock.calls() - calls_before) as u64 - direct_requests;
-    Ok(Figures {
+    let figures = Figures {
         closed_direct,
         closed_gw,
         open_direct,
@@ -237,7 +271,8 @@ async fn measure(args: &Args, mock: &Mock, cores: Cores, scale: Option<Scale>) -
         gateway_ok,
         upstream_calls,
         usage_rows,
-    })
+    };
+    Ok((figures, Target { gw, key }))
 }
 
 /// Steady open-loop load through the gateway, a minute at a time, reading

@@ -205,17 +205,74 @@ pub fn table(title: &str, f: &Figures) -> String {
     out
 }
 
-pub fn compare(small: &Figures, big: &Figures) -> String {
-    let pct = |a: f64, b: f64| if a.abs() > f64::EPSILON { (b - a) / a * 100.0 } else { 0.0 };
+/// Closed-loop rounds alternating small, large, small, large…: index 0 is the
+/// small store's gateway, 1 the large one's.
+#[derive(Default)]
+pub struct Alternating {
+    pub rps: [Vec<f64>; 2],
+    pub cpu_ms: [Vec<f64>; 2],
+    pub one_call_each: bool,
+}
+
+fn median(v: &[f64]) -> f64 {
+    let mut v = v.to_vec();
+    v.sort_by(f64::total_cmp);
+    match v.len() {
+        0 => 0.0,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+    }
+}
+
+fn pct(a: f64, b: f64) -> f64 {
+    if a.abs() > f64::EPSILON {
+        (b - a) / a * 100.0
+    } else {
+        0.0
+    }
+}
+
+impl Alternating {
+    /// Median req/s and CPU ms per request, small then large.
+    pub fn medians(&self) -> [(f64, f64); 2] {
+        [0, 1].map(|i| (median(&self.rps[i]), median(&self.cpu_ms[i])))
+    }
+}
+
+/// The large store against the small one. Throughput and CPU come from the
+/// alternating rounds (the two one-off runs minutes apart differ by up to
+/// ±20% on a shared machine with nothing changed); the open-loop overhead
+/// from the two full runs.
+pub fn compare(small: &Figures, big: &Figures, rounds: &Alternating) -> String {
+    let [(s_rps, s_cpu), (b_rps, b_cpu)] = rounds.medians();
     let (s50, _) = small.open_overhead();
     let (b50, _) = big.open_overhead();
+    let within = pct(s_rps, b_rps) >= -10.0 && pct(s_cpu, b_cpu) <= 10.0;
+    let list = |v: &[f64], digits: usize| v.iter().map(|x| format!("{x:.digits$}")).collect::<Vec<_>>().join(" ");
     format!(
-        "\nlarge vs small store: closed-loop req/s {:+.1}%, CPU per request {:+.1}%, open-loop p50 overhead {:+.3} ms ({:+.1}%).\n",
-        pct(small.closed_gw.rps, big.closed_gw.rps),
-        pct(small.cpu_ms_per_request, big.cpu_ms_per_request),
+        "\nlarge vs small store, {} alternating closed-loop rounds (req/s small: {}; large: {}): \
+         median req/s {:.0} vs {:.0} ({:+.1}%), CPU per request {:.4} vs {:.4} ms ({:+.1}%) \
+         (within 10%: {}); open-loop p50 overhead {:+.3} ms ({:+.1}%).\n",
+        rounds.rps[0].len(),
+        list(&rounds.rps[0], 0),
+        list(&rounds.rps[1], 0),
+        s_rps,
+        b_rps,
+        pct(s_rps, b_rps),
+        s_cpu,
+        b_cpu,
+        pct(s_cpu, b_cpu),
+        mark(within),
         b50 - s50,
         pct(s50, b50)
     )
+}
+
+pub fn alternating_json(rounds: &Alternating) -> Value {
+    let [(s_rps, s_cpu), (b_rps, b_cpu)] = rounds.medians();
+    json!({ "small": { "rps": rounds.rps[0], "cpu_ms": rounds.cpu_ms[0], "median_rps": s_rps, "median_cpu_ms": s_cpu },
+            "large": { "rps": rounds.rps[1], "cpu_ms": rounds.cpu_ms[1], "median_rps": b_rps, "median_cpu_ms": b_cpu },
+            "one_call_each": rounds.one_call_each })
 }
 
 pub fn soak(s: &Soak) -> String {
