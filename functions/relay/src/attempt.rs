@@ -609,6 +609,21 @@ async fn deliver<P: Platform>(
     };
     relay.record_success(ch.id, key).await;
     let request_id = draft.request_id.clone();
+    let passthrough = |bytes: Bytes| {
+        let mut response = json_response(resp.status, bytes, &request_id);
+        if let Some(ct) = content_type {
+            response.headers_mut().insert(http::header::CONTENT_TYPE, ct);
+        }
+        response
+    };
+    // Relayed as it came from an upstream that counted: its usage is all we read
+    // (the choices are skipped, not built into a tree).
+    if out.passthrough && out.wire == Wire::OpenAi {
+        if let Some(usage) = openai::reported_usage(&bytes) {
+            draft.finish(resp.status, Some(usage), String::new(), None);
+            return Ok(passthrough(bytes));
+        }
+    }
     let value = serde_json::from_slice::<Value>(&bytes).ok();
     if !parsed.endpoint.generates_text() || out.op == Op::OpenAiPath("/completions") {
         // Relayed as it came (embeddings, images, audio…), converted only for Gemini embedding callers.
@@ -624,20 +639,12 @@ async fn deliver<P: Platform>(
             };
             return Ok(json_response(200, body.to_string().into(), &request_id));
         }
-        let mut response = json_response(resp.status, bytes, &request_id);
-        if let Some(ct) = content_type {
-            response.headers_mut().insert(http::header::CONTENT_TYPE, ct);
-        }
-        return Ok(response);
+        return Ok(passthrough(bytes));
     }
     let answer = value.as_ref().map(|v| wire::parse_response(out.wire, v)).unwrap_or_default();
     draft.finish(resp.status, answer.usage, answer_text(&answer), None);
     if out.passthrough {
-        let mut response = json_response(resp.status, bytes, &request_id);
-        if let Some(ct) = content_type {
-            response.headers_mut().insert(http::header::CONTENT_TYPE, ct);
-        }
-        return Ok(response);
+        return Ok(passthrough(bytes));
     }
     let body = wire::render_response(inbound, &answer, &parsed.model, relay.ports.clock.now_ms() / 1000);
     Ok(json_response(200, body.to_string().into(), &request_id))

@@ -1,7 +1,7 @@
 //! Micro-benchmarks of the pure hot path: `cargo bench -p oblivious-core`.
 //! Channel selection over 10k channels, a key lookup on a warm cache, stream
-//! decode + convert per event for each upstream wire, token counting per 1k
-//! tokens, and pricing.
+//! decode + convert per event for each upstream wire, a relayed answer's
+//! usage, token counting per 1k tokens, and pricing.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a benchmark: failing loudly is right
 
@@ -12,7 +12,7 @@ use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use oblivious_core::model::Price;
 use oblivious_core::pricing::{self, Usage};
 use oblivious_core::select::{pick_channel, Candidate};
-use oblivious_core::wire::{Inbound, StreamDecoder, StreamEncoder, Wire};
+use oblivious_core::wire::{openai, Inbound, StreamDecoder, StreamEncoder, Wire};
 use oblivious_core::{apikey, count};
 
 fn selection(c: &mut Criterion) {
@@ -158,5 +158,27 @@ fn pricing(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, selection, key_lookup, stream_convert, counting, pricing);
+/// A relayed (passthrough) answer: what it costs to learn its usage, by
+/// building the whole answer and by reading the usage alone.
+fn answer_usage(c: &mut Criterion) {
+    let text = "Lorem ipsum dolor sit amet, consectetur adipiscing elit. ".repeat(20);
+    let answer = serde_json::to_vec(&serde_json::json!({
+        "id": "chatcmpl-1", "object": "chat.completion", "created": 1_700_000_000, "model": "gpt-4o-mini",
+        "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": text}}],
+        "usage": {"prompt_tokens": 30, "completion_tokens": 240, "total_tokens": 270,
+                  "prompt_tokens_details": {"cached_tokens": 0}, "completion_tokens_details": {"reasoning_tokens": 0}}
+    }))
+    .unwrap();
+    let mut g = c.benchmark_group("usage of a 1.3 KB answer");
+    g.bench_function("whole answer parsed", |b| {
+        b.iter(|| {
+            let v: serde_json::Value = serde_json::from_slice(black_box(&answer)).unwrap();
+            black_box(openai::parse_response(&v).usage)
+        })
+    });
+    g.bench_function("usage alone", |b| b.iter(|| black_box(openai::reported_usage(black_box(&answer)))));
+    g.finish();
+}
+
+criterion_group!(benches, selection, key_lookup, stream_convert, answer_usage, counting, pricing);
 criterion_main!(benches);

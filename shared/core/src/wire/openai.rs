@@ -316,6 +316,18 @@ pub fn parse_usage(u: &Value) -> Option<Usage> {
     })
 }
 
+/// The usage an answer reports, read without building the rest of it (the
+/// choices are skipped, not parsed): all a passthrough answer needs when the
+/// upstream counted. `None` when unreadable or without a usage object.
+pub fn reported_usage(answer: &[u8]) -> Option<Usage> {
+    #[derive(serde::Deserialize)]
+    struct UsageOnly {
+        #[serde(default)]
+        usage: Option<Value>,
+    }
+    serde_json::from_slice::<UsageOnly>(answer).ok()?.usage.as_ref().and_then(parse_usage)
+}
+
 pub fn usage_json(u: &Usage) -> Value {
     json!({
         "prompt_tokens": u.input,

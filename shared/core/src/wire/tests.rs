@@ -642,3 +642,24 @@ fn bedrock_and_cohere_requests() {
     assert_eq!(c["thinking"], json!({"type": "enabled", "token_budget": 2048}));
     assert_eq!(c["stream"], true);
 }
+
+#[test]
+fn usage_of_an_answer_read_without_the_rest() {
+    let answer = json!({
+        "id": "chatcmpl-1", "object": "chat.completion", "created": 1, "model": "gpt-4o",
+        "choices": [{"index": 0, "finish_reason": "stop",
+                     "message": {"role": "assistant", "content": "Hi \"there\" \u{1F600}", "tool_calls": [
+                         {"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{\"a\":[1,2]}"}}]}}],
+        "usage": {"prompt_tokens": 12, "completion_tokens": 5, "total_tokens": 17,
+                  "prompt_tokens_details": {"cached_tokens": 4},
+                  "completion_tokens_details": {"reasoning_tokens": 2}}
+    });
+    let bytes = serde_json::to_vec(&answer).unwrap();
+    let fast = openai::reported_usage(&bytes).unwrap();
+    assert_eq!(Some(fast), openai::parse_response(&answer).usage);
+    assert_eq!((fast.input, fast.output, fast.cached, fast.reasoning), (12, 5, 4, 2));
+    // No usage, a null one, or not JSON: nothing reported (the caller counts).
+    assert_eq!(openai::reported_usage(br#"{"choices":[]}"#), None);
+    assert_eq!(openai::reported_usage(br#"{"usage":null}"#), None);
+    assert_eq!(openai::reported_usage(b"<html>bad gateway</html>"), None);
+}
