@@ -220,6 +220,9 @@ pub(crate) async fn handle<P: Platform>(
             return error_response_in(inbound, &e, &request_id);
         }
     };
+    // Every request from here on leaves a usage record: none admitted while
+    // the records not yet queued are at their limit.
+    relay.usage_backlog.admit().await;
     let settings = relay.settings();
     let mut draft = UsageDraft::new(relay.clone(), request_id.clone(), endpoint, principal.clone(), started_us);
     let refuse = |mut draft: UsageDraft<P>, e: ApiError| {

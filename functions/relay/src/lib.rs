@@ -53,6 +53,7 @@ pub struct Relay<P: Platform> {
     snapshot: RwLock<Arc<Snapshot>>,
     auth: auth::AuthCache,
     tokens: credentials::TokenCache,
+    usage_backlog: usage::Backlog,
 }
 
 impl<P: Platform> Relay<P> {
@@ -65,6 +66,7 @@ impl<P: Platform> Relay<P> {
             snapshot: RwLock::new(Arc::new(Snapshot::default())),
             auth: auth::AuthCache::default(),
             tokens: credentials::TokenCache::default(),
+            usage_backlog: usage::Backlog::default(),
         });
         relay.refresh(true).await?;
         Ok(relay)

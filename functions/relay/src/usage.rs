@@ -4,6 +4,7 @@
 //! A draft dropped without being finished (the client went away while we
 //! waited on the upstream) still publishes, so its reservation is settled.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use oblivious_core::count;
@@ -16,6 +17,44 @@ use serde_json::Value;
 
 use crate::limits::Admission;
 use crate::{Endpoint, Principal, Relay};
+
+/// Usage records finished but not yet handed to the queue. Past
+/// `BACKLOG_LIMIT`, new requests wait at the door until it drains: a flood
+/// the queue cannot absorb (thousands of refused requests a second, each
+/// logged) then slows its callers instead of growing memory without bound.
+#[derive(Default)]
+pub(crate) struct Backlog {
+    pending: AtomicUsize,
+    drained: tokio::sync::Notify,
+}
+
+/// A few MiB of records at most (each ~1-2 KiB with its task).
+pub(crate) const BACKLOG_LIMIT: usize = 2048;
+
+impl Backlog {
+    /// Returns once the backlog is under its limit.
+    pub(crate) async fn admit(&self) {
+        loop {
+            // Registered before the check, so a drain in between is not missed.
+            let mut drained = std::pin::pin!(self.drained.notified());
+            drained.as_mut().enable();
+            if self.pending.load(Ordering::Acquire) < BACKLOG_LIMIT {
+                return;
+            }
+            drained.await;
+        }
+    }
+
+    fn add(&self) {
+        self.pending.fetch_add(1, Ordering::AcqRel);
+    }
+
+    fn done(&self) {
+        if self.pending.fetch_sub(1, Ordering::AcqRel) == BACKLOG_LIMIT {
+            self.drained.notify_waiters();
+        }
+    }
+}
 
 pub(crate) struct UsageDraft<P: Platform> {
     pub relay: Arc<Relay<P>>,
@@ -112,6 +151,7 @@ impl<P: Platform> UsageDraft<P> {
             ..UsageRecord::default()
         };
         let owner = relay.clone();
+        relay.usage_backlog.add();
         relay.ports.tasks.spawn(async move {
             let model = record.upstream_model.as_str();
             let (prompt, completion, cached, estimated) = match reported {
@@ -145,6 +185,7 @@ impl<P: Platform> UsageDraft<P> {
             if let Err(e) = owner.ports.queue.publish(Job::Usage(record)).await {
                 tracing::error!(request_id = %id, "could not publish usage: {e}");
             }
+            owner.usage_backlog.done();
         });
     }
 }
@@ -154,5 +195,29 @@ impl<P: Platform> Drop for UsageDraft<P> {
         if !self.finished {
             self.finish(499, None, String::new(), Some("client disconnected".into()));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use futures_util::FutureExt;
+
+    use super::*;
+
+    #[test]
+    fn a_full_backlog_holds_new_requests_until_it_drains() {
+        let b = Backlog::default();
+        for _ in 0..BACKLOG_LIMIT - 1 {
+            b.add();
+        }
+        assert!(b.admit().now_or_never().is_some(), "under the limit: admitted at once");
+        b.add();
+        let mut waiting = Box::pin(b.admit());
+        assert!(waiting.as_mut().now_or_never().is_none(), "at the limit: waits");
+        b.add();
+        b.done();
+        assert!(waiting.as_mut().now_or_never().is_none(), "still at the limit");
+        b.done();
+        assert!(waiting.as_mut().now_or_never().is_some(), "one under: the waiter is woken and admitted");
     }
 }
