@@ -64,6 +64,11 @@ impl Gateway {
         Ok(gw)
     }
 
+    /// Where the load goes: the OpenAI chat endpoint.
+    pub fn chat_url(&self) -> String {
+        format!("{}/v1/chat/completions", self.url)
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.id()
     }

@@ -186,12 +186,8 @@ async fn alternate(mock: &Mock, cores: Cores, targets: [&Target; 2]) -> Result<A
     let mut rounds = Alternating { one_call_each: true, ..Alternating::default() };
     for _ in 0..ROUNDS {
         for (i, t) in targets.iter().enumerate() {
-            let url = format!("{}/v1/chat/completions", t.gw.url);
-            let (calls, cpu) = (mock.calls(), t.gw.cpu_ms());
-            let shape = Shape::Closed { concurrency: 32, seconds: ROUND_SECONDS };
-            let r = load::run(&url, &t.key, PLAIN, &shape, cores.load)?;
-            t.gw.settled().await?;
-            let cpu_ms = (t.gw.cpu_ms() - cpu) / r.requests.max(1) as f64;
+            let calls = mock.calls();
+            let (r, cpu_ms) = closed_loop(&t.gw, &t.key, ROUND_SECONDS, cores.load).await?;
             rounds.one_call_each &= r.ok == r.requests && (mock.calls() - calls) as u64 == r.requests;
             rounds.rps[i].push(r.rps);
             rounds.cpu_ms[i].push(cpu_ms);
@@ -203,6 +199,16 @@ async fn alternate(mock: &Mock, cores: Cores, targets: [&Target; 2]) -> Result<A
 const ROUNDS: usize = 3;
 const ROUND_SECONDS: u32 = 4;
 
+/// A closed loop (c=32) through `gw` for `seconds`, and the gateway's CPU
+/// milliseconds per request until every one of them is settled.
+async fn closed_loop(gw: &Gateway, key: &str, seconds: u32, core: Option<usize>) -> Result<(Run, f64), String> {
+    let cpu_before = gw.cpu_ms();
+    let r = load::run(&gw.chat_url(), key, PLAIN, &Shape::Closed { concurrency: 32, seconds }, core)?;
+    gw.settled().await?;
+    let cpu_ms_per_request = (gw.cpu_ms() - cpu_before) / r.requests.max(1) as f64;
+    Ok((r, cpu_ms_per_request))
+}
+
 async fn measure(args: &Args, mock: &Mock, cores: Cores, scale: Option<Scale>) -> Result<(Figures, Target), String> {
     mock.set_stream(StreamShape::default());
     let gw = Gateway::start(&args.bin, &config(mock, scale, args.tpm), cores.gateway)?;
@@ -212,7 +218,7 @@ async fn measure(args: &Args, mock: &Mock, cores: Cores, scale: Option<Scale>) -
     }
     let (_, key) = gw.user_and_key("bench").await?;
     let direct = format!("{}/chat/completions", mock.base_url());
-    let through = format!("{}/v1/chat/completions", gw.url);
+    let through = gw.chat_url();
     let run = |url: &str, key: &str, body: &str, shape: Shape| load::run(url, key, body, &shape, cores.load);
     let calls_before = mock.calls();
 
@@ -224,10 +230,7 @@ async fn measure(args: &Args, mock: &Mock, cores: Cores, scale: Option<Scale>) -
     eprintln!("closed loop, c=32, {} s each…", args.seconds);
     let closed = Shape::Closed { concurrency: 32, seconds: args.seconds };
     let closed_direct = run(&direct, "mock", PLAIN, closed)?;
-    let cpu_before = gw.cpu_ms();
-    let closed_gw = run(&through, &key, PLAIN, Shape::Closed { concurrency: 32, seconds: args.seconds })?;
-    gw.settled().await?;
-    let cpu_ms_per_request = (gw.cpu_ms() - cpu_before) / closed_gw.requests.max(1) as f64;
+    let (closed_gw, cpu_ms_per_request) = closed_loop(&gw, &key, args.seconds, cores.load).await?;
 
     eprintln!("open loop, 50 req/s…");
     let open = || Shape::Open { rate: 50, count: 500 };
@@ -281,7 +284,7 @@ async fn soak(args: &Args, mock: &Mock, cores: Cores) -> Result<Soak, String> {
     mock.set_stream(StreamShape::default());
     let gw = Gateway::start(&args.bin, &config(mock, None, args.tpm), cores.gateway)?;
     let (_, key) = gw.user_and_key("soak").await?;
-    let through = format!("{}/v1/chat/completions", gw.url);
+    let through = gw.chat_url();
     let mut soak = Soak { rate: args.soak_rate, ..Soak::default() };
     let mut left = args.soak;
     while left > 0 {

@@ -72,7 +72,7 @@ impl Soak {
     /// Growth from the end of the first minute to the end, percent.
     pub fn growth_percent(&self) -> f64 {
         match (self.rss_mib.first(), self.rss_mib.last()) {
-            (Some(a), Some(b)) if *a > 0.0 => (b - a) / a * 100.0,
+            (Some(a), Some(b)) => pct(*a, *b),
             _ => 0.0,
         }
     }
@@ -224,6 +224,7 @@ fn median(v: &[f64]) -> f64 {
     }
 }
 
+/// How far `b` is from `a`, percent of `a` (0 when `a` is 0).
 fn pct(a: f64, b: f64) -> f64 {
     if a.abs() > f64::EPSILON {
         (b - a) / a * 100.0
