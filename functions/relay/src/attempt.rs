@@ -630,18 +630,17 @@ async fn deliver<P: Platform>(
     let value = serde_json::from_slice::<Value>(&bytes).ok();
     if !parsed.endpoint.generates_text() || out.op == Op::OpenAiPath("/completions") {
         // Relayed as it came (embeddings, images, audio…), converted only for Gemini embedding callers.
-        let usage = value.as_ref().and_then(|v| v.get("usage")).and_then(openai::parse_usage);
+        let usage = value.as_ref().and_then(|v| embeddings::reported_usage(out.wire, v));
         let text = value.as_ref().map(completion_text).unwrap_or_default();
-        draft.finish(resp.status, usage, text, None);
         if !out.passthrough {
-            // Embeddings converted on the way out come back in the caller's shape.
+            // Embeddings converted on the way out come back in the caller's shape, with the tokens the row bills.
             let v = value.unwrap_or_default();
-            let body = match parsed.endpoint {
-                Endpoint::GeminiEmbed { batch } => embeddings::to_gemini(&v, batch),
-                _ => embeddings::to_openai(out.wire, &v, &parsed.model, usage.map_or(0, |u| u.input)),
-            };
+            let body =
+                embeddings::answer(parsed.endpoint, out.wire, &v, usage, &draft.body, &parsed.model, &draft.upstream_model);
+            draft.finish(resp.status, usage, text, None);
             return Ok(json_response(200, body.to_string().into(), &request_id));
         }
+        draft.finish(resp.status, usage, text, None);
         return Ok(passthrough(bytes));
     }
     let answer = value.as_ref().map(|v| wire::parse_response(out.wire, v)).unwrap_or_default();
