@@ -198,3 +198,35 @@ async fn converted_embeddings_are_counted_and_billed() {
         assert_eq!(row["cost"], tokens * 1000, "1000 units a token: {row}");
     }
 }
+
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread")]
+async fn the_data_directory_and_database_files_are_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    let mut s = setup().await;
+    // A request, so the WAL has been written to.
+    let r = s.gw.post("/v1/embeddings", &s.key, &json!({"model": "text-embedding-3-small", "input": "hi"})).send().await;
+    assert_eq!(r.unwrap().status(), 200);
+    s.gw.usage_rows(1).await;
+    let data = s.gw.data_dir();
+    let files = ["oblivious.db", "oblivious.db-wal", "oblivious.db-shm", "secret.key"].map(|f| data.join(f));
+    let check = |when: &str| {
+        assert_eq!(mode(&data), 0o700, "{when}: {}", data.display());
+        for f in &files {
+            assert!(f.exists(), "{when}: {} missing", f.display());
+            assert_eq!(mode(f), 0o600, "{when}: {}", f.display());
+        }
+    };
+    check("first start");
+    // A data directory left looser (by an older version, or by hand) is tightened at start.
+    s.gw.crash();
+    std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o755)).unwrap();
+    for f in files.iter().filter(|f| f.exists()) {
+        std::fs::set_permissions(f, std::fs::Permissions::from_mode(0o644)).unwrap();
+    }
+    s.gw.restart();
+    let r = s.gw.post("/v1/embeddings", &s.key, &json!({"model": "text-embedding-3-small", "input": "hi"})).send().await;
+    assert_eq!(r.unwrap().status(), 200);
+    check("restart");
+}

@@ -82,7 +82,12 @@ impl Hot for LocalHot {
 /// Opens (creating on first use) the data directory and database, and
 /// connects the hot state.
 pub async fn open(data: &Path, hot: &HotSettings) -> Result<(Ports<Local>, SqliteQueue), String> {
-    std::fs::create_dir_all(data).map_err(|e| format!("cannot create data directory {}: {e}", data.display()))?;
+    let mut dir = std::fs::DirBuilder::new();
+    dir.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut dir, 0o700);
+    dir.create(data).map_err(|e| format!("cannot create data directory {}: {e}", data.display()))?;
+    private_files(data)?;
     let db = Db::open(&db_path(data)).map_err(|e| e.to_string())?;
     let queue = SqliteQueue::new(db.clone());
     let ports = Ports {
@@ -103,6 +108,44 @@ pub async fn open(data: &Path, hot: &HotSettings) -> Result<(Ports<Local>, Sqlit
         tasks: TokioTasks,
     };
     Ok((ports, queue))
+}
+
+/// Makes the data directory 0700 and the database (with its `-wal` and `-shm`)
+/// and `secret.key` 0600, tightening what an older start left looser (logged).
+/// The database file is created 0600 before SQLite opens it, and SQLite gives
+/// the `-wal` and `-shm` files it creates the database file's mode.
+#[cfg(unix)]
+fn private_files(data: &Path) -> Result<(), String> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let tighten = |path: &Path, mode: u32| -> Result<(), String> {
+        let now = match std::fs::metadata(path) {
+            Ok(m) => m.permissions().mode() & 0o777,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(format!("{}: {e}", path.display())),
+        };
+        if now & !mode != 0 {
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+                .map_err(|e| format!("cannot restrict {} to {mode:o}: {e}", path.display()))?;
+            tracing::warn!("{} was mode {now:o}; now {mode:o}", path.display());
+        }
+        Ok(())
+    };
+    tighten(data, 0o700)?;
+    let db = db_path(data);
+    match std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&db) {
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(format!("cannot create {}: {e}", db.display())),
+    }
+    for file in [format!("{DB_FILE}-wal"), format!("{DB_FILE}-shm"), DB_FILE.to_string(), "secret.key".to_string()] {
+        tighten(&data.join(file), 0o600)?;
+    }
+    Ok(())
+}
+
+#[cfg(not(unix))]
+fn private_files(_data: &Path) -> Result<(), String> {
+    Ok(())
 }
 
 pub use oblivious_admin::bootstrap::ADMIN;
