@@ -3,12 +3,14 @@
 
 use std::sync::Arc;
 
+use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::response::Response;
-use bytes::Bytes;
 use http::request::Parts;
+use oblivious_core::model::UserStatus;
 use oblivious_core::model::{Channel, ChannelSpec, ChannelStatus, Group, Id, Price, Role, Token, TokenStatus};
-use oblivious_core::{apikey, ApiError, ErrorKind};
+use oblivious_core::money::{self, Bound, MAX_UNITS};
+use oblivious_core::{apikey, upstream_url, ApiError, ErrorKind};
 use oblivious_ports::{Clock, Ids, NewUser, Page, Platform, Store, TokenFilter, TokenPatch, UsageFilter, UserPatch};
 use oblivious_relay::{error_response, json_response, Principal, Relay};
 use serde::de::DeserializeOwned;
@@ -43,6 +45,61 @@ pub(crate) async fn admin<P: Platform>(relay: &Relay<P>, parts: &Parts) -> Resul
 
 pub(crate) fn body<T: DeserializeOwned>(raw: &[u8]) -> Result<T, ApiError> {
     serde_json::from_slice(raw).map_err(|e| ApiError::invalid("invalid_body", format!("Invalid request body: {e}.")))
+}
+
+/// The largest admin request body (413 past it).
+pub(crate) const MAX_ADMIN_BODY: usize = 1 << 20;
+
+/// Reads and parses a JSON body (413 past `MAX_ADMIN_BODY`). Handlers call it
+/// only once the caller is authenticated, so an unauthenticated request is
+/// answered without waiting for its body.
+pub(crate) async fn json_body<T: DeserializeOwned>(parts: &Parts, raw: Body) -> Result<T, ApiError> {
+    use futures_util::StreamExt;
+    let too_large = || {
+        ApiError::new(
+            ErrorKind::TooLarge,
+            "request_too_large",
+            format!("An admin request body may be at most {MAX_ADMIN_BODY} bytes."),
+        )
+    };
+    let declared = parts
+        .headers
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > MAX_ADMIN_BODY as u64) {
+        return Err(too_large());
+    }
+    let mut buf = Vec::new();
+    let mut stream = raw.into_data_stream();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk
+            .map_err(|e| ApiError::invalid("body_read_failed", format!("Could not read the request body: {e}")))?;
+        if buf.len() + chunk.len() > MAX_ADMIN_BODY {
+            return Err(too_large());
+        }
+        buf.extend_from_slice(&chunk);
+    }
+    body(&buf)
+}
+
+/// An amount that must be `0..=MAX_UNITS`: negative is `negative_code`,
+/// too large is 400 `amount_out_of_range`.
+pub(crate) fn units(v: i64, param: &'static str, negative_code: &'static str) -> Result<i64, ApiError> {
+    money::check_units(v).map_err(|b| match b {
+        Bound::Negative => {
+            ApiError::invalid(negative_code, format!("`{param}` must be 0 or more units.")).with_param(param)
+        }
+        Bound::OutOfRange => out_of_range(param),
+    })
+}
+
+pub(crate) fn out_of_range(param: &'static str) -> ApiError {
+    ApiError::invalid(
+        money::OUT_OF_RANGE,
+        format!("`{param}` is out of range: amounts and balances are at most {MAX_UNITS} units ($1 billion)."),
+    )
+    .with_param(param)
 }
 
 pub(crate) fn query<T: DeserializeOwned>(parts: &Parts) -> Result<T, ApiError> {
@@ -90,6 +147,10 @@ fn token_view(t: &Token, now_ms: i64) -> Value {
 fn channel_view(c: &Channel) -> Value {
     let mut v = to_value(c);
     v["keys"] = json!(c.spec.keys.iter().map(|k| apikey::hint(k)).collect::<Vec<_>>());
+    v["base_url"] = json!(upstream_url::redact(&c.spec.base_url));
+    if let Some(reason) = &c.status_reason {
+        v["status_reason"] = json!(upstream_url::redact_in_text(reason));
+    }
     v
 }
 
@@ -125,10 +186,11 @@ fn check_group<P: Platform>(r: &Relay<P>, group: &str) -> Result<(), ApiError> {
     }
 }
 
-pub async fn create_user<P: Platform>(State(r): R<P>, parts: Parts, raw: Bytes) -> Response {
+pub async fn create_user<P: Platform>(State(r): R<P>, parts: Parts, raw: Body) -> Response {
     let reply = async {
         admin(&r, &parts).await?;
-        let req: CreateUser = body(&raw)?;
+        let req: CreateUser = json_body(&parts, raw).await?;
+        units(req.quota, "quota", "invalid_quota")?;
         if req.name.trim().is_empty() || req.name.contains('#') {
             return Err(ApiError::invalid("invalid_name", "A user name must be non-empty and must not contain `#`.")
                 .with_param("name"));
@@ -158,15 +220,35 @@ pub async fn get_user<P: Platform>(State(r): R<P>, Path(raw_id): Path<String>, p
     respond(&r, reply.await)
 }
 
-pub async fn update_user<P: Platform>(
-    State(r): R<P>,
-    Path(raw_id): Path<String>,
-    parts: Parts,
-    raw: Bytes,
-) -> Response {
+/// A user PATCH. Balances move only through the ledger: `quota` is refused
+/// here (400 `use_topup`) in favour of `POST /api/admin/users/{id}/topup`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UpdateUser {
+    role: Option<Role>,
+    unlimited: Option<bool>,
+    group: Option<String>,
+    status: Option<UserStatus>,
+    #[serde(default, deserialize_with = "present")]
+    quota: Option<Value>,
+}
+
+pub async fn update_user<P: Platform>(State(r): R<P>, Path(raw_id): Path<String>, parts: Parts, raw: Body) -> Response {
     let reply = async {
         admin(&r, &parts).await?;
-        let patch: UserPatch = body(&raw)?;
+        let req: UpdateUser = json_body(&parts, raw).await?;
+        if req.quota.is_some() {
+            return Err(ApiError::invalid(
+                "use_topup",
+                format!(
+                    "A balance changes only through the ledger: POST /api/admin/users/{raw_id}/topup \
+                     {{\"amount\": UNITS, \"note\": \"why\"}} (a negative amount, with a note, debits)."
+                ),
+            )
+            .with_param("quota"));
+        }
+        let patch =
+            UserPatch { role: req.role, unlimited: req.unlimited, group: req.group, status: req.status, quota: None };
         if let Some(g) = &patch.group {
             check_group(&r, g)?;
         }
@@ -213,10 +295,10 @@ pub async fn list_tokens<P: Platform>(State(r): R<P>, parts: Parts) -> Response 
     respond(&r, reply.await)
 }
 
-pub async fn create_token_h<P: Platform>(State(r): R<P>, parts: Parts, raw: Bytes) -> Response {
+pub async fn create_token_h<P: Platform>(State(r): R<P>, parts: Parts, raw: Body) -> Response {
     let reply = async {
         let me = admin(&r, &parts).await?;
-        let req: CreateToken = body(&raw)?;
+        let req: CreateToken = json_body(&parts, raw).await?;
         let (token, key) = create_token(&r.ports.store, &r.ports.ids, &r.ports.clock, req, me.user.id).await?;
         let mut v = token_view(&token, r.ports.clock.now_ms());
         v["key"] = json!(key);
@@ -265,11 +347,21 @@ pub async fn update_token<P: Platform>(
     State(r): R<P>,
     Path(raw_id): Path<String>,
     parts: Parts,
-    raw: Bytes,
+    raw: Body,
 ) -> Response {
     let reply = async {
         admin(&r, &parts).await?;
-        let req: UpdateToken = body(&raw)?;
+        let req: UpdateToken = json_body(&parts, raw).await?;
+        // A key's quota is a cap, not money: bounded like on creation.
+        for (v, param) in [
+            (req.quota, "quota"),
+            (req.daily_limit.flatten(), "daily_limit"),
+            (req.monthly_limit.flatten(), "monthly_limit"),
+        ] {
+            if let Some(v) = v {
+                units(v, param, "invalid_quota")?;
+            }
+        }
         if matches!(req.status, Some(TokenStatus::Expired | TokenStatus::Exhausted)) {
             return Err(ApiError::invalid(
                 "invalid_status",
@@ -330,6 +422,8 @@ fn checked_spec<P: Platform>(r: &Relay<P>, v: Value) -> Result<ChannelSpec, ApiE
         serde_json::from_value(v).map_err(|e| ApiError::invalid("invalid_body", format!("Invalid channel: {e}.")))?;
     spec.base_url = spec.base_url.trim_end_matches('/').to_string();
     spec.check().map_err(|(field, msg)| ApiError::invalid("invalid_channel", format!("{field}: {msg}")))?;
+    upstream_url::check_upstream(&spec.base_url(), r.settings().allow_link_local_upstreams)
+        .map_err(|msg| ApiError::invalid("invalid_channel", format!("base_url: {msg}")).with_param("base_url"))?;
     for g in &spec.groups {
         check_group(r, g)?;
     }
@@ -348,10 +442,10 @@ pub async fn list_channels<P: Platform>(State(r): R<P>, parts: Parts) -> Respons
     respond(&r, reply.await)
 }
 
-pub async fn create_channel<P: Platform>(State(r): R<P>, parts: Parts, raw: Bytes) -> Response {
+pub async fn create_channel<P: Platform>(State(r): R<P>, parts: Parts, raw: Body) -> Response {
     let reply = async {
         admin(&r, &parts).await?;
-        let spec = checked_spec(&r, body(&raw)?)?;
+        let spec = checked_spec(&r, json_body(&parts, raw).await?)?;
         let ch = r.ports.store.create_channel(spec, r.ports.clock.now_ms()).await.map_err(store_error)?;
         let _ = r.refresh(false).await;
         Ok((201, channel_view(&ch)))
@@ -373,11 +467,11 @@ pub async fn update_channel<P: Platform>(
     State(r): R<P>,
     Path(raw_id): Path<String>,
     parts: Parts,
-    raw: Bytes,
+    raw: Body,
 ) -> Response {
     let reply = async {
         admin(&r, &parts).await?;
-        let mut patch: serde_json::Map<String, Value> = body(&raw)?;
+        let mut patch: serde_json::Map<String, Value> = json_body(&parts, raw).await?;
         let mut ch = channel_or_404(&r, &raw_id).await?;
         let status = patch.remove("status");
         if !patch.is_empty() {
@@ -422,6 +516,9 @@ pub async fn test_channel<P: Platform>(State(r): R<P>, Path(raw_id): Path<String
         let ch = channel_or_404(&r, &raw_id).await?;
         let result = r.test_channel(&ch).await.map_err(store_error)?;
         let after = channel_or_404(&r, &raw_id).await?;
+        // An upstream error may quote the URL, credentials and all.
+        let result =
+            serde_json::from_str(&upstream_url::redact_in_text(&to_value(result).to_string())).unwrap_or(Value::Null);
         Ok((200, json!({ "result": result, "channel": channel_view(&after) })))
     };
     respond(&r, reply.await)
@@ -461,10 +558,10 @@ struct PutGroup {
     description: String,
 }
 
-pub async fn put_group<P: Platform>(State(r): R<P>, Path(name): Path<String>, parts: Parts, raw: Bytes) -> Response {
+pub async fn put_group<P: Platform>(State(r): R<P>, Path(name): Path<String>, parts: Parts, raw: Body) -> Response {
     let reply = async {
         admin(&r, &parts).await?;
-        let req: PutGroup = body(&raw)?;
+        let req: PutGroup = json_body(&parts, raw).await?;
         if req.ratio_bp <= 0 {
             return Err(ApiError::invalid("invalid_ratio", "ratio_bp must be greater than 0 (10000 = 1.0).")
                 .with_param("ratio_bp"));
@@ -553,10 +650,10 @@ async fn add_price_version<P: Platform>(r: &Relay<P>, price: Price) -> Reply {
     Ok((200, to_value(stored)))
 }
 
-pub async fn put_price<P: Platform>(State(r): R<P>, Path(model): Path<String>, parts: Parts, raw: Bytes) -> Response {
+pub async fn put_price<P: Platform>(State(r): R<P>, Path(model): Path<String>, parts: Parts, raw: Body) -> Response {
     let reply = async {
         admin(&r, &parts).await?;
-        let req: PutPrice = body(&raw)?;
+        let req: PutPrice = json_body(&parts, raw).await?;
         let rates = [
             req.input_per_m,
             req.output_per_m,
@@ -567,6 +664,9 @@ pub async fn put_price<P: Platform>(State(r): R<P>, Path(model): Path<String>, p
         ];
         if rates.iter().any(|x| *x < 0) {
             return Err(ApiError::invalid("invalid_price", "Prices are quota units and must be 0 or more."));
+        }
+        if rates.iter().any(|x| *x > MAX_UNITS) {
+            return Err(out_of_range("price"));
         }
         if req.free && rates.iter().any(|x| *x != 0) {
             return Err(ApiError::invalid("invalid_price", "A free model cannot also have rates."));

@@ -41,6 +41,7 @@ pub fn router<P: Platform>(relay: Arc<Relay<P>>) -> Router {
         .route("/api/admin/codes", get(money::list_codes::<P>).post(money::new_codes::<P>))
         .route("/api/admin/reservations", get(money::reservations::<P>))
         .route("/api/admin/alerts", get(money::alerts::<P>))
+        .route("/api/admin/jobs", get(money::jobs::<P>))
         .route("/api/account", get(money::account::<P>))
         .route("/api/usage", get(money::own_usage::<P>))
         .route("/api/admin/usage/stats", get(analytics::admin_stats::<P>))
@@ -54,6 +55,10 @@ pub fn router<P: Platform>(relay: Arc<Relay<P>>) -> Router {
 pub(crate) fn store_error(e: StoreError) -> ApiError {
     match e {
         StoreError::NotFound(what) => ApiError::not_found("not_found", format!("{what} not found")),
+        // A store refuses a balance that would leave the bounds with this prefix.
+        StoreError::Conflict(why) if why.starts_with(oblivious_core::money::OUT_OF_RANGE) => {
+            ApiError::invalid(oblivious_core::money::OUT_OF_RANGE, why)
+        }
         StoreError::Conflict(why) => ApiError::new(ErrorKind::Conflict, "conflict", why),
         StoreError::Backend(why) => ApiError::internal(why),
     }

@@ -4,18 +4,21 @@
 
 use std::sync::Arc;
 
+use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::response::Response;
-use bytes::Bytes;
 use http::request::Parts;
 use oblivious_core::model::Id;
+use oblivious_core::money::{self, MAX_UNITS};
 use oblivious_core::{apikey, ApiError, ErrorKind};
 use oblivious_ports::{Clock, Ids, Ledger, Platform, RedeemError, Store, UsageFilter};
 use oblivious_relay::Relay;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use crate::handlers::{admin, body, id, listing, page, query, respond, to_value, usage_filter, UsageQuery};
+use crate::handlers::{
+    admin, id, json_body, listing, out_of_range, page, query, respond, to_value, usage_filter, UsageQuery,
+};
 use crate::store_error;
 use crate::tokens::parse_time;
 
@@ -24,18 +27,23 @@ type R<P> = State<Arc<Relay<P>>>;
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct TopUp {
-    /// Units to add (negative to take back).
+    /// Units to add, at most `MAX_UNITS`; negative (an explicit debit) needs a `note`.
     amount: i64,
     #[serde(default)]
     note: String,
 }
 
-pub async fn top_up<P: Platform>(State(r): R<P>, Path(raw_id): Path<String>, parts: Parts, raw: Bytes) -> Response {
+pub async fn top_up<P: Platform>(State(r): R<P>, Path(raw_id): Path<String>, parts: Parts, raw: Body) -> Response {
     let reply = async {
         let me = admin(&r, &parts).await?;
-        let req: TopUp = body(&raw)?;
+        let req: TopUp = json_body(&parts, raw).await?;
         if req.amount == 0 {
             return Err(ApiError::invalid("invalid_amount", "amount must not be 0.").with_param("amount"));
+        }
+        money::check_delta(req.amount).map_err(|_| out_of_range("amount"))?;
+        if req.amount < 0 && req.note.trim().is_empty() {
+            return Err(ApiError::invalid("note_required", "A negative amount debits the balance; say why in `note`.")
+                .with_param("note"));
         }
         let kind = if req.amount > 0 { "topup" } else { "adjust" };
         let now = r.ports.clock.now_ms();
@@ -96,6 +104,9 @@ pub async fn create_codes<S: Ledger>(
     if value <= 0 {
         return Err(ApiError::invalid("invalid_value", "value must be more than 0 units.").with_param("value"));
     }
+    if value > MAX_UNITS {
+        return Err(out_of_range("value"));
+    }
     if expires_at.is_some_and(|t| t <= now_ms) {
         return Err(ApiError::invalid("invalid_time", "expires_at is in the past.").with_param("expires_at"));
     }
@@ -107,10 +118,10 @@ pub async fn create_codes<S: Ledger>(
     Ok((batch, codes))
 }
 
-pub async fn new_codes<P: Platform>(State(r): R<P>, parts: Parts, raw: Bytes) -> Response {
+pub async fn new_codes<P: Platform>(State(r): R<P>, parts: Parts, raw: Body) -> Response {
     let reply = async {
         admin(&r, &parts).await?;
-        let req: NewCodes = body(&raw)?;
+        let req: NewCodes = json_body(&parts, raw).await?;
         let expires_at = req.expires_at.as_deref().map(|s| parse_time(s, "expires_at")).transpose()?;
         let now = r.ports.clock.now_ms();
         let (batch, codes) =
@@ -146,6 +157,26 @@ pub async fn reservations<P: Platform>(State(r): R<P>, parts: Parts) -> Response
     respond(&r, reply.await)
 }
 
+#[derive(Deserialize)]
+struct JobQuery {
+    state: Option<String>,
+}
+
+/// `GET /api/admin/jobs?state=dead`: jobs parked after repeated failures.
+pub async fn jobs<P: Platform>(State(r): R<P>, parts: Parts) -> Response {
+    let reply = async {
+        admin(&r, &parts).await?;
+        let (pg, page_no, per) = page(&parts)?;
+        let q: JobQuery = query(&parts)?;
+        if q.state.as_deref().is_some_and(|s| s != "dead") {
+            return Err(ApiError::invalid("invalid_state", "Only `state=dead` jobs are listed.").with_param("state"));
+        }
+        let rows = r.ports.store.dead_jobs(pg).await.map_err(store_error)?;
+        Ok((200, listing(rows.items.iter().map(to_value).collect(), rows.total, page_no, per)))
+    };
+    respond(&r, reply.await)
+}
+
 pub async fn alerts<P: Platform>(State(r): R<P>, parts: Parts) -> Response {
     let reply = async {
         admin(&r, &parts).await?;
@@ -176,10 +207,10 @@ struct Redeem {
     code: String,
 }
 
-pub async fn redeem<P: Platform>(State(r): R<P>, parts: Parts, raw: Bytes) -> Response {
+pub async fn redeem<P: Platform>(State(r): R<P>, parts: Parts, raw: Body) -> Response {
     let reply = async {
         let me = r.authenticate(&parts).await?;
-        let req: Redeem = body(&raw)?;
+        let req: Redeem = json_body(&parts, raw).await?;
         let now = r.ports.clock.now_ms();
         let hash = apikey::hash(req.code.trim());
         match r.ports.store.redeem(&hash, me.user.id, &me.user.name, now).await.map_err(store_error)? {

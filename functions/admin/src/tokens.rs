@@ -58,8 +58,10 @@ pub async fn create_token<S: Store>(
     if req.name.trim().is_empty() {
         return Err(ApiError::invalid("invalid_name", "A token needs a name.").with_param("name"));
     }
-    if [req.quota, req.daily_limit, req.monthly_limit].iter().flatten().any(|q| *q < 0) {
-        return Err(ApiError::invalid("invalid_quota", "Quota must be 0 or more units.").with_param("quota"));
+    for (v, param) in [(req.quota, "quota"), (req.daily_limit, "daily_limit"), (req.monthly_limit, "monthly_limit")] {
+        if let Some(v) = v {
+            crate::handlers::units(v, param, "invalid_quota")?;
+        }
     }
     let now = clock.now_ms();
     let expires_at = req.expires_at.as_deref().map(|s| parse_time(s, "expires_at")).transpose()?;

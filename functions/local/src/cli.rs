@@ -250,6 +250,10 @@ pub async fn channel(data: &Path, cmd: ChannelCmd) -> Result<(), String> {
                     .map(|c| {
                         let mut v = serde_json::to_value(c).unwrap_or_default();
                         v["keys"] = c.spec.keys.len().into();
+                        v["base_url"] = oblivious_core::upstream_url::redact(&c.spec.base_url).into();
+                        if let Some(reason) = &c.status_reason {
+                            v["status_reason"] = oblivious_core::upstream_url::redact_in_text(reason).into();
+                        }
                         v
                     })
                     .collect();
@@ -271,7 +275,7 @@ pub async fn channel(data: &Path, cmd: ChannelCmd) -> Result<(), String> {
                     c.spec.weight,
                     c.spec.keys.len(),
                     c.spec.models.join(","),
-                    c.status_reason.as_deref().unwrap_or("")
+                    oblivious_core::upstream_url::redact_in_text(c.status_reason.as_deref().unwrap_or(""))
                 );
             }
             Ok(())
@@ -316,6 +320,8 @@ pub async fn user(data: &Path, cmd: UserCmd) -> Result<(), String> {
             if !store.groups().await.map_err(s)?.iter().any(|g| g.name == group) {
                 return Err(format!("there is no group `{group}`"));
             }
+            oblivious_core::money::check_units(quota)
+                .map_err(|_| format!("--quota must be 0 to {} units", oblivious_core::money::MAX_UNITS))?;
             let role = if admin { Role::Admin } else { Role::User };
             let u = store
                 .create_user(NewUser { name, role, group, quota, unlimited }, r.ports.clock.now_ms())
@@ -326,6 +332,8 @@ pub async fn user(data: &Path, cmd: UserCmd) -> Result<(), String> {
         }
         UserCmd::Topup { name, units, note } => {
             let user = store.user_by_name(&name).await.map_err(s)?.ok_or_else(|| format!("no user named `{name}`"))?;
+            oblivious_core::money::check_delta(units)
+                .map_err(|_| format!("UNITS must be within ±{} ($1 billion)", oblivious_core::money::MAX_UNITS))?;
             let kind = if units >= 0 { "topup" } else { "adjust" };
             let u =
                 store.adjust_balance(user.id, units, kind, "cli", &note, r.ports.clock.now_ms()).await.map_err(s)?;

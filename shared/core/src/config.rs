@@ -37,6 +37,9 @@ pub struct RelaySettings {
     pub health_check_seconds: u64,
     /// A channel is disabled once `channel_failure_threshold` probes fail within this window.
     pub health_window_seconds: u64,
+    /// Lets channel base URLs point at link-local and cloud metadata addresses
+    /// (169.254.0.0/16, fe80::/10, fd00:ec2::254); refused by default.
+    pub allow_link_local_upstreams: bool,
 }
 
 impl Default for RelaySettings {
@@ -55,6 +58,7 @@ impl Default for RelaySettings {
             default_max_tokens: 1024,
             health_check_seconds: 0,
             health_window_seconds: 600,
+            allow_link_local_upstreams: false,
         }
     }
 }
@@ -262,10 +266,10 @@ pub fn parse(file: &str, text: &str, env: impl Fn(&str) -> Option<String>) -> Re
     let mut prices = vec![];
     for (model, p) in &raw.prices {
         let units = |field: &str, usd: f64| {
-            if usd.is_finite() && usd >= 0.0 {
+            if usd.is_finite() && usd >= 0.0 && usd * 1_000_000.0 <= crate::money::MAX_UNITS as f64 {
                 Ok((usd * 1_000_000.0).round() as i64)
             } else {
-                Err(err(format!("prices.\"{model}\".{field}"), "must be a number ≥ 0 (USD)".into()))
+                Err(err(format!("prices.\"{model}\".{field}"), "must be a number from 0 to 1e9 (USD)".into()))
             }
         };
         let price = Price {
@@ -343,6 +347,8 @@ pub fn parse(file: &str, text: &str, env: impl Fn(&str) -> Option<String>) -> Re
             project: c.project.clone(),
         };
         spec.check().map_err(|(field, message)| err(at(field), message))?;
+        crate::upstream_url::check_upstream(&spec.base_url(), raw.relay.allow_link_local_upstreams)
+            .map_err(|m| err(at("base_url"), format!("channel `{}`: {m}", c.name)))?;
         channels.push(spec);
     }
 

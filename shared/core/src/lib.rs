@@ -10,6 +10,8 @@ pub mod count;
 pub mod error;
 pub mod job;
 pub mod model;
+pub mod money;
+pub mod upstream_url;
 pub mod pattern;
 pub mod pricing;
 pub mod provider;

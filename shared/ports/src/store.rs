@@ -218,6 +218,20 @@ impl Shortfall {
 
 /// A balance change that is not a request's charge (those live in
 /// reservations and the usage log).
+/// A job the consumer gave up on after repeated failures, kept for an
+/// operator (`GET /api/admin/jobs?state=dead`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeadJob {
+    pub id: i64,
+    /// `usage` or `webhook`.
+    pub kind: String,
+    /// Its idempotency key: a usage record's request id, a webhook's id.
+    pub key: String,
+    pub attempts: i64,
+    pub last_error: Option<String>,
+    pub created_at: i64,
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LedgerEntry {
     pub id: Id,
@@ -302,6 +316,13 @@ pub trait Ledger: Send + Sync + 'static {
         alerts: Vec<Alert>,
     ) -> impl Future<Output = StoreResult<Vec<Alert>>> + Send;
     fn alerts(&self, page: Page) -> impl Future<Output = StoreResult<Paged<Alert>>> + Send;
+    /// Jobs parked after too many failed attempts (the local outbox's dead
+    /// letters). Stores whose queue keeps its own (AWS: the SQS dead-letter
+    /// queue) list none here.
+    fn dead_jobs(&self, page: Page) -> impl Future<Output = StoreResult<Paged<DeadJob>>> + Send {
+        let _ = page;
+        async { Ok(Paged { items: vec![], total: 0 }) }
+    }
     /// Marks the code used by `user_id` and credits its value, once.
     fn redeem(
         &self,

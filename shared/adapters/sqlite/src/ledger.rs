@@ -4,9 +4,10 @@
 
 use oblivious_core::alerts::Alert;
 use oblivious_core::model::{Id, Token, UsageRecord, User};
+use oblivious_core::money::{checked_balance, clamp_charge, MAX_UNITS, OUT_OF_RANGE};
 use oblivious_ports::{
-    spend_periods, Ledger, LedgerEntry, Page, Paged, RedeemError, RedemptionCode, Reservation, Shortfall, StoreError,
-    StoreResult,
+    spend_periods, DeadJob, Ledger, LedgerEntry, Page, Paged, RedeemError, RedemptionCode, Reservation, Shortfall,
+    StoreError, StoreResult,
 };
 use rusqlite::{params, Connection, OptionalExtension};
 
@@ -14,15 +15,23 @@ use crate::db::{Cached, DbResult};
 use crate::rows::{self, TOKEN_COLS, USER_COLS};
 use crate::SqliteStore;
 
+// Every sum below is wrapped in `CAST(… AS INTEGER)`: SQLite turns an
+// overflowing integer sum into a REAL, which the cast saturates back to the
+// i64 bounds. The amounts are bounded (`MAX_UNITS`) so this never bites in
+// practice, but a column can never turn REAL and fail every later read.
+
 /// Adds `delta` (negative: a charge) to the token's quota and the user's
 /// balance, leaving unlimited ones alone.
 fn credit(tx: &Connection, token_id: Id, user_id: Id, delta: i64) -> DbResult<()> {
     if delta != 0 {
         tx.exec(
-            "UPDATE tokens SET remaining_quota = remaining_quota + ?1 WHERE id = ?2 AND NOT unlimited",
+            "UPDATE tokens SET remaining_quota = CAST(remaining_quota + ?1 AS INTEGER) WHERE id = ?2 AND NOT unlimited",
             params![delta, token_id],
         )?;
-        tx.exec("UPDATE users SET quota = quota + ?1 WHERE id = ?2 AND NOT unlimited", params![delta, user_id])?;
+        tx.exec(
+            "UPDATE users SET quota = CAST(quota + ?1 AS INTEGER) WHERE id = ?2 AND NOT unlimited",
+            params![delta, user_id],
+        )?;
     }
     Ok(())
 }
@@ -32,7 +41,7 @@ fn add_spend(tx: &Connection, token_id: Id, periods: &[String], delta: i64) -> D
         for period in periods {
             tx.exec(
                 "INSERT INTO token_spend (token_id, period, spent) VALUES (?1, ?2, ?3)
-                 ON CONFLICT (token_id, period) DO UPDATE SET spent = spent + excluded.spent",
+                 ON CONFLICT (token_id, period) DO UPDATE SET spent = CAST(spent + excluded.spent AS INTEGER)",
                 params![token_id, period, delta],
             )?;
         }
@@ -53,6 +62,8 @@ fn spent(tx: &Connection, token_id: Id, period: &str) -> DbResult<i64> {
 /// `record_usage`'s transaction), and returns the key and its owner as they
 /// stand after the charge (for the balance alerts).
 pub(crate) fn settle(tx: &Connection, u: &UsageRecord) -> DbResult<(Option<Token>, Option<User>)> {
+    // What one request may be charged is bounded, so no settlement can fail on its value.
+    let cost = clamp_charge(u.cost);
     let held: Option<(i64, String, String)> = tx
         .row("SELECT amount, state, periods FROM reservations WHERE request_id = ?1", [&u.request_id], |r| {
             Ok((r.get(0)?, r.get(1)?, r.get(2)?))
@@ -63,46 +74,46 @@ pub(crate) fn settle(tx: &Connection, u: &UsageRecord) -> DbResult<(Option<Token
         Some((amount, state, periods)) => {
             let periods: Vec<String> = serde_json::from_str(periods)?;
             match state.as_str() {
-                "reserved" => (amount - u.cost, u.cost - amount, periods),
+                "reserved" => (amount - cost, cost - amount, periods),
                 // The sweeper refunded it (the request outlived the timeout): charge afresh.
-                "refunded" => (-u.cost, u.cost, periods),
+                "refunded" => (-cost, cost, periods),
                 _ => (0, 0, periods),
             }
         }
-        None if u.cost > 0 => {
+        None if cost > 0 => {
             let (d, m) = spend_periods(u.created_at);
-            (-u.cost, u.cost, vec![d, m])
+            (-cost, cost, vec![d, m])
         }
         None => (0, 0, vec![]),
     };
     add_spend(tx, u.token_id, &periods, spend)?;
     if held.as_ref().is_some_and(|(_, state, _)| state != "settled") {
-        let new_state = if u.cost == 0 { "refunded" } else { "settled" };
+        let new_state = if cost == 0 { "refunded" } else { "settled" };
         let closed_at =
             std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
         tx.exec(
             "UPDATE reservations SET state = ?1, charged = ?2, closed_at = ?3 WHERE request_id = ?4",
-            params![new_state, u.cost, closed_at, u.request_id],
+            params![new_state, cost, closed_at, u.request_id],
         )?;
     }
     // One statement per row: the balance move (unlimited ones keep theirs), the use, the row after.
     let token = tx
         .row(
             &format!(
-                "UPDATE tokens SET remaining_quota = remaining_quota + CASE WHEN unlimited THEN 0 ELSE ?1 END,
-                 used_quota = used_quota + ?2 WHERE id = ?3 RETURNING {TOKEN_COLS}"
+                "UPDATE tokens SET remaining_quota = CAST(remaining_quota + CASE WHEN unlimited THEN 0 ELSE ?1 END AS INTEGER),
+                 used_quota = CAST(used_quota + ?2 AS INTEGER) WHERE id = ?3 RETURNING {TOKEN_COLS}"
             ),
-            params![give_back, u.cost.max(0), u.token_id],
+            params![give_back, cost, u.token_id],
             rows::token,
         )
         .optional()?;
     let user = tx
         .row(
             &format!(
-                "UPDATE users SET quota = quota + CASE WHEN unlimited THEN 0 ELSE ?1 END,
-                 used_quota = used_quota + ?2 WHERE id = ?3 RETURNING {USER_COLS}"
+                "UPDATE users SET quota = CAST(quota + CASE WHEN unlimited THEN 0 ELSE ?1 END AS INTEGER),
+                 used_quota = CAST(used_quota + ?2 AS INTEGER) WHERE id = ?3 RETURNING {USER_COLS}"
             ),
-            params![give_back, u.cost.max(0), u.user_id],
+            params![give_back, cost, u.user_id],
             rows::user,
         )
         .optional()?;
@@ -125,6 +136,16 @@ fn user_row(c: &Connection, id: Id) -> DbResult<User> {
     c.row(&format!("SELECT {USER_COLS} FROM users WHERE id = ?1"), [id], rows::user)
         .optional()?
         .ok_or_else(|| StoreError::NotFound(format!("user {id}")).into())
+}
+
+/// `balance + delta`, or the conflict the admin API answers as 400 `amount_out_of_range`.
+fn bounded(balance: i64, delta: i64) -> DbResult<i64> {
+    checked_balance(balance, delta).ok_or_else(|| {
+        StoreError::Conflict(format!(
+            "{OUT_OF_RANGE}: a balance of {balance} units changed by {delta} leaves ±{MAX_UNITS} units ($1 billion)"
+        ))
+        .into()
+    })
 }
 
 fn write_ledger(
@@ -207,6 +228,8 @@ impl Ledger for SqliteStore {
     }
 
     async fn reserve(&self, r: Reservation) -> StoreResult<Result<(), Shortfall>> {
+        // A hold is at most what a request may be charged (`MAX_UNITS`).
+        let r = Reservation { amount: r.amount.clamp(0, MAX_UNITS), ..r };
         self.db()
             .write(move |tx| {
                 let (balance, user_unlimited): (i64, bool) = tx
@@ -231,10 +254,13 @@ impl Ledger for SqliteStore {
                     return Ok(Err(Shortfall::TokenQuota));
                 }
                 let (day, month) = spend_periods(r.created_at);
-                if daily.is_some_and(|cap| spent(tx, r.token_id, &day).is_ok_and(|s| s + r.amount > cap)) {
+                if daily.is_some_and(|cap| spent(tx, r.token_id, &day).is_ok_and(|s| s.saturating_add(r.amount) > cap))
+                {
                     return Ok(Err(Shortfall::DailyLimit));
                 }
-                if monthly.is_some_and(|cap| spent(tx, r.token_id, &month).is_ok_and(|s| s + r.amount > cap)) {
+                if monthly
+                    .is_some_and(|cap| spent(tx, r.token_id, &month).is_ok_and(|s| s.saturating_add(r.amount) > cap))
+                {
                     return Ok(Err(Shortfall::MonthlyLimit));
                 }
                 let periods = vec![day, month];
@@ -312,12 +338,40 @@ impl Ledger for SqliteStore {
         let (kind, actor, note) = (kind.to_string(), actor.to_string(), note.to_string());
         self.db()
             .write(move |tx| {
-                if tx.exec("UPDATE users SET quota = quota + ?1 WHERE id = ?2", params![delta, user_id])? == 0 {
-                    return Err(StoreError::NotFound(format!("user {user_id}")).into());
-                }
+                let before = user_row(tx, user_id)?;
+                let after = bounded(before.quota, delta)?;
+                tx.exec("UPDATE users SET quota = ?1 WHERE id = ?2", params![after, user_id])?;
                 let user = user_row(tx, user_id)?;
                 write_ledger(tx, &user, delta, &kind, &actor, &note, now_ms)?;
                 Ok(user)
+            })
+            .await
+    }
+
+    async fn dead_jobs(&self, page: Page) -> StoreResult<Paged<DeadJob>> {
+        self.db()
+            .read(move |c| {
+                let mut st = c.prepare_cached(
+                    "SELECT id, payload, attempts, last_error, created_at FROM outbox WHERE dead = 1
+                     ORDER BY id LIMIT ?1 OFFSET ?2",
+                )?;
+                let items = st
+                    .query_map(params![page.limit.min(i64::MAX as u64) as i64, page.offset as i64], |r| {
+                        let payload: String = r.get(1)?;
+                        let v: serde_json::Value = serde_json::from_str(&payload).unwrap_or_default();
+                        let text = |k: &str| v.get(k).and_then(|x| x.as_str()).map(str::to_string);
+                        Ok(DeadJob {
+                            id: r.get(0)?,
+                            kind: text("kind").unwrap_or_else(|| "unreadable".into()),
+                            key: text("request_id").or_else(|| text("id")).unwrap_or_default(),
+                            attempts: r.get(2)?,
+                            last_error: r.get(3)?,
+                            created_at: r.get(4)?,
+                        })
+                    })?
+                    .collect::<Result<Vec<_>, _>>()?;
+                let total: i64 = c.row("SELECT COUNT(*) FROM outbox WHERE dead = 1", [], |r| r.get(0))?;
+                Ok(Paged { items, total: total as u64 })
             })
             .await
     }
@@ -436,7 +490,10 @@ impl Ledger for SqliteStore {
                 if claimed == 0 {
                     return Ok(Err(RedeemError::AlreadyUsed));
                 }
-                tx.exec("UPDATE users SET quota = quota + ?1 WHERE id = ?2", params![value, user_id])?;
+                let before = user_row(tx, user_id)?;
+                // Out of bounds: the error rolls the claim back, so the code stays unused.
+                let after = bounded(before.quota, value)?;
+                tx.exec("UPDATE users SET quota = ?1 WHERE id = ?2", params![after, user_id])?;
                 let user = user_row(tx, user_id)?;
                 write_ledger(tx, &user, value, "redeem", &actor, &format!("code {hint}"), now_ms)?;
                 Ok(Ok(user))

@@ -131,3 +131,34 @@ impl Queue for SqliteQueue {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use oblivious_core::model::UsageRecord;
+    use oblivious_ports::{Ledger, Page};
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_job_failing_every_time_is_parked_and_listed() {
+        let dir = std::env::temp_dir().join(format!("obl-sqlite-dead-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let db = Db::open(&dir.join("t.db")).unwrap();
+        let (queue, store) = (SqliteQueue::new(db.clone()), crate::SqliteStore::new(db));
+        let record = UsageRecord { request_id: "req-dead".into(), ..UsageRecord::default() };
+        queue.publish(Job::Usage(record)).await.unwrap();
+        for attempt in 0..MAX_ATTEMPTS {
+            let due = queue.due(i64::MAX, 10).await.unwrap();
+            assert_eq!(due.len(), 1, "still retried at attempt {attempt}");
+            queue.fail(due[0].id, "Invalid column type Real".into(), 0).await.unwrap();
+        }
+        assert!(queue.due(i64::MAX, 10).await.unwrap().is_empty(), "parked, not retried forever");
+        assert_eq!(queue.depth().await.unwrap(), (0, 1));
+        let dead = store.dead_jobs(Page { offset: 0, limit: 10 }).await.unwrap();
+        assert_eq!(dead.total, 1);
+        let job = &dead.items[0];
+        assert_eq!((job.kind.as_str(), job.key.as_str(), job.attempts), ("usage", "req-dead", MAX_ATTEMPTS));
+        assert_eq!(job.last_error.as_deref(), Some("Invalid column type Real"));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

@@ -481,7 +481,7 @@ impl Store for SqliteStore {
                             u.completion_tokens,
                             u.total_tokens,
                             u.usage_estimated,
-                            u.cost,
+                            oblivious_core::money::clamp_charge(u.cost),
                             u.latency_ms,
                             u.ttfb_ms,
                             u.status,

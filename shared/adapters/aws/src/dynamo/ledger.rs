@@ -6,6 +6,7 @@
 use aws_sdk_dynamodb::types::AttributeValue;
 use oblivious_core::alerts::Alert;
 use oblivious_core::model::{Id, UsageRecord, User};
+use oblivious_core::money::{checked_balance, clamp_charge, MAX_UNITS, OUT_OF_RANGE};
 use oblivious_ports::{
     spend_periods, Ledger, LedgerEntry, Page, Paged, RedeemError, RedemptionCode, Reservation, Settled, Shortfall,
     Store, StoreError, StoreResult,
@@ -94,6 +95,9 @@ impl DynamoStore {
 
     /// Writes one usage record and settles its request's money, once.
     pub(crate) async fn record_one(&self, u: &UsageRecord) -> StoreResult<Option<Settled>> {
+        // What one request may be charged is bounded (as on SQLite), so the
+        // usage row and the charge agree and no settlement fails on its value.
+        let u = &UsageRecord { cost: clamp_charge(u.cost), ..u.clone() };
         for attempt in 0..ATTEMPTS {
             let held = self.get("reservations", key_request(&u.request_id)).await?;
             let (user, token) = self.holders(u.user_id, u.token_id).await?;
@@ -161,7 +165,13 @@ impl DynamoStore {
     /// Moves a user's balance by the entry's delta (if unchanged since read)
     /// and writes the entry with the balance after, in `tx`.
     async fn balance_entry(&self, tx: &mut Tx, user: &User, entry: LedgerEntry) -> StoreResult<User> {
-        let after = User { quota: user.quota + entry.delta, ..user.clone() };
+        let quota = checked_balance(user.quota, entry.delta).ok_or_else(|| {
+            StoreError::Conflict(format!(
+                "{OUT_OF_RANGE}: a balance of {} units changed by {} leaves ±{MAX_UNITS} units ($1 billion)",
+                user.quota, entry.delta
+            ))
+        })?;
+        let after = User { quota, ..user.clone() };
         tx.update(
             self.table("users"),
             key_id(user.id),
@@ -201,6 +211,8 @@ fn key_request(id: &str) -> Item {
 
 impl Ledger for DynamoStore {
     async fn reserve(&self, r: Reservation) -> StoreResult<Result<(), Shortfall>> {
+        // A hold is at most what a request may be charged (`MAX_UNITS`).
+        let r = Reservation { amount: r.amount.clamp(0, MAX_UNITS), ..r };
         let (day, month) = spend_periods(r.created_at);
         for attempt in 0..ATTEMPTS {
             let user =
@@ -218,12 +230,12 @@ impl Ledger for DynamoStore {
                 return Ok(Err(Shortfall::TokenQuota));
             }
             if let Some(cap) = daily {
-                if self.spent(r.token_id, &day).await? + r.amount > cap {
+                if self.spent(r.token_id, &day).await?.saturating_add(r.amount) > cap {
                     return Ok(Err(Shortfall::DailyLimit));
                 }
             }
             if let Some(cap) = monthly {
-                if self.spent(r.token_id, &month).await? + r.amount > cap {
+                if self.spent(r.token_id, &month).await?.saturating_add(r.amount) > cap {
                     return Ok(Err(Shortfall::MonthlyLimit));
                 }
             }
