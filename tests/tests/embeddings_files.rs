@@ -38,9 +38,8 @@ async fn base64_upstream() -> (String, Arc<Mutex<Vec<Value>>>) {
             let n = body.0["input"].as_array().map_or(1, Vec::len);
             keep.lock().unwrap().push(body.0);
             let bytes: Vec<u8> = [1.0f32, -2.0, 0.5, 0.25].iter().flat_map(|f| f.to_le_bytes()).collect();
-            let data: Vec<Value> = (0..n)
-                .map(|i| json!({"object": "embedding", "index": i, "embedding": B64.encode(&bytes)}))
-                .collect();
+            let data: Vec<Value> =
+                (0..n).map(|i| json!({"object": "embedding", "index": i, "embedding": B64.encode(&bytes)})).collect();
             axum::Json(json!({"object": "list", "data": data, "model": "m"}))
         }
     });
@@ -110,7 +109,8 @@ async fn openai_callers_get_base64_from_converted_channels_when_they_ask() {
             assert_eq!(s64, B64.encode(want), "{model}");
         }
         for format in [Some("float"), None] {
-            let e: Value = s.gw.post("/v1/embeddings", &s.key, &ask(format)).send().await.unwrap().json().await.unwrap();
+            let e: Value =
+                s.gw.post("/v1/embeddings", &s.key, &ask(format)).send().await.unwrap().json().await.unwrap();
             assert!(close(&as_floats(&e["data"][1]["embedding"]), &MOCK_VECTOR), "{model} {format:?}: {e}");
         }
     }
@@ -138,7 +138,13 @@ async fn gemini_callers_on_openai_wire_channels_get_numbers() {
     // The upstream is asked for floats...
     let one = json!({"content": {"parts": [{"text": "hello world"}]}});
     let v: Value =
-        s.gw.post("/v1beta/models/text-embedding-3-small:embedContent", &s.key, &one).send().await.unwrap().json().await.unwrap();
+        s.gw.post("/v1beta/models/text-embedding-3-small:embedContent", &s.key, &one)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
     assert_eq!(v["embedding"]["values"].as_array().unwrap().len(), 4, "{v}");
     let sent = s.openai.seen().last().unwrap().body.clone();
     assert_eq!(sent["encoding_format"], "float", "{sent}");
@@ -164,9 +170,12 @@ async fn converted_embeddings_are_counted_and_billed() {
     // An OpenAI caller on Gemini (which counts nothing): the answer and the row carry the counted input.
     let counted = oblivious_core::count::count_input("text-embedding-004", Some(&input));
     assert!(counted > 0);
-    let r = s
-        .gw
-        .post("/v1/embeddings", &s.key, &json!({"model": "text-embedding-004", "input": input, "encoding_format": "base64"}))
+    let r =
+        s.gw.post(
+            "/v1/embeddings",
+            &s.key,
+            &json!({"model": "text-embedding-004", "input": input, "encoding_format": "base64"}),
+        )
         .send()
         .await
         .unwrap();
@@ -206,7 +215,8 @@ async fn the_data_directory_and_database_files_are_private() {
     let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
     let mut s = setup().await;
     // A request, so the WAL has been written to.
-    let r = s.gw.post("/v1/embeddings", &s.key, &json!({"model": "text-embedding-3-small", "input": "hi"})).send().await;
+    let r =
+        s.gw.post("/v1/embeddings", &s.key, &json!({"model": "text-embedding-3-small", "input": "hi"})).send().await;
     assert_eq!(r.unwrap().status(), 200);
     s.gw.usage_rows(1).await;
     let data = s.gw.data_dir();
@@ -226,7 +236,31 @@ async fn the_data_directory_and_database_files_are_private() {
         std::fs::set_permissions(f, std::fs::Permissions::from_mode(0o644)).unwrap();
     }
     s.gw.restart();
-    let r = s.gw.post("/v1/embeddings", &s.key, &json!({"model": "text-embedding-3-small", "input": "hi"})).send().await;
+    let r =
+        s.gw.post("/v1/embeddings", &s.key, &json!({"model": "text-embedding-3-small", "input": "hi"})).send().await;
     assert_eq!(r.unwrap().status(), 200);
     check("restart");
+}
+
+/// The official `openai` Python SDK (`.venv`, or `OBLIVIOUS_PYTHON`) reads the
+/// numbers of a Gemini and a Cohere channel, asking for base64 explicitly and by default.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_openai_python_sdk_reads_converted_embeddings() {
+    let s = setup().await;
+    let python = std::env::var("OBLIVIOUS_PYTHON")
+        .unwrap_or_else(|_| oblivious_e2e::gateway::repo_root().join(".venv/bin/python").display().to_string());
+    let script = oblivious_e2e::gateway::repo_root().join("tests/sdk/openai_embeddings.py");
+    let (url, key) = (format!("{}/v1", s.gw.url), s.key.clone());
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(&python)
+            .arg(&script)
+            .args([url.as_str(), key.as_str(), "text-embedding-004", "embed-v4.0"])
+            .output()
+    })
+    .await
+    .unwrap()
+    .unwrap_or_else(|e| panic!("cannot run the Python SDK check (run the README's test command to create .venv): {e}"));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "SDK check failed:\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("embed-v4.0 default ok"), "{stdout}");
 }
