@@ -62,7 +62,20 @@ pub struct Gateway {
 /// Spawns `oblivious serve` and reads its address (and, on a first start, the
 /// admin key) from stdout.
 fn spawn(dir: &Path, config_path: &Path) -> (Child, String, Option<String>) {
-    let mut child = Command::new(binary())
+    spawn_limited(dir, config_path, None)
+}
+
+/// As [`spawn`], optionally under a lowered open-file limit (`ulimit -n`).
+fn spawn_limited(dir: &Path, config_path: &Path, nofile: Option<u32>) -> (Child, String, Option<String>) {
+    let mut command = match nofile {
+        Some(n) => {
+            let mut c = Command::new("bash");
+            c.args(["-c", &format!("ulimit -n {n} && exec \"$0\" \"$@\"")]).arg(binary());
+            c
+        }
+        None => Command::new(binary()),
+    };
+    let mut child = command
         .args(["serve", "--listen", "127.0.0.1:0", "--config"])
         .arg(config_path)
         .arg("--data")
@@ -80,10 +93,15 @@ fn spawn(dir: &Path, config_path: &Path) -> (Child, String, Option<String>) {
 impl Gateway {
     /// Starts the gateway with `config` (TOML) written to its config file.
     pub fn start(config: &str) -> Gateway {
+        Gateway::start_limited(config, None)
+    }
+
+    /// Starts the gateway under an open-file limit of `nofile` (soft and hard).
+    pub fn start_limited(config: &str, nofile: Option<u32>) -> Gateway {
         let dir = temp_dir("gw");
         let config_path = dir.join("oblivious.toml");
         std::fs::write(&config_path, config).expect("write config");
-        let (child, url, admin_key) = spawn(&dir, &config_path);
+        let (child, url, admin_key) = spawn_limited(&dir, &config_path, nofile);
         let http = reqwest::Client::builder().pool_max_idle_per_host(0).build().expect("client");
         Gateway {
             url,
@@ -122,6 +140,30 @@ impl Gateway {
         let (child, url, _) = spawn(&self.dir, &self.config);
         self.child = child;
         self.url = url;
+    }
+
+    /// Sends SIGTERM; returns how long the process took to exit, or `None` if
+    /// it was still running after `within`.
+    pub fn terminate(&mut self, within: Duration) -> Option<Duration> {
+        let start = Instant::now();
+        let _ = Command::new("kill").args(["-TERM", &self.pid().to_string()]).status();
+        while start.elapsed() < within {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return Some(start.elapsed());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+
+    /// Resident memory now (VmRSS), KiB.
+    pub fn rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap_or_default();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.split_whitespace().next()?.parse().ok())
+            .unwrap_or(0)
     }
 
     pub fn pid(&self) -> u32 {

@@ -6,11 +6,18 @@ mod cli;
 mod config;
 mod platform;
 mod serve;
+mod server;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+
+/// jemalloc's background thread returns freed memory to the system about a
+/// second after a burst (`.cargo/config.toml`); glibc's allocator and mimalloc
+/// (which purges only on later allocations) left hundreds of MiB resident.
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 #[derive(Parser)]
 #[command(name = "oblivious", version, about = "Oblivious AI gateway")]

@@ -8,7 +8,6 @@ use std::time::Duration;
 use axum::extract::{ConnectInfo, Request};
 use axum::middleware::Next;
 use axum::response::Response;
-use axum::serve::ListenerExt;
 use axum::Router;
 use clap::Args;
 use oblivious_ports::Clock;
@@ -51,8 +50,10 @@ pub async fn run(data: &Path, args: ServeArgs) -> Result<(), String> {
         crate::config::watch(relay.clone(), alerts.clone(), path);
     }
 
-    let listen =
-        args.listen.or_else(|| cfg.as_ref().and_then(|c| c.listen.clone())).unwrap_or_else(|| "127.0.0.1:8080".into());
+    let listen = args
+        .listen
+        .or_else(|| cfg.as_ref().and_then(|c| c.server.listen.clone()))
+        .unwrap_or_else(|| "127.0.0.1:8080".into());
     let listener =
         tokio::net::TcpListener::bind(&listen).await.map_err(|e| format!("cannot listen on {listen}: {e}"))?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
@@ -68,17 +69,25 @@ pub async fn run(data: &Path, args: ServeArgs) -> Result<(), String> {
     }
     println!("Oblivious listening on http://{addr} (data: {})", data.display());
     tracing::info!(%addr, config = ?config_path, "serving");
-    let listener = listener.tap_io(|tcp| {
-        // Without it, back-to-back keep-alive requests stall on Nagle + delayed ACK.
-        let _ = tcp.set_nodelay(true);
-    });
-    axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
-        .with_graceful_shutdown(shutdown_signal())
-        .await
-        .map_err(|e| e.to_string())?;
+    let server = cfg.as_ref().map(|c| c.server.clone()).unwrap_or_default();
+    crate::server::serve(listener, app, &server, shutdown_signal()).await;
+    // Requests cut off at the deadline still publish their usage: wait for it, then apply it all.
+    let flushed = tokio::time::timeout(Duration::from_secs(10), async {
+        while relay.usage_pending() > 0 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    if flushed.is_err() {
+        tracing::error!(pending = relay.usage_pending(), "usage records still unpublished at exit");
+    }
     consumer.abort();
-    // Apply whatever was published before the last responses went out.
-    drain(&relay, &queue, &alerts).await;
+    // Bounded: a job that keeps failing is due again only after its backoff.
+    for _ in 0..100 {
+        if drain(&relay, &queue, &alerts).await == 0 {
+            break;
+        }
+    }
     tracing::info!("stopped");
     Ok(())
 }

@@ -22,6 +22,7 @@ use serde_json::{Map, Value};
 
 use crate::embeddings;
 use crate::inbound::{self, GeminiCall, Parsed};
+use crate::overlay::Overlay;
 use crate::respond::{error_response_in, json_response, read_body, set_request_id};
 use crate::upstream::Op;
 use crate::usage::UsageDraft;
@@ -52,35 +53,30 @@ fn outgoing(parsed: &mut Parsed, ch: &Channel, upstream_model: &str) -> Result<O
     let stream = parsed.stream;
     let endpoint = parsed.endpoint;
     let json = |v: &Value| Bytes::from(serde_json::to_vec(v).unwrap_or_default());
+    let model = || Value::String(upstream_model.to_string());
     let out = match endpoint {
         Endpoint::Chat(inbound) if inbound.wire() == wire => {
-            let mut body = parsed.body.clone();
-            match wire {
-                Wire::OpenAi => {
-                    body.insert("model".into(), Value::String(upstream_model.to_string()));
-                    if stream && info.stream_options {
-                        let opts = body.entry("stream_options").or_insert_with(|| Value::Object(Map::new()));
-                        if let Value::Object(o) = opts {
-                            o.insert("include_usage".into(), Value::Bool(true));
-                        } else {
-                            *opts = serde_json::json!({ "include_usage": true });
-                        }
-                    } else if !info.stream_options {
-                        body.remove("stream_options");
-                    }
+            let body = &parsed.body;
+            let overlay = match wire {
+                Wire::OpenAi if stream && info.stream_options => {
+                    let mut opts = match body.get("stream_options") {
+                        Some(Value::Object(o)) => o.clone(),
+                        _ => Map::new(),
+                    };
+                    opts.insert("include_usage".into(), Value::Bool(true));
+                    Overlay { base: body, set: vec![("model", model()), ("stream_options", opts.into())], remove: &[] }
                 }
-                Wire::Anthropic => {
-                    body.insert("model".into(), Value::String(upstream_model.to_string()));
+                Wire::OpenAi if !info.stream_options => {
+                    Overlay { base: body, set: vec![("model", model())], remove: &["stream_options"] }
                 }
-                _ => {}
-            }
-            Outgoing { op: Op::Chat { stream }, body: json(&Value::Object(body)), wire, passthrough: true }
+                Wire::OpenAi | Wire::Anthropic => Overlay { base: body, set: vec![("model", model())], remove: &[] },
+                _ => Overlay { base: body, set: vec![], remove: &[] },
+            };
+            Outgoing { op: Op::Chat { stream }, body: overlay.to_bytes(), wire, passthrough: true }
         }
         // OpenAI's own Responses API where the channel has it; every other channel gets chat.
         Endpoint::Chat(Inbound::Responses) if matches!(ch.spec.kind, ChannelType::Openai | ChannelType::Azure) => {
-            let mut body = parsed.body.clone();
-            body.insert("model".into(), Value::String(upstream_model.to_string()));
-            let body = json(&Value::Object(body));
+            let body = Overlay { base: &parsed.body, set: vec![("model", model())], remove: &[] }.to_bytes();
             Outgoing { op: Op::OpenAiPath("/responses"), body, wire: Wire::Responses, passthrough: true }
         }
         Endpoint::Chat(_) => {
@@ -119,17 +115,12 @@ fn outgoing(parsed: &mut Parsed, ch: &Channel, upstream_model: &str) -> Result<O
             Outgoing { op: Op::OpenAiPath(endpoint.openai_path()), body, wire, passthrough: true }
         }
         _ => {
-            let mut body = parsed.body.clone();
-            body.insert("model".into(), Value::String(upstream_model.to_string()));
+            let mut set = vec![("model", model())];
             if stream && endpoint == Endpoint::Completions && info.stream_options {
-                body.insert("stream_options".into(), serde_json::json!({ "include_usage": true }));
+                set.push(("stream_options", serde_json::json!({ "include_usage": true })));
             }
-            Outgoing {
-                op: Op::OpenAiPath(endpoint.openai_path()),
-                body: json(&Value::Object(body)),
-                wire,
-                passthrough: true,
-            }
+            let body = Overlay { base: &parsed.body, set, remove: &[] }.to_bytes();
+            Outgoing { op: Op::OpenAiPath(endpoint.openai_path()), body, wire, passthrough: true }
         }
     };
     Ok(out)
@@ -233,7 +224,7 @@ pub(crate) async fn handle<P: Platform>(
     let mut body_len = 0i64;
     let parsed = read_body(&parts, body, settings.max_body_bytes).await.and_then(|raw| {
         body_len = raw.len() as i64;
-        inbound::parse(endpoint, raw, content_type, gemini.as_ref())
+        inbound::parse(endpoint, raw, content_type, gemini.as_ref(), &settings)
     });
     let parsed = match parsed {
         Ok(p) => p,
@@ -611,6 +602,8 @@ async fn deliver<P: Platform>(
         Err(e) => return Err((draft, Failure::Transport(e))),
     };
     relay.record_success(ch.id, key).await;
+    // A whole 2xx answer is in hand: it is delivered (and charged) from here on.
+    draft.delivered = true;
     let request_id = draft.request_id.clone();
     let passthrough = |bytes: Bytes| {
         let mut response = json_response(resp.status, bytes, &request_id);
@@ -635,8 +628,15 @@ async fn deliver<P: Platform>(
         if !out.passthrough {
             // Embeddings converted on the way out come back in the caller's shape, with the tokens the row bills.
             let v = value.unwrap_or_default();
-            let body =
-                embeddings::answer(parsed.endpoint, out.wire, &v, usage, &draft.body, &parsed.model, &draft.upstream_model);
+            let body = embeddings::answer(
+                parsed.endpoint,
+                out.wire,
+                &v,
+                usage,
+                &draft.body,
+                &parsed.model,
+                &draft.upstream_model,
+            );
             draft.finish(resp.status, usage, text, None);
             return Ok(json_response(200, body.to_string().into(), &request_id));
         }

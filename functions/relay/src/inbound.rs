@@ -173,6 +173,7 @@ pub(crate) fn parse(
     raw: bytes::Bytes,
     content_type: Option<&http::HeaderValue>,
     gemini: Option<&GeminiCall>,
+    settings: &oblivious_core::config::RelaySettings,
 ) -> Result<Parsed, ApiError> {
     let path_model = gemini.map(|g| g.model.as_str());
     let gemini_sse = gemini.is_some_and(|g| g.sse);
@@ -250,6 +251,8 @@ pub(crate) fn parse(
             _ => {}
         }
     }
+    // Before any conversion builds a second copy of a body that should be refused.
+    crate::validate::check(endpoint, &body, settings)?;
     let include_usage =
         body.get("stream_options").and_then(|o| o.get("include_usage")).and_then(Value::as_bool) == Some(true);
     let canon = match endpoint {

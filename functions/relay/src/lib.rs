@@ -8,17 +8,20 @@
 
 mod attempt;
 mod auth;
+mod cors;
 mod credentials;
 mod embeddings;
 pub mod health;
 mod inbound;
 mod limits;
+mod overlay;
 mod respond;
 mod snapshot;
 mod stream;
 mod tokens;
 mod upstream;
 mod usage;
+mod validate;
 
 use std::collections::HashSet;
 use std::net::IpAddr;
@@ -36,7 +39,7 @@ use oblivious_ports::{Ids, Platform, Ports, StoreError};
 
 pub use auth::Principal;
 use inbound::GeminiCall;
-pub use respond::{error_response, error_response_in, json_response, REQUEST_ID};
+pub use respond::{error_response, error_response_in, json_response, read_body, REQUEST_ID};
 pub use snapshot::Snapshot;
 
 /// The caller's address, inserted into request extensions by the runtime shell.
@@ -70,6 +73,11 @@ impl<P: Platform> Relay<P> {
         });
         relay.refresh(true).await?;
         Ok(relay)
+    }
+
+    /// Usage records finished but not yet handed to the queue (a shell waits for 0 before exiting).
+    pub fn usage_pending(&self) -> usize {
+        self.usage_backlog.pending()
     }
 
     pub fn settings(&self) -> Arc<RelaySettings> {
@@ -122,7 +130,7 @@ impl<P: Platform> Relay<P> {
 }
 
 pub fn router<P: Platform>(relay: Arc<Relay<P>>) -> Router {
-    Router::new()
+    let routes = Router::new()
         .route("/v1/chat/completions", post(openai::<P>))
         .route("/v1/completions", post(openai::<P>))
         .route("/v1/embeddings", post(openai::<P>))
@@ -137,8 +145,12 @@ pub fn router<P: Platform>(relay: Arc<Relay<P>>) -> Router {
         .route("/v1/models", get(list_models::<P>))
         .route("/v1/models/{*id}", get(get_model::<P>).post(gemini::<P>))
         .route("/v1beta/models", get(gemini_models::<P>))
-        .route("/v1beta/models/{*id}", get(gemini_model::<P>).post(gemini::<P>))
-        .with_state(relay)
+        .route("/v1beta/models/{*id}", get(gemini_model::<P>).post(gemini::<P>));
+    let routes = match cors::layer(&relay.settings().cors) {
+        Some(layer) => routes.layer(layer),
+        None => routes,
+    };
+    routes.with_state(relay)
 }
 
 /// Adds the answer for any URL no route serves: 404 `unknown_url` in OpenAI's shape.

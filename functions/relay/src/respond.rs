@@ -41,7 +41,7 @@ fn too_large(limit: usize) -> ApiError {
 }
 
 /// Reads the whole request body, refusing more than `limit` bytes with 413.
-pub(crate) async fn read_body(parts: &http::request::Parts, body: Body, limit: usize) -> Result<Bytes, ApiError> {
+pub async fn read_body(parts: &http::request::Parts, body: Body, limit: usize) -> Result<Bytes, ApiError> {
     let declared = parts
         .headers
         .get(http::header::CONTENT_LENGTH)
@@ -55,6 +55,11 @@ pub(crate) async fn read_body(parts: &http::request::Parts, body: Body, limit: u
         while let Some(s) = source {
             if s.is::<http_body_util::LengthLimitError>() {
                 return too_large(limit);
+            }
+            // The runtime shell ends a body that does not arrive in time with a TimedOut error.
+            if s.downcast_ref::<std::io::Error>().is_some_and(|e| e.kind() == std::io::ErrorKind::TimedOut) {
+                return ApiError::invalid("request_timeout", "The request body did not arrive in time.")
+                    .with_status(408);
             }
             source = s.source();
         }

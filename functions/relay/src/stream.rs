@@ -43,6 +43,9 @@ struct StreamState<P: Platform> {
     draft: UsageDraft<P>,
     error: Option<String>,
     ended: bool,
+    /// The answer's finish (its stop reason) was sent: a client that hangs up
+    /// after it, before the upstream's body ends, read a complete answer.
+    complete: bool,
     keepalive: Duration,
 }
 
@@ -65,6 +68,7 @@ pub(crate) fn relay_stream<P: Platform>(
         draft,
         error: None,
         ended: false,
+        complete: false,
         keepalive,
     };
     futures_util::stream::unfold(state, |mut s| async move { s.next_frame().await.map(|b| (Ok(b), s)) })
@@ -144,8 +148,16 @@ impl<P: Platform> StreamState<P> {
     fn take_events(&mut self, out: &mut Vec<u8>) {
         for ev in std::mem::take(&mut self.events) {
             match &ev {
-                Event::Text(t) | Event::Thinking(t) => self.text.push_str(t),
-                Event::ToolCallArgs { delta, .. } => self.text.push_str(delta),
+                Event::Text(t) | Event::Thinking(t) => {
+                    self.text.push_str(t);
+                    self.draft.delivered = true;
+                }
+                Event::ToolCallArgs { delta, .. } => {
+                    self.text.push_str(delta);
+                    self.draft.delivered = true;
+                }
+                Event::ToolCallStart { .. } => self.draft.delivered = true,
+                Event::Finish(_) => self.complete = true,
                 Event::Usage(u) => self.usage = Some(*u),
                 Event::Error { message } => self.error = Some(message.clone()),
                 _ => {}
@@ -180,6 +192,10 @@ impl<P: Platform> Drop for StreamState<P> {
     /// The client went away before the end: the upstream call is dropped with
     /// us, and what was delivered so far is still recorded (and charged).
     fn drop(&mut self) {
-        self.draft.finish(499, self.usage, std::mem::take(&mut self.text), Some("client disconnected".into()));
+        let (status, error) = match (self.complete, self.error.take()) {
+            (true, None) => (200, None),
+            (_, error) => (499, Some(error.unwrap_or_else(|| "client disconnected".into()))),
+        };
+        self.draft.finish(status, self.usage, std::mem::take(&mut self.text), error);
     }
 }

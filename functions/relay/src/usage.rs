@@ -45,6 +45,10 @@ impl Backlog {
         }
     }
 
+    pub(crate) fn pending(&self) -> usize {
+        self.pending.load(Ordering::Acquire)
+    }
+
     fn add(&self) {
         self.pending.fetch_add(1, Ordering::AcqRel);
     }
@@ -77,6 +81,9 @@ pub(crate) struct UsageDraft<P: Platform> {
     pub reserved: i64,
     /// Rate-limit slots and windows to release at the end.
     pub admission: Option<Admission>,
+    /// An answer reached the client: a whole 2xx body, or a stream that sent
+    /// at least one content event. Only then is anything charged.
+    pub delivered: bool,
     finished: bool,
 }
 
@@ -106,6 +113,7 @@ impl<P: Platform> UsageDraft<P> {
             ratio_bp: 10_000,
             reserved: 0,
             admission: None,
+            delivered: false,
             finished: false,
         }
     }
@@ -124,7 +132,7 @@ impl<P: Platform> UsageDraft<P> {
         }
         let relay = self.relay.clone();
         let latency_ms = (relay.ports.clock.now_us() - self.started_us) / 1000;
-        let delivered = status < 400 || !completion_text.is_empty();
+        let delivered = self.delivered;
         let endpoint = self.endpoint;
         let body = self.body.clone();
         let price = self.price.take();
@@ -177,7 +185,8 @@ impl<P: Platform> UsageDraft<P> {
                 completion_tokens: completion,
                 ..Usage::default()
             };
-            record.cost = price.as_ref().map_or(0, |p| pricing::cost(p, ratio_bp, &used));
+            // The charging rule: nothing delivered, nothing charged — not even a fixed per-request fee.
+            record.cost = if delivered { price.as_ref().map_or(0, |p| pricing::cost(p, ratio_bp, &used)) } else { 0 };
             if let Some(a) = admission {
                 owner.release(a, prompt + completion).await;
             }

@@ -40,6 +40,67 @@ pub struct RelaySettings {
     /// Lets channel base URLs point at link-local and cloud metadata addresses
     /// (169.254.0.0/16, fe80::/10, fd00:ec2::254); refused by default.
     pub allow_link_local_upstreams: bool,
+    /// Messages (or Gemini `contents`, Responses `input` items, embedding
+    /// inputs) one request may carry; more is a 400 `too_many_messages`.
+    pub max_messages: usize,
+    /// Content parts over all of a request's messages; more is a 400 `too_many_parts`.
+    pub max_parts: usize,
+    /// Cross-origin access to the relay routes (`/v1/*`, `/v1beta/*`).
+    pub cors: CorsSettings,
+}
+
+/// CORS on the relay routes. They authenticate by a key in a header, never by
+/// a cookie, so any origin may call them by default.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CorsSettings {
+    /// `["*"]` (any), a list of exact origins, or `[]` (no CORS headers at all).
+    pub allowed_origins: Vec<String>,
+    pub allowed_methods: Vec<String>,
+    /// `["*"]` echoes whatever the preflight asks for.
+    pub allowed_headers: Vec<String>,
+    /// How long a browser may cache a preflight answer.
+    pub max_age_seconds: u64,
+}
+
+impl Default for CorsSettings {
+    fn default() -> Self {
+        CorsSettings {
+            allowed_origins: vec!["*".into()],
+            allowed_methods: ["GET", "POST", "OPTIONS"].map(String::from).to_vec(),
+            allowed_headers: vec!["*".into()],
+            max_age_seconds: 600,
+        }
+    }
+}
+
+/// The local server's connection limits (`[server]`).
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerSettings {
+    pub listen: Option<String>,
+    /// A request's headers must arrive within this. The clock also runs while a
+    /// keep-alive connection waits for its next request: it is the idle timeout too.
+    pub header_read_timeout_ms: u64,
+    /// A request's whole body must arrive within this (counted from its headers): 408 after.
+    pub body_read_timeout_ms: u64,
+    /// Open connections at most; past it a new one gets a 503 and is closed.
+    /// 0: three quarters of the process's file-descriptor limit.
+    pub max_connections: usize,
+    /// On SIGTERM/Ctrl-C, running requests and streams get this long to finish.
+    pub shutdown_timeout_ms: u64,
+}
+
+impl Default for ServerSettings {
+    fn default() -> Self {
+        ServerSettings {
+            listen: None,
+            header_read_timeout_ms: 30_000,
+            body_read_timeout_ms: 60_000,
+            max_connections: 0,
+            shutdown_timeout_ms: 30_000,
+        }
+    }
 }
 
 impl Default for RelaySettings {
@@ -59,6 +120,9 @@ impl Default for RelaySettings {
             health_check_seconds: 0,
             health_window_seconds: 600,
             allow_link_local_upstreams: false,
+            max_messages: 10_000,
+            max_parts: 50_000,
+            cors: CorsSettings::default(),
         }
     }
 }
@@ -109,7 +173,7 @@ impl Default for BillingSettings {
 /// The validated file.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Config {
-    pub listen: Option<String>,
+    pub server: ServerSettings,
     pub relay: RelaySettings,
     pub billing: BillingSettings,
     pub hot: HotSettings,
@@ -144,7 +208,7 @@ impl std::error::Error for ConfigError {}
 #[serde(deny_unknown_fields)]
 struct RawFile {
     #[serde(default)]
-    server: RawServer,
+    server: ServerSettings,
     #[serde(default)]
     relay: RelaySettings,
     #[serde(default)]
@@ -161,12 +225,6 @@ struct RawFile {
     prices: BTreeMap<String, RawPrice>,
     #[serde(default)]
     channels: Vec<RawChannel>,
-}
-
-#[derive(Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawServer {
-    listen: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -391,7 +449,7 @@ pub fn parse(file: &str, text: &str, env: impl Fn(&str) -> Option<String>) -> Re
         return Err(err("alerts.thresholds_percent".into(), "each threshold is a percent from 0 to 100".into()));
     }
     Ok(Config {
-        listen: raw.server.listen,
+        server: raw.server,
         relay,
         billing: raw.billing,
         hot,

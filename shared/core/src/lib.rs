@@ -11,7 +11,6 @@ pub mod error;
 pub mod job;
 pub mod model;
 pub mod money;
-pub mod upstream_url;
 pub mod pattern;
 pub mod pricing;
 pub mod provider;
@@ -20,6 +19,7 @@ pub mod retry;
 pub mod select;
 pub mod sign;
 pub mod sse;
+pub mod upstream_url;
 pub mod wire;
 
 pub use error::{ApiError, ErrorKind};

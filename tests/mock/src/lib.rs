@@ -49,6 +49,8 @@ pub struct StreamShape {
     pub cut_after: Option<usize>,
     /// Leave out usage even when asked (some upstreams do).
     pub omit_usage: bool,
+    /// Keep the body open this long after `[DONE]` (slow upstreams close late).
+    pub linger: Duration,
 }
 
 impl Default for StreamShape {
@@ -58,6 +60,7 @@ impl Default for StreamShape {
             interval: Duration::ZERO,
             cut_after: None,
             omit_usage: false,
+            linger: Duration::ZERO,
         }
     }
 }
@@ -113,6 +116,8 @@ impl Mock {
             .route("/v1/completions", post(completions))
             .route("/v1/embeddings", post(embeddings))
             .route("/v1/models", get(models))
+            // Large bodies (the hostile tests send 16 MB) are read like any other.
+            .layer(axum::extract::DefaultBodyLimit::max(64 * 1024 * 1024))
             .with_state(inner.clone());
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await.expect("bind mock");
         let addr = listener.local_addr().expect("mock addr");
@@ -398,6 +403,9 @@ fn sse(
             frames.push((Duration::ZERO, Ok(frame(&u))));
         }
         frames.push((Duration::ZERO, Ok(Bytes::from_static(b"data: [DONE]\n\n"))));
+        if !shape.linger.is_zero() {
+            frames.push((shape.linger, Ok(Bytes::new())));
+        }
     }
     let guard = StreamGuard { inner, done: false };
     let stream = futures_util::stream::unfold((frames.into_iter(), guard), |(mut it, mut guard)| async move {
