@@ -79,7 +79,7 @@ async fn every_outcome(gw: &Gateway, key: &str, broke: &str) -> usize {
                     // Hangs up while the upstream is still silent: nothing was delivered.
                     let sent = gw
                         .post("/v1/chat/completions", &key, &chat("m-stall", false))
-                        .timeout(Duration::from_millis(1500));
+                        .timeout(Duration::from_millis(2500));
                     assert!(sent.send().await.is_err());
                 }
                 4 => {
@@ -103,7 +103,7 @@ async fn every_outcome(gw: &Gateway, key: &str, broke: &str) -> usize {
 async fn only_a_delivered_answer_is_charged_whatever_happens_on_the_way() {
     let (ok, bad, stall) = (Mock::start("ok").await, Mock::start("bad").await, Mock::start("stall").await);
     bad.set(Behavior::Fail(500));
-    stall.set(Behavior::Stall(Duration::from_secs(3)));
+    stall.set(Behavior::Stall(Duration::from_secs(6)));
     let extra = format!("{FEE}\n{STRICT_PRICES}\n");
     let mut gw = Gateway::start(&config(
         &[

@@ -54,33 +54,7 @@ pub(crate) const MAX_ADMIN_BODY: usize = 1 << 20;
 /// only once the caller is authenticated, so an unauthenticated request is
 /// answered without waiting for its body.
 pub(crate) async fn json_body<T: DeserializeOwned>(parts: &Parts, raw: Body) -> Result<T, ApiError> {
-    use futures_util::StreamExt;
-    let too_large = || {
-        ApiError::new(
-            ErrorKind::TooLarge,
-            "request_too_large",
-            format!("An admin request body may be at most {MAX_ADMIN_BODY} bytes."),
-        )
-    };
-    let declared = parts
-        .headers
-        .get(http::header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > MAX_ADMIN_BODY as u64) {
-        return Err(too_large());
-    }
-    let mut buf = Vec::new();
-    let mut stream = raw.into_data_stream();
-    while let Some(chunk) = stream.next().await {
-        let chunk = chunk
-            .map_err(|e| ApiError::invalid("body_read_failed", format!("Could not read the request body: {e}")))?;
-        if buf.len() + chunk.len() > MAX_ADMIN_BODY {
-            return Err(too_large());
-        }
-        buf.extend_from_slice(&chunk);
-    }
-    body(&buf)
+    body(&oblivious_relay::read_body(parts, raw, MAX_ADMIN_BODY).await?)
 }
 
 /// An amount that must be `0..=MAX_UNITS`: negative is `negative_code`,

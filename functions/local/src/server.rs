@@ -41,6 +41,7 @@ pub async fn serve(listener: TcpListener, app: Router, s: &ServerSettings, shutd
     let body_timeout = Duration::from_millis(s.body_read_timeout_ms.max(1));
     let mut conns = JoinSet::new();
     let mut shutdown = std::pin::pin!(shutdown);
+    let mut last_warned: Option<std::time::Instant> = None;
     loop {
         let accepted = tokio::select! {
             a = listener.accept() => a,
@@ -51,7 +52,10 @@ pub async fn serve(listener: TcpListener, app: Router, s: &ServerSettings, shutd
             Ok(a) => a,
             Err(e) => {
                 // Out of descriptors (EMFILE) or a connection reset before accept: wait, then go on.
-                tracing::warn!("accept failed: {e}");
+                if last_warned.is_none_or(|t| t.elapsed() > Duration::from_secs(10)) {
+                    tracing::warn!("accept failed (logged once per 10 s): {e}");
+                    last_warned = Some(std::time::Instant::now());
+                }
                 tokio::time::sleep(Duration::from_millis(50)).await;
                 continue;
             }
