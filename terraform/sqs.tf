@@ -28,3 +28,20 @@ resource "aws_sqs_queue_redrive_allow_policy" "usage_dlq" {
     sourceQueueArns   = [aws_sqs_queue.usage.arn]
   })
 }
+
+# A usage job the consumer could not apply in `max_receives` tries is parked
+# in the dead-letter queue, never retried forever: this alarm makes it seen.
+resource "aws_cloudwatch_metric_alarm" "usage_dead_letters" {
+  alarm_name          = "${var.name}-usage-dead-letters"
+  alarm_description   = "Usage jobs in the dead-letter queue: their settlement could not be applied."
+  namespace           = "AWS/SQS"
+  metric_name         = "ApproximateNumberOfMessagesVisible"
+  dimensions          = { QueueName = aws_sqs_queue.usage_dlq.name }
+  statistic           = "Maximum"
+  period              = 60
+  evaluation_periods  = 1
+  threshold           = 0
+  comparison_operator = "GreaterThanThreshold"
+  treat_missing_data  = "notBreaching"
+  alarm_actions       = var.alarm_topic_arn == "" ? [] : [var.alarm_topic_arn]
+}

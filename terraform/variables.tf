@@ -58,3 +58,9 @@ variable "schedule" {
   type        = string
   default     = "rate(1 minute)"
 }
+
+variable "alarm_topic_arn" {
+  description = "SNS topic notified when usage jobs land in the dead-letter queue (empty: the alarm only shows in CloudWatch)."
+  type        = string
+  default     = ""
+}

@@ -111,6 +111,10 @@ fn the_usage_queue_has_a_dead_letter_queue_and_reports_partial_failures() {
     let redrive = queues["usage"]["redrive_policy"].as_str().unwrap();
     assert!(redrive.contains("aws_sqs_queue.usage_dlq.arn") && redrive.contains("maxReceiveCount"), "{redrive}");
     assert!(queues["usage_dlq"].is_object());
+    // A parked job is seen: an alarm on the dead-letter queue's depth.
+    let alarm = &tf["resource"]["aws_cloudwatch_metric_alarm"]["usage_dead_letters"];
+    assert_eq!(alarm["metric_name"], "ApproximateNumberOfMessagesVisible", "{alarm}");
+    assert!(alarm["dimensions"].to_string().contains("aws_sqs_queue.usage_dlq.name"), "{alarm}");
     let mapping = &tf["resource"]["aws_lambda_event_source_mapping"]["usage"];
     assert_eq!(mapping["event_source_arn"], "${aws_sqs_queue.usage.arn}");
     assert_eq!(mapping["function_name"], "${aws_lambda_function.fn[\"usage\"].arn}");

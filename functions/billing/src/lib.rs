@@ -130,6 +130,23 @@ async fn check_alerts<P: Platform>(
     Ok(())
 }
 
+/// The alert for a job the queue parked after its last attempt (a dead
+/// letter): a webhook to the alerts URL. None for webhooks themselves (their
+/// own failure is what parked them) or without a URL; the parking is logged either way.
+pub fn dead_job_alert(settings: &AlertSettings, job: &Job, attempts: i64, error: &str) -> Option<Job> {
+    let url = settings.webhook_url.as_ref()?;
+    let kind = match job {
+        Job::Usage(_) => "usage",
+        Job::Webhook { .. } => return None,
+    };
+    let key = job.dedup_key();
+    let payload = serde_json::json!({
+        "type": "job_dead",
+        "job": { "kind": kind, "key": key, "attempts": attempts, "error": error },
+    });
+    Some(Job::Webhook { id: format!("dead-{key}"), url: url.clone(), payload: payload.to_string() })
+}
+
 async fn deliver<P: Platform>(ports: &Ports<P>, url: &str, payload: &str) -> Result<(), String> {
     let mut headers = http::HeaderMap::new();
     headers.insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/json"));
@@ -145,5 +162,27 @@ async fn deliver<P: Platform>(ports: &Ports<P>, url: &str, payload: &str) -> Res
         Either::Left((Ok(resp), _)) => Err(format!("webhook answered {}", resp.status)),
         Either::Left((Err(e), _)) => Err(format!("webhook: {e}")),
         Either::Right(_) => Err("webhook timed out".into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_parked_usage_job_raises_a_webhook_alert_and_a_parked_webhook_does_not() {
+        let usage = Job::Usage(UsageRecord { request_id: "req-1".into(), ..UsageRecord::default() });
+        assert!(dead_job_alert(&AlertSettings::default(), &usage, 8, "boom").is_none(), "no URL, no webhook");
+        let settings =
+            AlertSettings { webhook_url: Some("http://127.0.0.1:1/hook".into()), ..AlertSettings::default() };
+        let Some(Job::Webhook { id, url, payload }) = dead_job_alert(&settings, &usage, 8, "boom") else {
+            panic!("a webhook job")
+        };
+        assert_eq!((id.as_str(), url.as_str()), ("dead-req-1", "http://127.0.0.1:1/hook"));
+        let v: serde_json::Value = serde_json::from_str(&payload).unwrap();
+        assert_eq!(v["type"], "job_dead");
+        assert_eq!((v["job"]["kind"].as_str(), v["job"]["attempts"].as_i64()), (Some("usage"), Some(8)));
+        let hook = Job::Webhook { id: "x".into(), url: "u".into(), payload: "{}".into() };
+        assert!(dead_job_alert(&settings, &hook, 8, "boom").is_none());
     }
 }

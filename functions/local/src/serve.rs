@@ -194,8 +194,17 @@ async fn drain(relay: &Relay<Local>, queue: &SqliteQueue, alerts: &SharedAlerts)
             Ok(_) => done.push(j.id),
             Err(e) => {
                 tracing::warn!(job = j.id, attempts = j.attempts, "job failed: {e}");
-                if let Err(e) = queue.fail(j.id, e, relay.ports.clock.now_ms()).await {
-                    tracing::error!(job = j.id, "cannot update the outbox: {e}");
+                match queue.fail(j.id, e.clone(), relay.ports.clock.now_ms()).await {
+                    Ok(true) => {
+                        // Parked for good (listed at /api/admin/jobs?state=dead): tell the operator.
+                        if let Some(alert) = oblivious_billing::dead_job_alert(&settings, &j.job, j.attempts + 1, &e) {
+                            if let Err(e) = oblivious_ports::Queue::publish(&relay.ports.queue, alert).await {
+                                tracing::error!(job = j.id, "cannot queue the dead-job alert: {e}");
+                            }
+                        }
+                    }
+                    Ok(false) => {}
+                    Err(e) => tracing::error!(job = j.id, "cannot update the outbox: {e}"),
                 }
             }
         }

@@ -77,8 +77,9 @@ impl SqliteQueue {
             .await
     }
 
-    /// Records a failed attempt; retries later with backoff, or parks the job.
-    pub async fn fail(&self, id: i64, error: String, now_ms: i64) -> Result<(), StoreError> {
+    /// Records a failed attempt; retries later with backoff, or parks the job
+    /// (returns `true` when this attempt parked it).
+    pub async fn fail(&self, id: i64, error: String, now_ms: i64) -> Result<bool, StoreError> {
         self.db
             .write(move |c| {
                 let attempts: i64 = c.row(
@@ -92,7 +93,7 @@ impl SqliteQueue {
                 if dead {
                     tracing::error!(id, attempts, "job parked after repeated failures");
                 }
-                Ok(())
+                Ok(dead)
             })
             .await
     }
@@ -150,7 +151,8 @@ mod tests {
         for attempt in 0..MAX_ATTEMPTS {
             let due = queue.due(i64::MAX, 10).await.unwrap();
             assert_eq!(due.len(), 1, "still retried at attempt {attempt}");
-            queue.fail(due[0].id, "Invalid column type Real".into(), 0).await.unwrap();
+            let parked = queue.fail(due[0].id, "Invalid column type Real".into(), 0).await.unwrap();
+            assert_eq!(parked, attempt == MAX_ATTEMPTS - 1, "parked by the last attempt only");
         }
         assert!(queue.due(i64::MAX, 10).await.unwrap().is_empty(), "parked, not retried forever");
         assert_eq!(queue.depth().await.unwrap(), (0, 1));
