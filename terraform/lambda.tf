@@ -181,11 +181,8 @@ resource "aws_lambda_function_url" "relay" {
   function_name      = aws_lambda_function.fn["relay"].function_name
   authorization_type = "NONE"
   invoke_mode        = "RESPONSE_STREAM"
-  cors {
-    allow_origins = ["*"]
-    allow_methods = ["GET", "POST"]
-    allow_headers = ["authorization", "content-type", "x-api-key", "x-goog-api-key", "anthropic-version", "anthropic-beta"]
-  }
+  # No `cors` block: the relay answers preflights and sends CORS headers itself
+  # (`[relay.cors]`), as it does on every runtime, with the headers SDKs read exposed.
 }
 
 # The admin API behind an HTTP API (JSON answers need no streaming).

@@ -99,6 +99,15 @@ async fn relay_on_lambda_bills_through_sqs_into_dynamodb() {
     assert_eq!(anon.status, 401);
     let models = aws::invoke(&relay, &aws::function_url_event("GET", "/v1/models", &headers, "")).await;
     assert_eq!(models.status, 200);
+    // Browsers on other origins: the relay answers the preflight itself (the Function URL has no CORS of its own).
+    let preflight = [("origin", "https://app.example"), ("access-control-request-method", "POST")];
+    let pre = aws::invoke(&relay, &aws::function_url_event("OPTIONS", "/v1/chat/completions", &preflight, "")).await;
+    assert!((200..300).contains(&pre.status), "{}", pre.status);
+    assert_eq!(pre.headers["access-control-allow-origin"], "*");
+    // A refusal mid-validation costs nothing and never reaches the upstream on Lambda either.
+    let body = r#"{"model":"m-up","max_tokens":-1,"messages":[{"role":"user","content":"hi"}]}"#;
+    let bad = aws::invoke(&relay, &aws::function_url_event("POST", "/v1/chat/completions", &headers, body)).await;
+    assert_eq!((bad.status, bad.json()["error"]["param"].as_str()), (400, Some("max_tokens")), "{}", bad.text());
     assert_eq!(mock.calls(), 12, "one upstream call per request");
 
     // Every answered request's usage waits in SQS until the consumer (a separate cold start) drains it.
