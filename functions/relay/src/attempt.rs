@@ -14,7 +14,7 @@ use oblivious_core::config::RelaySettings;
 use oblivious_core::model::{Channel, ChannelType, Id, Price};
 use oblivious_core::wire::canon::{ChatResponse, Part};
 use oblivious_core::wire::{self, openai, Inbound, StreamDecoder, StreamEncoder, Wire};
-use oblivious_core::{authz, count, pricing, retry, select as choose, ApiError, ErrorKind};
+use oblivious_core::{authz, pricing, retry, select as choose, ApiError, ErrorKind};
 use oblivious_ports::{
     ByteStream, Clock, Ids, Ledger, Platform, Reservation, Upstream, UpstreamError, UpstreamResponse,
 };
@@ -25,7 +25,7 @@ use crate::inbound::{self, GeminiCall, Parsed};
 use crate::overlay::Overlay;
 use crate::respond::{error_response_in, json_response, read_body, set_request_id};
 use crate::upstream::Op;
-use crate::usage::UsageDraft;
+use crate::usage::{count_prompt, UsageDraft};
 use crate::{stream, ClientIp, Endpoint, Principal, Relay};
 
 /// Upstream error bodies are read up to this size (they are relayed or logged).
@@ -90,7 +90,7 @@ fn outgoing(parsed: &mut Parsed, ch: &Channel, upstream_model: &str) -> Result<O
             Outgoing { op: Op::Chat { stream }, body: json(&v), wire, passthrough: false }
         }
         Endpoint::GeminiEmbed { batch } if wire == Wire::Gemini => {
-            let mut body = parsed.body.clone();
+            let mut body = (*parsed.body).clone();
             if batch {
                 // Each request names its model; point them all at the channel's.
                 if let Some(Value::Array(reqs)) = body.get_mut("requests") {
@@ -274,7 +274,7 @@ pub(crate) async fn handle<P: Platform>(
     } else {
         0
     };
-    draft.body = Arc::new(body);
+    draft.body = body;
     let ip = parts.extensions.get::<ClientIp>().map(|c| c.0);
     let admission = match relay.admit_rate(&principal, ip, model, prompt + completion).await {
         Ok(a) => a,
@@ -344,15 +344,6 @@ async fn admit<P: Platform>(
         }
         Ok(Err(short)) => Err(ApiError::new(ErrorKind::InsufficientQuota, "insufficient_quota", short.message())),
         Err(e) => Err(ApiError::internal(format!("could not reserve quota: {e}"))),
-    }
-}
-
-/// Prompt tokens as tiktoken counts them (the CPU-heavy way: ~0.5 µs a token).
-fn count_prompt(endpoint: Endpoint, model: &str, body: &Value) -> i64 {
-    match endpoint {
-        Endpoint::Chat(_) => count::count_chat_prompt(model, body),
-        Endpoint::Completions => count::count_input(model, body.get("prompt")),
-        _ => count::count_input(model, body.get("input")),
     }
 }
 

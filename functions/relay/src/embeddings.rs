@@ -113,7 +113,7 @@ pub(crate) fn reported_usage(wire: Wire, v: &Value) -> Option<Usage> {
 /// The prompt tokens of a converted embeddings answer: the upstream's count,
 /// else `body`'s input (the OpenAI-shaped body the usage row counts) counted
 /// with tiktoken for `model` exactly as the usage row is.
-fn prompt_tokens(reported: Option<Usage>, model: &str, body: &Value) -> i64 {
+fn prompt_tokens(reported: Option<Usage>, model: &str, body: &Map<String, Value>) -> i64 {
     reported.map_or_else(|| count::count_input(model, body.get("input")), |u| u.input)
 }
 
@@ -125,7 +125,7 @@ pub(crate) fn answer(
     wire: Wire,
     v: &Value,
     reported: Option<Usage>,
-    body: &Value,
+    body: &Map<String, Value>,
     model: &str,
     upstream_model: &str,
 ) -> Value {
@@ -191,7 +191,7 @@ mod tests {
         let gemini = json!({ "embeddings": [{ "values": [1.0, -2.0] }, { "values": [0.5, 0.25] }] });
         let body = json!({ "model": "e", "input": ["hello world", "hi"] });
         let endpoint = Endpoint::Embeddings;
-        let a = answer(endpoint, Wire::Gemini, &gemini, None, &body, "e", "gpt-4");
+        let a = answer(endpoint, Wire::Gemini, &gemini, None, body.as_object().unwrap(), "e", "gpt-4");
         assert_eq!(a["data"][0]["embedding"], json!([1.0, -2.0]));
         // Gemini counts nothing: the input is counted as the usage row counts it.
         let want = count::count_input("gpt-4", body.get("input"));
@@ -199,7 +199,7 @@ mod tests {
         assert_eq!(a["usage"], json!({ "prompt_tokens": want, "total_tokens": want }));
         let mut b64 = body.clone();
         b64["encoding_format"] = json!("base64");
-        let a = answer(endpoint, Wire::Gemini, &gemini, None, &b64, "e", "gpt-4");
+        let a = answer(endpoint, Wire::Gemini, &gemini, None, b64.as_object().unwrap(), "e", "gpt-4");
         assert_eq!(a["data"][0]["embedding"], "AACAPwAAAMA=");
         assert_eq!(floats(&decode_base64(a["data"][1]["embedding"].as_str().unwrap()).unwrap()), vec![0.5, 0.25]);
         // Cohere's billed units are its count, in the answer and the usage row alike.
@@ -207,7 +207,7 @@ mod tests {
             json!({ "embeddings": { "float": [[1.0, -2.0]] }, "meta": { "billed_units": { "input_tokens": 7 } } });
         let reported = reported_usage(Wire::Cohere, &cohere);
         assert_eq!(reported.map(|u| u.input), Some(7));
-        let a = answer(endpoint, Wire::Cohere, &cohere, reported, &b64, "e", "gpt-4");
+        let a = answer(endpoint, Wire::Cohere, &cohere, reported, b64.as_object().unwrap(), "e", "gpt-4");
         assert_eq!(
             (a["data"][0]["embedding"].as_str(), &a["usage"]["prompt_tokens"]),
             (Some("AACAPwAAAMA="), &json!(7))
@@ -225,8 +225,15 @@ mod tests {
         assert_eq!(g["embeddings"], json!([{ "values": [1.0, -2.0] }, { "values": [0.5] }]));
         let body = json!({ "input": ["hello world"] });
         assert_eq!(
-            answer(Endpoint::GeminiEmbed { batch: false }, Wire::OpenAi, &openai, None, &body, "e", "e")["embedding"]
-                ["values"],
+            answer(
+                Endpoint::GeminiEmbed { batch: false },
+                Wire::OpenAi,
+                &openai,
+                None,
+                body.as_object().unwrap(),
+                "e",
+                "e"
+            )["embedding"]["values"],
             json!([1.0, -2.0])
         );
     }

@@ -1,6 +1,8 @@
 //! What the client asked for: the endpoint it called, in which wire format,
 //! and its body checked and (for chat) read into the canonical model.
 
+use std::sync::Arc;
+
 use oblivious_core::wire::canon::ChatRequest;
 use oblivious_core::wire::{anthropic, gemini, openai, responses, Inbound, Wire};
 use oblivious_core::ApiError;
@@ -111,8 +113,9 @@ const OPENAI_CHAT_FIELDS: &[&str] = &[
 /// The parsed, validated client request.
 pub(crate) struct Parsed {
     pub endpoint: Endpoint,
-    /// The body as the client sent it (for same-wire passthrough).
-    pub body: Map<String, Value>,
+    /// The body as the client sent it (for same-wire passthrough), shared with
+    /// the usage record rather than copied.
+    pub body: Arc<Map<String, Value>>,
     /// Raw bytes for bodies that are not JSON (multipart uploads).
     pub raw: Option<bytes::Bytes>,
     pub content_type: Option<http::HeaderValue>,
@@ -141,17 +144,26 @@ impl Parsed {
         self.canon.as_ref().ok_or_else(|| ApiError::internal("canonical request missing"))
     }
 
-    /// An OpenAI-shaped body, for counting tokens of any inbound format.
-    pub fn openai_body(&self) -> Value {
+    /// An OpenAI-shaped body, for counting tokens of any inbound format: the
+    /// client's own (shared, not copied) when it is OpenAI's.
+    pub fn openai_body(&self) -> Arc<Map<String, Value>> {
         match (&self.canon, self.endpoint) {
             (Some(c), Endpoint::Chat(Inbound::Anthropic | Inbound::Gemini | Inbound::Responses)) => {
-                openai::build_request(c, &self.model, false)
+                Arc::new(object(openai::build_request(c, &self.model, false)))
             }
-            (_, Endpoint::GeminiEmbed { .. }) => {
-                serde_json::json!({ "model": self.model, "input": gemini_embed_texts(&self.body) })
-            }
-            _ => Value::Object(self.body.clone()),
+            (_, Endpoint::GeminiEmbed { .. }) => Arc::new(object(serde_json::json!({
+                "model": self.model, "input": gemini_embed_texts(&self.body)
+            }))),
+            _ => self.body.clone(),
         }
+    }
+}
+
+/// The fields of a JSON object (none for anything else).
+pub(crate) fn object(v: Value) -> Map<String, Value> {
+    match v {
+        Value::Object(m) => m,
+        _ => Map::new(),
     }
 }
 
@@ -185,7 +197,7 @@ pub(crate) fn parse(
         let stream = multipart_field(&raw, content_type, "stream").as_deref() == Some("true");
         return Ok(Parsed {
             endpoint,
-            body: Map::new(),
+            body: Arc::default(),
             raw: Some(raw),
             content_type: content_type.cloned(),
             model,
@@ -261,6 +273,7 @@ pub(crate) fn parse(
         Endpoint::Chat(Inbound::Responses) => Some(responses::parse_request(&body)?),
         _ => None,
     };
+    let body = Arc::new(body);
     Ok(Parsed { endpoint, body, raw: None, content_type: None, model, stream, include_usage, gemini_sse, canon })
 }
 

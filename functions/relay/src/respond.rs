@@ -41,7 +41,10 @@ fn too_large(limit: usize) -> ApiError {
 }
 
 /// Reads the whole request body, refusing more than `limit` bytes with 413.
+/// A body in one chunk is kept as it came; one in several is gathered once
+/// into a buffer sized from `Content-Length` (no doubling, no second copy).
 pub async fn read_body(parts: &http::request::Parts, body: Body, limit: usize) -> Result<Bytes, ApiError> {
+    use futures_util::StreamExt;
     let declared = parts
         .headers
         .get(http::header::CONTENT_LENGTH)
@@ -50,19 +53,36 @@ pub async fn read_body(parts: &http::request::Parts, body: Body, limit: usize) -
     if declared.is_some_and(|n| n > limit as u64) {
         return Err(too_large(limit));
     }
-    axum::body::to_bytes(body, limit).await.map_err(|e| {
-        let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&e);
-        while let Some(s) = source {
-            if s.is::<http_body_util::LengthLimitError>() {
-                return too_large(limit);
-            }
-            // The runtime shell ends a body that does not arrive in time with a TimedOut error.
-            if s.downcast_ref::<std::io::Error>().is_some_and(|e| e.kind() == std::io::ErrorKind::TimedOut) {
-                return ApiError::invalid("request_timeout", "The request body did not arrive in time.")
-                    .with_status(408);
-            }
-            source = s.source();
+    let mut stream = body.into_data_stream();
+    let (mut first, mut joined): (Option<Bytes>, Vec<u8>) = (None, Vec::new());
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(read_error)?;
+        let len = first.as_ref().map_or(0, Bytes::len) + joined.len() + chunk.len();
+        if len > limit {
+            return Err(too_large(limit));
         }
-        ApiError::invalid("body_read_failed", format!("Could not read the request body: {e}"))
-    })
+        match first.take() {
+            None if joined.is_empty() => first = Some(chunk),
+            earlier => {
+                if let Some(earlier) = earlier {
+                    joined.reserve(declared.map_or(len, |n| n as usize).max(len));
+                    joined.extend_from_slice(&earlier);
+                }
+                joined.extend_from_slice(&chunk);
+            }
+        }
+    }
+    Ok(first.unwrap_or_else(|| joined.into()))
+}
+
+fn read_error(e: axum::Error) -> ApiError {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&e);
+    while let Some(s) = source {
+        // The runtime shell ends a body that does not arrive in time with a TimedOut error.
+        if s.downcast_ref::<std::io::Error>().is_some_and(|e| e.kind() == std::io::ErrorKind::TimedOut) {
+            return ApiError::invalid("request_timeout", "The request body did not arrive in time.").with_status(408);
+        }
+        source = s.source();
+    }
+    ApiError::invalid("body_read_failed", format!("Could not read the request body: {e}"))
 }

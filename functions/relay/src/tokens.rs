@@ -12,7 +12,7 @@ use oblivious_core::{authz, count, ApiError};
 use oblivious_ports::{Ids, Platform};
 use serde_json::{json, Value};
 
-use crate::inbound::GeminiCall;
+use crate::inbound::{self, GeminiCall};
 use crate::respond::{error_response_in, json_response, read_body};
 use crate::Relay;
 
@@ -55,7 +55,7 @@ pub(crate) async fn count<P: Platform>(
             )
             .with_param("model"));
         }
-        let body = openai::build_request(&canon, &canon.model, false);
+        let body = inbound::object(openai::build_request(&canon, &canon.model, false));
         Ok(count::count_chat_prompt(&canon.model, &body))
     }
     .await;
