@@ -336,6 +336,22 @@ async fn huge_and_deep_bodies_are_refused_and_memory_comes_back() {
     assert_eq!(body["error"]["code"], "too_many_messages", "{body}");
     let after_many = gw.rss_kib();
 
+    // Millions of tiny values are refused before they are parsed (a 32-byte node for every two bytes).
+    let tiny = format!("{{\"model\":\"m-ok\",\"messages\":[],\"metadata\":[{}1]}}", "1,".repeat(2_000_000));
+    let resp = gw
+        .http
+        .post(format!("{}/v1/chat/completions", gw.url))
+        .bearer_auth(&key)
+        .header("content-type", "application/json")
+        .body(tiny)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 400);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "too_many_values", "{body}");
+    let peak_refusals = gw.peak_rss_kib();
+
     let deep = format!(
         "{{\"model\":\"m-ok\",\"messages\":[{{\"role\":\"user\",\"content\":{}1{}}}]}}",
         "[".repeat(5000),
@@ -366,9 +382,10 @@ async fn huge_and_deep_bodies_are_refused_and_memory_comes_back() {
     tokio::time::sleep(Duration::from_secs(10)).await;
     let settled = gw.rss_kib();
     println!(
-        "memory: before {:.1} MiB; after 100k messages refused {:.1} MiB; peak with 4 × 16 MB {:.1} MiB; 10 s later {:.1} MiB",
+        "memory: before {:.1} MiB; after 100k messages refused {:.1} MiB; peak through the refusals (and 2M values) {:.1} MiB; peak with 4 × 16 MB {:.1} MiB; 10 s later {:.1} MiB",
         mib(before),
         mib(after_many),
+        mib(peak_refusals),
         mib(peak),
         mib(settled)
     );

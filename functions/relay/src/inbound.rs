@@ -167,6 +167,21 @@ pub(crate) fn object(v: Value) -> Map<String, Value> {
     }
 }
 
+/// Parses a client's JSON body, refusing one of more values than the caps
+/// allow before building any of them.
+pub(crate) fn parse_json(raw: &[u8], settings: &oblivious_core::config::RelaySettings) -> Result<Value, ApiError> {
+    if oblivious_core::json_size::exceeds(raw, settings.max_json_values) {
+        return Err(ApiError::invalid(
+            "too_many_values",
+            format!(
+                "The request body holds more than {} JSON values (relay.max_json_values).",
+                settings.max_json_values
+            ),
+        ));
+    }
+    serde_json::from_slice(raw).map_err(invalid_json)
+}
+
 fn invalid_json(e: serde_json::Error) -> ApiError {
     ApiError::invalid("invalid_json", format!("We could not parse the JSON body of your request: {e}."))
 }
@@ -207,7 +222,7 @@ pub(crate) fn parse(
             canon: None,
         });
     }
-    let value: Value = serde_json::from_slice(&raw).map_err(invalid_json)?;
+    let value = parse_json(&raw, settings)?;
     let Value::Object(body) = value else {
         return Err(ApiError::invalid("invalid_json", "The request body must be a JSON object."));
     };

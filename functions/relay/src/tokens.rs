@@ -26,10 +26,9 @@ pub(crate) async fn count<P: Platform>(
     let (parts, body) = req.into_parts();
     let result = async {
         let principal = relay.authenticate(&parts).await?;
-        let raw = read_body(&parts, body, relay.settings().max_body_bytes).await?;
-        let value: Value = serde_json::from_slice(&raw).map_err(|e| {
-            ApiError::invalid("invalid_json", format!("We could not parse the JSON body of your request: {e}."))
-        })?;
+        let settings = relay.settings();
+        let raw = read_body(&parts, body, settings.max_body_bytes).await?;
+        let value = inbound::parse_json(&raw, &settings)?;
         let Value::Object(mut body) = value else {
             return Err(ApiError::invalid("invalid_json", "The request body must be a JSON object."));
         };

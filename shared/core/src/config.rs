@@ -45,6 +45,9 @@ pub struct RelaySettings {
     pub max_messages: usize,
     /// Content parts over all of a request's messages; more is a 400 `too_many_parts`.
     pub max_parts: usize,
+    /// JSON values (numbers, strings, objects, …) in one body, counted before
+    /// it is parsed; more is a 400 `too_many_values`.
+    pub max_json_values: usize,
     /// Cross-origin access to the relay routes (`/v1/*`, `/v1beta/*`).
     pub cors: CorsSettings,
 }
@@ -122,6 +125,7 @@ impl Default for RelaySettings {
             allow_link_local_upstreams: false,
             max_messages: 10_000,
             max_parts: 50_000,
+            max_json_values: 500_000,
             cors: CorsSettings::default(),
         }
     }

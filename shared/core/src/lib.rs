@@ -9,6 +9,7 @@ pub mod config;
 pub mod count;
 pub mod error;
 pub mod job;
+pub mod json_size;
 pub mod model;
 pub mod money;
 pub mod pattern;
