@@ -317,6 +317,21 @@ async fn sigterm_lets_requests_finish_up_to_a_deadline_then_flushes_usage_and_ex
     assert_eq!(open["total"], 0, "{open}");
 }
 
+/// Posts a raw JSON text to the chat endpoint; expects a 400 and returns its body.
+async fn refused_raw(gw: &Gateway, key: &str, text: String) -> Value {
+    let resp = gw
+        .http
+        .post(format!("{}/v1/chat/completions", gw.url))
+        .bearer_auth(key)
+        .header("content-type", "application/json")
+        .body(text)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 400);
+    resp.json().await.unwrap()
+}
+
 fn mib(kib: u64) -> f64 {
     kib as f64 / 1024.0
 }
@@ -338,17 +353,7 @@ async fn huge_and_deep_bodies_are_refused_and_memory_comes_back() {
 
     // Millions of tiny values are refused before they are parsed (a 32-byte node for every two bytes).
     let tiny = format!("{{\"model\":\"m-ok\",\"messages\":[],\"metadata\":[{}1]}}", "1,".repeat(2_000_000));
-    let resp = gw
-        .http
-        .post(format!("{}/v1/chat/completions", gw.url))
-        .bearer_auth(&key)
-        .header("content-type", "application/json")
-        .body(tiny)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 400);
-    let body: Value = resp.json().await.unwrap();
+    let body = refused_raw(&gw, &key, tiny).await;
     assert_eq!(body["error"]["code"], "too_many_values", "{body}");
     let peak_refusals = gw.peak_rss_kib();
 
@@ -357,17 +362,7 @@ async fn huge_and_deep_bodies_are_refused_and_memory_comes_back() {
         "[".repeat(5000),
         "]".repeat(5000)
     );
-    let resp = gw
-        .http
-        .post(format!("{}/v1/chat/completions", gw.url))
-        .bearer_auth(&key)
-        .header("content-type", "application/json")
-        .body(deep)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 400);
-    let body: Value = resp.json().await.unwrap();
+    let body = refused_raw(&gw, &key, deep).await;
     assert_eq!(body["error"]["code"], "invalid_json", "{body}");
 
     // Four concurrent 16 MB bodies within the caps, relayed.
