@@ -326,16 +326,7 @@ pub async fn update_token<P: Platform>(
     let reply = async {
         admin(&r, &parts).await?;
         let req: UpdateToken = json_body(&parts, raw).await?;
-        // A key's quota is a cap, not money: bounded like on creation.
-        for (v, param) in [
-            (req.quota, "quota"),
-            (req.daily_limit.flatten(), "daily_limit"),
-            (req.monthly_limit.flatten(), "monthly_limit"),
-        ] {
-            if let Some(v) = v {
-                units(v, param, "invalid_quota")?;
-            }
-        }
+        crate::tokens::check_caps(req.quota, req.daily_limit.flatten(), req.monthly_limit.flatten())?;
         if matches!(req.status, Some(TokenStatus::Expired | TokenStatus::Exhausted)) {
             return Err(ApiError::invalid(
                 "invalid_status",

@@ -48,6 +48,17 @@ pub fn parse_time(s: &str, param: &'static str) -> Result<i64, ApiError> {
 
 /// Creates a token and returns it with its key, which is not stored and so
 /// can be shown only this once.
+/// A key's quota and spending caps are caps, not money: each `0..=MAX_UNITS`,
+/// the same on creation and on PATCH.
+pub(crate) fn check_caps(quota: Option<i64>, daily: Option<i64>, monthly: Option<i64>) -> Result<(), ApiError> {
+    for (v, param) in [(quota, "quota"), (daily, "daily_limit"), (monthly, "monthly_limit")] {
+        if let Some(v) = v {
+            crate::handlers::units(v, param, "invalid_quota")?;
+        }
+    }
+    Ok(())
+}
+
 pub async fn create_token<S: Store>(
     store: &S,
     ids: &impl Ids,
@@ -58,11 +69,7 @@ pub async fn create_token<S: Store>(
     if req.name.trim().is_empty() {
         return Err(ApiError::invalid("invalid_name", "A token needs a name.").with_param("name"));
     }
-    for (v, param) in [(req.quota, "quota"), (req.daily_limit, "daily_limit"), (req.monthly_limit, "monthly_limit")] {
-        if let Some(v) = v {
-            crate::handlers::units(v, param, "invalid_quota")?;
-        }
-    }
+    check_caps(req.quota, req.daily_limit, req.monthly_limit)?;
     let now = clock.now_ms();
     let expires_at = req.expires_at.as_deref().map(|s| parse_time(s, "expires_at")).transpose()?;
     if expires_at.is_some_and(|t| t <= now) {
