@@ -265,6 +265,18 @@ pub enum RedeemError {
     Expired,
 }
 
+/// `balance + delta` within `±MAX_UNITS`, or the conflict (prefixed
+/// `amount_out_of_range`) the admin API answers as a 400. Every store moves
+/// an admin's or a code's balance change through it.
+pub fn bounded_balance(balance: i64, delta: i64) -> StoreResult<i64> {
+    use oblivious_core::money::{checked_balance, MAX_UNITS, OUT_OF_RANGE};
+    checked_balance(balance, delta).ok_or_else(|| {
+        StoreError::Conflict(format!(
+            "{OUT_OF_RANGE}: a balance of {balance} units changed by {delta} leaves ±{MAX_UNITS} units ($1 billion)"
+        ))
+    })
+}
+
 /// Daily/monthly period keys (UTC) for spend caps: `d:2026-11-24`, `m:2026-11`.
 pub fn spend_periods(now_ms: i64) -> (String, String) {
     let t = chrono::DateTime::from_timestamp_millis(now_ms).unwrap_or_default();

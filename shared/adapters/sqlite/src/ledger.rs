@@ -4,10 +4,10 @@
 
 use oblivious_core::alerts::Alert;
 use oblivious_core::model::{Id, Token, UsageRecord, User};
-use oblivious_core::money::{checked_balance, clamp_charge, MAX_UNITS, OUT_OF_RANGE};
+use oblivious_core::money::clamp_charge;
 use oblivious_ports::{
-    spend_periods, DeadJob, Ledger, LedgerEntry, Page, Paged, RedeemError, RedemptionCode, Reservation, Shortfall,
-    StoreError, StoreResult,
+    bounded_balance, spend_periods, DeadJob, Ledger, LedgerEntry, Page, Paged, RedeemError, RedemptionCode,
+    Reservation, Shortfall, StoreError, StoreResult,
 };
 use rusqlite::{params, Connection, OptionalExtension};
 
@@ -138,16 +138,6 @@ fn user_row(c: &Connection, id: Id) -> DbResult<User> {
         .ok_or_else(|| StoreError::NotFound(format!("user {id}")).into())
 }
 
-/// `balance + delta`, or the conflict the admin API answers as 400 `amount_out_of_range`.
-fn bounded(balance: i64, delta: i64) -> DbResult<i64> {
-    checked_balance(balance, delta).ok_or_else(|| {
-        StoreError::Conflict(format!(
-            "{OUT_OF_RANGE}: a balance of {balance} units changed by {delta} leaves ±{MAX_UNITS} units ($1 billion)"
-        ))
-        .into()
-    })
-}
-
 fn write_ledger(
     c: &Connection,
     user: &User,
@@ -229,7 +219,7 @@ impl Ledger for SqliteStore {
 
     async fn reserve(&self, r: Reservation) -> StoreResult<Result<(), Shortfall>> {
         // A hold is at most what a request may be charged (`MAX_UNITS`).
-        let r = Reservation { amount: r.amount.clamp(0, MAX_UNITS), ..r };
+        let r = Reservation { amount: clamp_charge(r.amount), ..r };
         self.db()
             .write(move |tx| {
                 let (balance, user_unlimited): (i64, bool) = tx
@@ -339,9 +329,9 @@ impl Ledger for SqliteStore {
         self.db()
             .write(move |tx| {
                 let before = user_row(tx, user_id)?;
-                let after = bounded(before.quota, delta)?;
-                tx.exec("UPDATE users SET quota = ?1 WHERE id = ?2", params![after, user_id])?;
-                let user = user_row(tx, user_id)?;
+                let quota = bounded_balance(before.quota, delta)?;
+                tx.exec("UPDATE users SET quota = ?1 WHERE id = ?2", params![quota, user_id])?;
+                let user = User { quota, ..before };
                 write_ledger(tx, &user, delta, &kind, &actor, &note, now_ms)?;
                 Ok(user)
             })
@@ -492,9 +482,9 @@ impl Ledger for SqliteStore {
                 }
                 let before = user_row(tx, user_id)?;
                 // Out of bounds: the error rolls the claim back, so the code stays unused.
-                let after = bounded(before.quota, value)?;
-                tx.exec("UPDATE users SET quota = ?1 WHERE id = ?2", params![after, user_id])?;
-                let user = user_row(tx, user_id)?;
+                let quota = bounded_balance(before.quota, value)?;
+                tx.exec("UPDATE users SET quota = ?1 WHERE id = ?2", params![quota, user_id])?;
+                let user = User { quota, ..before };
                 write_ledger(tx, &user, value, "redeem", &actor, &format!("code {hint}"), now_ms)?;
                 Ok(Ok(user))
             })

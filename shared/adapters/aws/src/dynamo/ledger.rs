@@ -6,10 +6,10 @@
 use aws_sdk_dynamodb::types::AttributeValue;
 use oblivious_core::alerts::Alert;
 use oblivious_core::model::{Id, UsageRecord, User};
-use oblivious_core::money::{checked_balance, clamp_charge, MAX_UNITS, OUT_OF_RANGE};
+use oblivious_core::money::clamp_charge;
 use oblivious_ports::{
-    spend_periods, Ledger, LedgerEntry, Page, Paged, RedeemError, RedemptionCode, Reservation, Settled, Shortfall,
-    Store, StoreError, StoreResult,
+    bounded_balance, spend_periods, Ledger, LedgerEntry, Page, Paged, RedeemError, RedemptionCode, Reservation,
+    Settled, Shortfall, Store, StoreError, StoreResult,
 };
 
 use super::{
@@ -165,12 +165,7 @@ impl DynamoStore {
     /// Moves a user's balance by the entry's delta (if unchanged since read)
     /// and writes the entry with the balance after, in `tx`.
     async fn balance_entry(&self, tx: &mut Tx, user: &User, entry: LedgerEntry) -> StoreResult<User> {
-        let quota = checked_balance(user.quota, entry.delta).ok_or_else(|| {
-            StoreError::Conflict(format!(
-                "{OUT_OF_RANGE}: a balance of {} units changed by {} leaves ±{MAX_UNITS} units ($1 billion)",
-                user.quota, entry.delta
-            ))
-        })?;
+        let quota = bounded_balance(user.quota, entry.delta)?;
         let after = User { quota, ..user.clone() };
         tx.update(
             self.table("users"),
@@ -212,7 +207,7 @@ fn key_request(id: &str) -> Item {
 impl Ledger for DynamoStore {
     async fn reserve(&self, r: Reservation) -> StoreResult<Result<(), Shortfall>> {
         // A hold is at most what a request may be charged (`MAX_UNITS`).
-        let r = Reservation { amount: r.amount.clamp(0, MAX_UNITS), ..r };
+        let r = Reservation { amount: clamp_charge(r.amount), ..r };
         let (day, month) = spend_periods(r.created_at);
         for attempt in 0..ATTEMPTS {
             let user =
