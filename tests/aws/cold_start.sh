@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Cold start of the relay Lambda binary, measured on this machine: each run
 # starts the release binary under a Lambda runtime API (cargo lambda), lets it
-# build its ports (SDK clients, SSM-free settings, Redis, the first snapshot
+# build its ports (the AWS client, SSM-free settings, Redis, the first snapshot
 # from DynamoDB on the emulator) and times the first answered request.
 # Prints the function's own init time, the time to the first answer, and the
 # binary's size. Needs the emulator on 127.0.0.1:5400 and Redis on 6390

@@ -8,14 +8,14 @@
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use aws_sdk_sqs::types::QueueAttributeName;
 use axum::Router;
 use base64::Engine;
 use bytes::Bytes;
 use http_body_util::BodyExt;
-use oblivious_aws::{DynamoStore, SqsQueue};
+use oblivious_aws::{AwsClient, DynamoStore, Service, SqsQueue};
 use oblivious_lambda::{Init, Settings};
-use oblivious_ports::Sealer;
+use oblivious_native::{HttpUpstream, SystemClock};
+use oblivious_ports::{Sealer, Store};
 use serde_json::{json, Value};
 use tower::ServiceExt;
 
@@ -32,11 +32,23 @@ pub fn endpoint() -> String {
     std::env::var("OBLIVIOUS_TEST_AWS").unwrap_or_else(|_| "http://127.0.0.1:5400".into())
 }
 
+/// The AWS client of the tests (the one the functions use, pointed at the emulator).
+pub type Aws = AwsClient<HttpUpstream, SystemClock>;
+
+pub fn client() -> Aws {
+    AwsClient::emulator(HttpUpstream::new().expect("http client"), SystemClock, endpoint())
+}
+
+/// An SQS call the adapter does not make itself (queue admin, raw messages).
+pub async fn sqs(aws: &Aws, operation: &str, body: Value) -> Value {
+    aws.call(Service::Sqs, operation, &body).await.unwrap_or_else(|e| panic!("SQS {operation}: {e}"))
+}
+
 pub struct Stack {
     pub prefix: String,
-    pub store: DynamoStore,
-    pub sqs: aws_sdk_sqs::Client,
-    pub queue: SqsQueue,
+    pub store: DynamoStore<HttpUpstream, SystemClock>,
+    pub aws: Aws,
+    pub queue: SqsQueue<HttpUpstream, SystemClock>,
     pub dlq_url: String,
     pub settings: Settings,
     pub init: Init,
@@ -46,33 +58,22 @@ pub struct Stack {
 pub async fn stack(config: &str) -> Stack {
     let n = SEQ.fetch_add(1, Ordering::Relaxed);
     let prefix = format!("e2e{}-{n}-", std::process::id());
-    let sdk = oblivious_aws::emulator_config(&endpoint()).await;
-    let store = DynamoStore::new(aws_sdk_dynamodb::Client::new(&sdk), prefix.clone(), Sealer::new(&SECRET));
+    let aws = client();
+    let store = DynamoStore::new(aws.clone(), prefix.clone(), Sealer::new(&SECRET));
     store.create_tables().await.expect("tables (is the emulator running? see .ci/run)");
 
-    let sqs = aws_sdk_sqs::Client::new(&sdk);
-    let dlq_url =
-        sqs.create_queue().queue_name(format!("{prefix}usage-dlq")).send().await.expect("dlq").queue_url.expect("url");
-    let dlq_arn = sqs
-        .get_queue_attributes()
-        .queue_url(&dlq_url)
-        .attribute_names(QueueAttributeName::QueueArn)
-        .send()
-        .await
-        .expect("dlq attributes")
-        .attributes
-        .and_then(|a| a.get(&QueueAttributeName::QueueArn).cloned())
-        .expect("dlq arn");
+    let dlq = sqs(&aws, "CreateQueue", json!({ "QueueName": format!("{prefix}usage-dlq") })).await;
+    let dlq_url = dlq["QueueUrl"].as_str().expect("dlq url").to_string();
+    let attrs = sqs(&aws, "GetQueueAttributes", json!({ "QueueUrl": dlq_url, "AttributeNames": ["QueueArn"] })).await;
+    let dlq_arn = attrs["Attributes"]["QueueArn"].as_str().expect("dlq arn");
     let redrive = json!({ "deadLetterTargetArn": dlq_arn, "maxReceiveCount": MAX_RECEIVES.to_string() }).to_string();
-    let queue_url = sqs
-        .create_queue()
-        .queue_name(format!("{prefix}usage"))
-        .attributes(QueueAttributeName::RedrivePolicy, redrive)
-        .send()
-        .await
-        .expect("queue")
-        .queue_url
-        .expect("url");
+    let queue = sqs(
+        &aws,
+        "CreateQueue",
+        json!({ "QueueName": format!("{prefix}usage"), "Attributes": { "RedrivePolicy": redrive } }),
+    )
+    .await;
+    let queue_url = queue["QueueUrl"].as_str().expect("queue url").to_string();
 
     let settings = Settings {
         table_prefix: prefix.clone(),
@@ -86,13 +87,12 @@ pub async fn stack(config: &str) -> Stack {
     let init = cold_start(&settings).await;
     oblivious_admin::bootstrap::ensure_basics(&init.relay.ports).await.expect("basics");
     oblivious_lambda::scheduled::sync_config(&init).await.expect("config sync");
-    Stack { prefix, store, queue: SqsQueue::new(sqs.clone(), queue_url), sqs, dlq_url, settings, init }
+    Stack { prefix, store, queue: SqsQueue::new(aws.clone(), queue_url), aws, dlq_url, settings, init }
 }
 
 /// A function's cold start against the emulator.
 pub async fn cold_start(settings: &Settings) -> Init {
-    let sdk = oblivious_aws::emulator_config(&endpoint()).await;
-    oblivious_lambda::init_with(settings, &sdk, Instant::now()).await.expect("cold start")
+    oblivious_lambda::init_with(settings, client(), Instant::now()).await.expect("cold start")
 }
 
 /// A Function URL invocation event (payload format 2.0).
@@ -220,21 +220,10 @@ pub async fn drain(stack: &Stack, consumer: &Init, visibility: Duration) -> Drai
 }
 
 /// Messages waiting in a queue (visible and in flight).
-pub async fn depth(sqs: &aws_sdk_sqs::Client, url: &str) -> u64 {
-    let attrs = sqs
-        .get_queue_attributes()
-        .queue_url(url)
-        .attribute_names(QueueAttributeName::ApproximateNumberOfMessages)
-        .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesNotVisible)
-        .send()
-        .await
-        .expect("queue attributes")
-        .attributes
-        .unwrap_or_default();
-    [QueueAttributeName::ApproximateNumberOfMessages, QueueAttributeName::ApproximateNumberOfMessagesNotVisible]
-        .iter()
-        .filter_map(|k| attrs.get(k).and_then(|v| v.parse::<u64>().ok()))
-        .sum()
+pub async fn depth(aws: &Aws, url: &str) -> u64 {
+    let names = ["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"];
+    let out = sqs(aws, "GetQueueAttributes", json!({ "QueueUrl": url, "AttributeNames": names })).await;
+    names.iter().filter_map(|k| out["Attributes"][k].as_str().and_then(|v| v.parse::<u64>().ok())).sum()
 }
 
 /// A process killed when dropped.
@@ -294,4 +283,38 @@ pub fn run_function(name: &str, runtime_port: u16, settings: &Settings) -> Child
         .env(oblivious_lambda::env::CONFIG_TOML, settings.config_toml.as_deref().unwrap_or_default())
         .stdout(std::process::Stdio::null());
     Child(cmd.spawn().expect("function binary"))
+}
+
+/// An admin key, made the way the `setup` binary makes it.
+pub async fn admin_key(st: &Stack) -> String {
+    let ports = &st.init.relay.ports;
+    let admin = st.store.user_by_name("admin").await.unwrap().unwrap();
+    let req = oblivious_admin::CreateToken { name: "admin".into(), ..Default::default() };
+    oblivious_admin::create_token(&ports.store, &ports.ids, &ports.clock, req, admin.id).await.unwrap().1
+}
+
+/// Calls the admin function with a Function URL event; returns status and JSON.
+pub async fn admin(st: &Stack, key: &str, method: &str, path: &str, body: Value) -> (u16, Value) {
+    let app = oblivious_lambda::http::admin_app(&st.init);
+    let auth = format!("Bearer {key}");
+    let ev = function_url_event(
+        method,
+        path,
+        &[("authorization", &auth), ("content-type", "application/json")],
+        &body.to_string(),
+    );
+    let a = invoke(&app, &ev).await;
+    (a.status, a.json())
+}
+
+/// A user with `quota` and a key; returns (user id, key).
+pub async fn customer(st: &Stack, quota: i64) -> (i64, String) {
+    let root = admin_key(st).await;
+    let (status, user) = admin(st, &root, "POST", "/api/admin/users", json!({ "name": "carol", "quota": quota })).await;
+    assert_eq!(status, 201, "{user}");
+    let uid = user["id"].as_i64().unwrap();
+    let (status, tok) =
+        admin(st, &root, "POST", "/api/admin/tokens", json!({ "name": "carol-key", "user_id": uid })).await;
+    assert_eq!(status, 201, "{tok}");
+    (uid, tok["key"].as_str().unwrap().to_string())
 }

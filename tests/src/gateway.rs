@@ -288,6 +288,28 @@ pub fn redis_hot() -> String {
     )
 }
 
+/// The Upstash-REST server for tests (`tests/edge/upstash.mjs` over the test
+/// Redis): `OBLIVIOUS_TEST_UPSTASH` and `OBLIVIOUS_TEST_UPSTASH_TOKEN`, else
+/// the one `.ci/run` starts on port 8079 with its token.
+pub fn upstash_url() -> String {
+    std::env::var("OBLIVIOUS_TEST_UPSTASH").unwrap_or_else(|_| "http://127.0.0.1:8079".into())
+}
+
+pub fn upstash_token() -> String {
+    std::env::var("OBLIVIOUS_TEST_UPSTASH_TOKEN").unwrap_or_else(|_| "oblivious-test-token".into())
+}
+
+/// A `[hot]` section on the test Upstash server with a key prefix of its own.
+pub fn upstash_hot() -> String {
+    format!(
+        "[hot]\nbackend = \"upstash\"\nupstash_url = \"{}\"\nupstash_token = \"{}\"\nkey_prefix = \"test-{}-{}:\"\n",
+        upstash_url(),
+        upstash_token(),
+        std::process::id(),
+        SEQ.fetch_add(1, Ordering::SeqCst)
+    )
+}
+
 /// Put this in a config's `extra` to leave unpriced models unpriced.
 pub const STRICT_PRICES: &str = "# strict prices";
 

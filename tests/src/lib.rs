@@ -3,6 +3,7 @@
 //! real `oblivious` binary on 127.0.0.1, and the emulated AWS stack for the Lambda functions.
 
 pub mod aws;
+pub mod edge;
 pub mod gateway;
 pub mod wire_mock;
 

@@ -8,7 +8,7 @@
 use std::time::Duration;
 
 use futures_util::future::join_all;
-use oblivious_e2e::aws::{self, Stack};
+use oblivious_e2e::aws;
 use oblivious_e2e::mock::{Behavior, StreamShape};
 use oblivious_e2e::Mock;
 use oblivious_ports::{Ledger, Page, Reservation, Store, TokenFilter, UsageFilter};
@@ -21,40 +21,6 @@ const ALL: Page = Page { offset: 0, limit: 10_000 };
 
 fn config(mock: &Mock) -> String {
     format!("{PRICED}\n[[channels]]\nname = \"up\"\ntype = \"openai\"\nbase_url = \"{}\"\nkeys = [\"sk-up\"]\nmodels = [\"m-*\"]\n", mock.base_url())
-}
-
-/// An admin key, made the way the `setup` binary makes it.
-async fn admin_key(st: &Stack) -> String {
-    let ports = &st.init.relay.ports;
-    let admin = st.store.user_by_name("admin").await.unwrap().unwrap();
-    let req = oblivious_admin::CreateToken { name: "admin".into(), ..Default::default() };
-    oblivious_admin::create_token(&ports.store, &ports.ids, &ports.clock, req, admin.id).await.unwrap().1
-}
-
-/// Calls the admin function with a Function URL event; returns status and JSON.
-async fn admin(st: &Stack, key: &str, method: &str, path: &str, body: Value) -> (u16, Value) {
-    let app = oblivious_lambda::http::admin_app(&st.init);
-    let auth = format!("Bearer {key}");
-    let ev = aws::function_url_event(
-        method,
-        path,
-        &[("authorization", &auth), ("content-type", "application/json")],
-        &body.to_string(),
-    );
-    let a = aws::invoke(&app, &ev).await;
-    (a.status, a.json())
-}
-
-/// A user with `quota` and a key; returns (user id, key).
-async fn customer(st: &Stack, quota: i64) -> (i64, String) {
-    let root = admin_key(st).await;
-    let (status, user) = admin(st, &root, "POST", "/api/admin/users", json!({ "name": "carol", "quota": quota })).await;
-    assert_eq!(status, 201, "{user}");
-    let uid = user["id"].as_i64().unwrap();
-    let (status, tok) =
-        admin(st, &root, "POST", "/api/admin/tokens", json!({ "name": "carol-key", "user_id": uid })).await;
-    assert_eq!(status, 201, "{tok}");
-    (uid, tok["key"].as_str().unwrap().to_string())
 }
 
 fn chat(stream: bool) -> String {
@@ -70,7 +36,7 @@ async fn relay_on_lambda_bills_through_sqs_into_dynamodb() {
         ..StreamShape::default()
     });
     let st = aws::stack(&config(&mock)).await;
-    let (uid, key) = customer(&st, 50_000_000).await;
+    let (uid, key) = aws::customer(&st, 50_000_000).await;
     let relay = oblivious_lambda::http::relay_app(&st.init);
     let auth = format!("Bearer {key}");
     let headers = [("authorization", auth.as_str()), ("content-type", "application/json")];
@@ -111,11 +77,11 @@ async fn relay_on_lambda_bills_through_sqs_into_dynamodb() {
     assert_eq!(mock.calls(), 12, "one upstream call per request");
 
     // Every answered request's usage waits in SQS until the consumer (a separate cold start) drains it.
-    assert!(aws::depth(&st.sqs, st.queue.url()).await >= 12);
+    assert!(aws::depth(&st.aws, st.queue.url()).await >= 12);
     let consumer = aws::cold_start(&st.settings).await;
     let drained = aws::drain(&st, &consumer, Duration::from_secs(1)).await;
     assert_eq!(drained.failed, 0, "{drained:?}");
-    assert_eq!(aws::depth(&st.sqs, st.queue.url()).await, 0);
+    assert_eq!(aws::depth(&st.aws, st.queue.url()).await, 0);
 
     let rows = st.store.usage(UsageFilter { user_id: Some(uid), ..Default::default() }, ALL).await.unwrap();
     let chats: Vec<_> = rows.items.iter().filter(|r| r.endpoint == "/v1/chat/completions").collect();
@@ -150,7 +116,7 @@ async fn relay_on_lambda_bills_through_sqs_into_dynamodb() {
 async fn a_poisoned_message_lands_in_the_dead_letter_queue_and_nothing_else_is_lost() {
     let mock = Mock::start("up").await;
     let st = aws::stack(&config(&mock)).await;
-    let (uid, _) = customer(&st, 1_000_000).await;
+    let (uid, _) = aws::customer(&st, 1_000_000).await;
     let token =
         st.store.tokens(TokenFilter { user_id: Some(uid), ..Default::default() }, ALL).await.unwrap().items.remove(0);
     let record = |id: &str, cost| oblivious_core::model::UsageRecord {
@@ -167,14 +133,19 @@ async fn a_poisoned_message_lands_in_the_dead_letter_queue_and_nothing_else_is_l
     };
     use oblivious_core::job::Job;
     st.queue.publish_batch(&[Job::Usage(record("ok-1", 700))]).await.unwrap();
-    st.sqs.send_message().queue_url(st.queue.url()).message_body("{\"kind\":\"usage\",\"broken").send().await.unwrap();
+    aws::sqs(
+        &st.aws,
+        "SendMessage",
+        json!({ "QueueUrl": st.queue.url(), "MessageBody": "{\"kind\":\"usage\",\"broken" }),
+    )
+    .await;
     st.queue.publish_batch(&[Job::Usage(record("ok-2", 300))]).await.unwrap();
 
     let consumer = aws::cold_start(&st.settings).await;
     let drained = aws::drain(&st, &consumer, Duration::from_secs(1)).await;
     assert_eq!(drained.failed, aws::MAX_RECEIVES as usize, "the poisoned message failed on each receive: {drained:?}");
-    assert_eq!(aws::depth(&st.sqs, st.queue.url()).await, 0);
-    assert_eq!(aws::depth(&st.sqs, &st.dlq_url).await, 1, "parked in the dead-letter queue");
+    assert_eq!(aws::depth(&st.aws, st.queue.url()).await, 0);
+    assert_eq!(aws::depth(&st.aws, &st.dlq_url).await, 1, "parked in the dead-letter queue");
     let user = st.store.user(uid).await.unwrap().unwrap();
     assert_eq!((user.quota, user.used_quota), (1_000_000 - 1000, 1000), "both good jobs applied once");
     assert_eq!(st.store.usage(UsageFilter { user_id: Some(uid), ..Default::default() }, ALL).await.unwrap().total, 2);
@@ -214,7 +185,7 @@ async fn the_health_function_disables_a_failing_channel_and_revives_it() {
 async fn the_sweeper_function_refunds_reservations_left_open() {
     let mock = Mock::start("up").await;
     let st = aws::stack(&config(&mock)).await;
-    let (uid, _) = customer(&st, 5_000).await;
+    let (uid, _) = aws::customer(&st, 5_000).await;
     let token =
         st.store.tokens(TokenFilter { user_id: Some(uid), ..Default::default() }, ALL).await.unwrap().items.remove(0);
     let hold = |id: &str, created_at| Reservation {
@@ -246,7 +217,7 @@ async fn the_relay_binary_streams_through_a_lambda_runtime_api() {
         ..StreamShape::default()
     });
     let st = aws::stack(&config(&mock)).await;
-    let (uid, key) = customer(&st, 50_000_000).await;
+    let (uid, key) = aws::customer(&st, 50_000_000).await;
     let (_runtime, port) = aws::lambda_runtime_api();
     let _relay = aws::run_function("relay", port, &st.settings);
     let url = format!("http://127.0.0.1:{port}/lambda-url/_/v1/chat/completions");

@@ -1,11 +1,12 @@
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
-//! Rate limits per token, user, IP and model, in process and on Redis, with
-//! OpenAI's headers; and limits shared by two gateways through one Redis.
+//! Rate limits per token, user, IP and model, in process, on Redis (TCP) and on
+//! Upstash (REST), with OpenAI's headers; and limits shared by two gateways
+//! through one Redis, over either.
 
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use oblivious_e2e::gateway::{config, redis_hot};
+use oblivious_e2e::gateway::{config, redis_hot, upstash_hot};
 use oblivious_e2e::mock::StreamShape;
 use oblivious_e2e::{Gateway, Mock};
 use serde_json::{json, Value};
@@ -152,9 +153,23 @@ async fn every_level_holds_on_redis() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn every_level_holds_on_upstash() {
+    every_level_holds(&upstash_hot()).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn two_gateways_share_limits_through_redis() {
+    two_gateways_share_limits(&redis_hot()).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_gateways_share_limits_through_upstash() {
+    two_gateways_share_limits(&upstash_hot()).await;
+}
+
+async fn two_gateways_share_limits(hot: &str) {
     let mock = Mock::start("a").await;
-    let extra = format!("{}\n[rate_limits.groups.default]\ntoken = {{ rpm = 4 }}\n", redis_hot());
+    let extra = format!("{hot}\n[rate_limits.groups.default]\ntoken = {{ rpm = 4 }}\n");
     let a = Gateway::start(&config(&[("a", &mock.base_url(), "models = [\"m\"]")], &extra));
     let b = a.second();
     let key = a.key(&[]);

@@ -10,6 +10,11 @@ pub const SECRET_KEY_PARAM: &str = "OBLIVIOUS_SECRET_KEY_PARAM";
 pub const CONFIG_TOML: &str = "OBLIVIOUS_CONFIG_TOML";
 pub const CONFIG_PARAM: &str = "OBLIVIOUS_CONFIG_PARAM";
 pub const HOT_PREFIX: &str = "OBLIVIOUS_HOT_PREFIX";
+/// Set by Lambda itself (`AWS_DEFAULT_REGION` is the older name the CLI also reads).
+pub const AWS_REGION: &str = "AWS_REGION";
+pub const AWS_DEFAULT_REGION: &str = "AWS_DEFAULT_REGION";
+/// Every AWS call goes here instead (an emulator), as the AWS SDKs and CLI read it.
+pub const AWS_ENDPOINT_URL: &str = "AWS_ENDPOINT_URL";
 
 /// What a deployment sets on every function (`terraform/lambda.tf`; a test
 /// checks it does). Secrets are named by parameter, never given as values.
@@ -33,6 +38,10 @@ pub struct Settings {
     /// groups, prices that the admin function syncs), or the SSM parameter holding it.
     pub config_toml: Option<String>,
     pub config_param: Option<String>,
+    /// The region of DynamoDB and SQS.
+    pub aws_region: Option<String>,
+    /// One endpoint for every AWS service (an emulator), else the regional ones.
+    pub aws_endpoint: Option<String>,
 }
 
 impl Settings {
@@ -51,6 +60,8 @@ impl Settings {
             secret_key_param: get(SECRET_KEY_PARAM),
             config_toml: get(CONFIG_TOML),
             config_param: get(CONFIG_PARAM),
+            aws_region: get(AWS_REGION).or_else(|| get(AWS_DEFAULT_REGION)),
+            aws_endpoint: get(AWS_ENDPOINT_URL),
         }
     }
 }

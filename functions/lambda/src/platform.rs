@@ -1,10 +1,12 @@
 //! The AWS platform: DynamoDB store, SQS queue, Redis hot state, reqwest
-//! upstream. Built once per cold start.
+//! upstream. Built once per cold start. DynamoDB and SQS are called over their
+//! JSON APIs through the reqwest upstream (the adapter the edge shares); the
+//! AWS SDK remains only for SSM parameters, loaded when one is named.
 
 use std::sync::Arc;
 use std::time::Instant;
 
-use oblivious_aws::{DynamoStore, SqsQueue};
+use oblivious_aws::{AwsClient, DynamoStore, SqsQueue};
 use oblivious_core::config::{self, Config};
 use oblivious_native::{HttpUpstream, RandomIds, SystemClock};
 use oblivious_ports::{Platform, Ports, Sealer};
@@ -17,13 +19,25 @@ use crate::tasks::TrackedTasks;
 pub struct Aws;
 
 impl Platform for Aws {
-    type Store = DynamoStore;
+    type Store = DynamoStore<HttpUpstream, SystemClock>;
     type Hot = RedisHot;
-    type Queue = SqsQueue;
+    type Queue = SqsQueue<HttpUpstream, SystemClock>;
     type Upstream = HttpUpstream;
     type Clock = SystemClock;
     type Ids = RandomIds;
     type Tasks = TrackedTasks;
+}
+
+/// Signed DynamoDB and SQS calls over the reqwest upstream.
+pub type AwsApi = AwsClient<HttpUpstream, SystemClock>;
+
+/// The AWS client the environment describes: credentials from the variables
+/// Lambda sets for the role (`AWS_ACCESS_KEY_ID`, …), the region, and the
+/// endpoint override (`AWS_ENDPOINT_URL`, an emulator) when set.
+pub fn aws_client(s: &Settings) -> Result<AwsApi, String> {
+    let credentials = oblivious_aws::credentials_from_env()?;
+    let region = s.aws_region.clone().ok_or("set AWS_REGION (Lambda sets it)")?;
+    Ok(AwsClient::new(HttpUpstream::new()?, SystemClock, credentials, region, s.aws_endpoint.clone()))
 }
 
 /// What a cold start builds.
@@ -37,14 +51,14 @@ pub struct Init {
 
 /// A value given directly, else read (decrypted) from the named SSM parameter.
 async fn value_or_param(
-    ssm: &aws_sdk_ssm::Client,
+    ssm: Option<&aws_sdk_ssm::Client>,
     value: &Option<String>,
     param: &Option<String>,
 ) -> Result<Option<String>, String> {
     if let Some(v) = value {
         return Ok(Some(v.clone()));
     }
-    let Some(name) = param else { return Ok(None) };
+    let (Some(name), Some(ssm)) = (param, ssm) else { return Ok(None) };
     let out = ssm
         .get_parameter()
         .name(name)
@@ -55,21 +69,26 @@ async fn value_or_param(
     Ok(out.parameter.and_then(|p| p.value))
 }
 
-/// Connects every port (SDK clients, Redis) and loads the relay's first snapshot.
-/// The SDK reads region, credentials and `AWS_ENDPOINT_URL` from the environment.
+/// Connects every port (the AWS client, Redis) and loads the relay's first snapshot.
 pub async fn init(s: &Settings) -> Result<Init, String> {
     let started = Instant::now();
-    let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
-    init_with(s, &sdk, started).await
+    init_with(s, aws_client(s)?, started).await
 }
 
-/// [`init`] with a given SDK configuration (tests point it at an emulator).
-pub async fn init_with(s: &Settings, sdk: &aws_config::SdkConfig, started: Instant) -> Result<Init, String> {
-    let ssm = aws_sdk_ssm::Client::new(sdk);
+/// [`init`] with a given AWS client (tests point it at an emulator).
+pub async fn init_with(s: &Settings, aws: AwsApi, started: Instant) -> Result<Init, String> {
+    // The SDK (region, credentials, `AWS_ENDPOINT_URL` from the environment) only when a secret is named by parameter.
+    let named =
+        [(&s.secret_key, &s.secret_key_param), (&s.config_toml, &s.config_param), (&s.redis_url, &s.redis_url_param)];
+    let ssm = if named.iter().any(|(value, param)| value.is_none() && param.is_some()) {
+        Some(aws_sdk_ssm::Client::new(&aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await))
+    } else {
+        None
+    };
     let (secret, config_text, redis_url) = tokio::try_join!(
-        value_or_param(&ssm, &s.secret_key, &s.secret_key_param),
-        value_or_param(&ssm, &s.config_toml, &s.config_param),
-        value_or_param(&ssm, &s.redis_url, &s.redis_url_param),
+        value_or_param(ssm.as_ref(), &s.secret_key, &s.secret_key_param),
+        value_or_param(ssm.as_ref(), &s.config_toml, &s.config_param),
+        value_or_param(ssm.as_ref(), &s.redis_url, &s.redis_url_param),
     )?;
     let secret = secret.ok_or("set OBLIVIOUS_SECRET_KEY or OBLIVIOUS_SECRET_KEY_PARAM (the channel-key secret)")?;
     let sealer = Sealer::from_base64(&secret).map_err(|e| e.to_string())?;
@@ -80,10 +99,11 @@ pub async fn init_with(s: &Settings, sdk: &aws_config::SdkConfig, started: Insta
         .ok_or("set OBLIVIOUS_REDIS_URL or OBLIVIOUS_REDIS_URL_PARAM (hot state)")?;
     let tasks = TrackedTasks::default();
     let ports = Ports {
-        store: DynamoStore::new(aws_sdk_dynamodb::Client::new(sdk), s.table_prefix.clone(), sealer),
+        store: DynamoStore::new(aws.clone(), s.table_prefix.clone(), sealer),
         hot: RedisHot::connect(&redis_url, &s.hot_prefix).await.map_err(|e| format!("hot state: {e}"))?,
-        queue: SqsQueue::new(aws_sdk_sqs::Client::new(sdk), s.usage_queue_url.clone()),
-        upstream: HttpUpstream::new()?,
+        queue: SqsQueue::new(aws.clone(), s.usage_queue_url.clone()),
+        // One connection pool for AWS and the providers.
+        upstream: aws.upstream().clone(),
         clock: SystemClock,
         ids: RandomIds,
         tasks: tasks.clone(),

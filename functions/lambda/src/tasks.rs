@@ -4,47 +4,27 @@
 //! the end of each response body until these tasks are idle.
 
 use std::future::Future;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
 
-use oblivious_ports::Tasks;
-use tokio::sync::Notify;
+use oblivious_ports::{Running, Tasks};
 
 #[derive(Clone, Default)]
 pub struct TrackedTasks {
-    inner: Arc<Inner>,
-}
-
-#[derive(Default)]
-struct Inner {
-    running: AtomicUsize,
-    idle: Notify,
+    running: Running,
 }
 
 impl TrackedTasks {
     /// Resolves once no spawned task is running.
     pub async fn idle(&self) {
-        loop {
-            let notified = self.inner.idle.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
-            if self.inner.running.load(Ordering::Acquire) == 0 {
-                return;
-            }
-            notified.await;
-        }
+        self.running.idle().await
     }
 }
 
 impl Tasks for TrackedTasks {
     fn spawn(&self, fut: impl Future<Output = ()> + Send + 'static) {
-        self.inner.running.fetch_add(1, Ordering::AcqRel);
-        let inner = self.inner.clone();
+        let guard = self.running.start();
         tokio::spawn(async move {
             fut.await;
-            if inner.running.fetch_sub(1, Ordering::AcqRel) == 1 {
-                inner.idle.notify_waiters();
-            }
+            drop(guard);
         });
     }
 }

@@ -10,6 +10,7 @@ use oblivious_core::config::{HotBackend, HotSettings};
 use oblivious_ports::{Hit, Hot, Platform, PortError, Ports};
 use oblivious_redis::RedisHot;
 use oblivious_sqlite::{Db, SqliteQueue, SqliteStore};
+use oblivious_upstash::UpstashHot;
 
 pub struct Local;
 
@@ -29,11 +30,13 @@ pub fn db_path(data: &Path) -> PathBuf {
     data.join(DB_FILE)
 }
 
-/// Hot state: in this process, or in a Redis shared by several gateways
-/// (chosen by `[hot] backend`). A closed enum keeps dispatch static.
+/// Hot state: in this process, or in a Redis shared by several gateways,
+/// over TCP or Upstash's REST API (chosen by `[hot] backend`). A closed enum
+/// keeps dispatch static.
 pub enum LocalHot {
     Memory(MemoryHot),
     Redis(Box<RedisHot>),
+    Upstash(UpstashHot<HttpUpstream>),
 }
 
 macro_rules! on_hot {
@@ -41,6 +44,7 @@ macro_rules! on_hot {
         match $self {
             LocalHot::Memory($h) => $e,
             LocalHot::Redis($h) => $e,
+            LocalHot::Upstash($h) => $e,
         }
     };
 }
@@ -99,6 +103,16 @@ pub async fn open(data: &Path, hot: &HotSettings) -> Result<(Ports<Local>, Sqlit
                 LocalHot::Redis(Box::new(
                     RedisHot::connect(url, &hot.key_prefix).await.map_err(|e| format!("hot state: {e}"))?,
                 ))
+            }
+            HotBackend::Upstash => {
+                let upstash = UpstashHot::new(
+                    HttpUpstream::new()?,
+                    hot.upstash_url.as_deref().unwrap_or_default(),
+                    hot.upstash_token.as_deref().unwrap_or_default(),
+                    &hot.key_prefix,
+                );
+                upstash.ping().await.map_err(|e| format!("hot state: {e}"))?;
+                LocalHot::Upstash(upstash)
             }
         },
         queue: queue.clone(),

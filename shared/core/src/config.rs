@@ -140,21 +140,46 @@ pub enum HotBackend {
     Memory,
     /// A Redis server shared by every gateway process.
     Redis,
+    /// Upstash Redis over its REST API (HTTPS, no TCP to Redis needed).
+    Upstash,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[derive(Clone, PartialEq, Eq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct HotSettings {
     pub backend: HotBackend,
     /// `redis://host:port/db`; `${ENV}` is expanded.
     pub redis_url: Option<String>,
+    /// Upstash's REST URL (`https://….upstash.io`); `${ENV}` is expanded.
+    pub upstash_url: Option<String>,
+    /// Upstash's REST token; `${ENV}` is expanded.
+    pub upstash_token: Option<String>,
     /// Prefix for every key, so several deployments can share one server.
     pub key_prefix: String,
 }
 
 impl Default for HotSettings {
     fn default() -> Self {
-        HotSettings { backend: HotBackend::Memory, redis_url: None, key_prefix: "oblivious:".into() }
+        HotSettings {
+            backend: HotBackend::Memory,
+            redis_url: None,
+            upstash_url: None,
+            upstash_token: None,
+            key_prefix: "oblivious:".into(),
+        }
+    }
+}
+
+/// Shows every field but the token.
+impl fmt::Debug for HotSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HotSettings")
+            .field("backend", &self.backend)
+            .field("redis_url", &self.redis_url)
+            .field("upstash_url", &self.upstash_url)
+            .field("upstash_token", &self.upstash_token.as_ref().map(|_| "<redacted>"))
+            .field("key_prefix", &self.key_prefix)
+            .finish()
     }
 }
 
@@ -431,6 +456,26 @@ pub fn parse(file: &str, text: &str, env: impl Fn(&str) -> Option<String>) -> Re
     if hot.backend == HotBackend::Redis && hot.redis_url.as_deref().is_none_or(str::is_empty) {
         return Err(err("hot.redis_url".into(), "required when backend = \"redis\"".into()));
     }
+    if let Some(url) = &hot.upstash_url {
+        hot.upstash_url = Some(expand(url, &env).map_err(|m| err("hot.upstash_url".into(), m))?);
+    }
+    if let Some(token) = &hot.upstash_token {
+        hot.upstash_token = Some(expand(token, &env).map_err(|m| err("hot.upstash_token".into(), m))?);
+    }
+    if hot.backend == HotBackend::Upstash {
+        match hot.upstash_url.as_deref() {
+            None | Some("") => {
+                return Err(err("hot.upstash_url".into(), "required when backend = \"upstash\"".into()));
+            }
+            Some(url) if !(url.starts_with("https://") || url.starts_with("http://")) => {
+                return Err(err("hot.upstash_url".into(), format!("`{url}` must start with https:// or http://")));
+            }
+            Some(_) => {}
+        }
+        if hot.upstash_token.as_deref().is_none_or(str::is_empty) {
+            return Err(err("hot.upstash_token".into(), "required when backend = \"upstash\"".into()));
+        }
+    }
     let levels = raw.rate_limits.groups.iter().flat_map(|(g, l)| {
         [("user", l.user), ("token", l.token), ("ip", l.ip)]
             .map(move |(lvl, x)| (format!("rate_limits.groups.{g}.{lvl}"), x))
@@ -547,6 +592,28 @@ key_selection = "round_robin"
         assert!(e.message.contains("wieght"), "{e}");
         let e = parse("o.toml", "[groups.vip]\nratio = -1\n", env).unwrap_err();
         assert_eq!(e.key, "groups.vip.ratio");
+    }
+
+    #[test]
+    fn upstash_hot_state_needs_url_and_token() {
+        let text =
+            "[hot]\nbackend = \"upstash\"\nupstash_url = \"https://eu1-x.upstash.io/\"\nupstash_token = \"${KEY}\"\n";
+        let c = parse("o.toml", text, env).unwrap();
+        assert_eq!(c.hot.backend, HotBackend::Upstash);
+        assert_eq!(c.hot.upstash_url.as_deref(), Some("https://eu1-x.upstash.io/"));
+        assert_eq!(c.hot.upstash_token.as_deref(), Some("sk-env"));
+        assert!(!format!("{c:?}").contains("sk-env"), "the token is not in Debug output");
+        let e = parse("o.toml", "[hot]\nbackend = \"upstash\"\nupstash_token = \"t\"\n", env).unwrap_err();
+        assert_eq!(e.to_string(), "o.toml: hot.upstash_url: required when backend = \"upstash\"");
+        let e = parse("o.toml", "[hot]\nbackend = \"upstash\"\nupstash_url = \"https://x\"\n", env).unwrap_err();
+        assert_eq!(e.to_string(), "o.toml: hot.upstash_token: required when backend = \"upstash\"");
+        let e =
+            parse("o.toml", "[hot]\nbackend = \"upstash\"\nupstash_url = \"redis://x\"\nupstash_token = \"t\"\n", env)
+                .unwrap_err();
+        assert_eq!(e.key, "hot.upstash_url");
+        let e = parse("o.toml", "[hot]\nupstash_token = \"${NOPE}\"\n", env).unwrap_err();
+        assert_eq!(e.key, "hot.upstash_token");
+        assert!(e.message.contains("NOPE"));
     }
 }
 

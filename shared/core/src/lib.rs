@@ -16,6 +16,7 @@ pub mod pattern;
 pub mod pricing;
 pub mod provider;
 pub mod ratelimit;
+pub mod redis_lua;
 pub mod retry;
 pub mod select;
 pub mod sign;

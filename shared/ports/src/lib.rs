@@ -16,8 +16,10 @@ use oblivious_core::job::Job;
 
 #[cfg(feature = "conformance")]
 pub mod conformance;
+pub mod running;
 pub mod seal;
 pub mod store;
+pub use running::{Running, RunningGuard};
 pub use seal::{Sealer, SECRET_ENV};
 pub use store::*;
 

@@ -4,24 +4,32 @@
 //! message that keeps failing to the dead-letter queue (`maxReceiveCount` in
 //! the redrive policy). `receive`/`delete` serve pollers outside Lambda.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
-use aws_sdk_sqs::types::{DeleteMessageBatchRequestEntry, SendMessageBatchRequestEntry};
-use aws_sdk_sqs::Client;
 use oblivious_core::job::Job;
-use oblivious_ports::{PortError, Queue};
+use oblivious_ports::{Clock, PortError, Queue, Upstream};
+use serde::Deserialize;
+use serde_json::{json, Value};
 
-fn port(e: impl std::error::Error + 'static) -> PortError {
-    PortError(aws_sdk_sqs::error::DisplayErrorContext(e).to_string())
+use crate::client::{AwsClient, AwsError, Service};
+
+fn port(e: AwsError) -> PortError {
+    PortError(e.to_string())
 }
 
 /// SQS takes at most 10 messages per batch call.
 const BATCH: usize = 10;
 
-#[derive(Clone)]
-pub struct SqsQueue {
-    client: Client,
+pub struct SqsQueue<U, C> {
+    client: AwsClient<U, C>,
     url: String,
+}
+
+impl<U, C> Clone for SqsQueue<U, C> {
+    fn clone(&self) -> Self {
+        SqsQueue { client: self.client.clone(), url: self.url.clone() }
+    }
 }
 
 /// A received message and the handle to delete it.
@@ -33,8 +41,43 @@ pub struct Received {
     pub receive_count: u32,
 }
 
-impl SqsQueue {
-    pub fn new(client: Client, url: impl Into<String>) -> Self {
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct BatchFailure {
+    #[serde(default)]
+    code: String,
+    message: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct SendBatchOutput {
+    #[serde(default)]
+    failed: Vec<BatchFailure>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct Message {
+    #[serde(default)]
+    message_id: String,
+    #[serde(default)]
+    receipt_handle: String,
+    #[serde(default)]
+    body: String,
+    #[serde(default)]
+    attributes: HashMap<String, String>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct ReceiveOutput {
+    #[serde(default)]
+    messages: Vec<Message>,
+}
+
+impl<U: Upstream, C: Clock> SqsQueue<U, C> {
+    pub fn new(client: AwsClient<U, C>, url: impl Into<String>) -> Self {
         SqsQueue { client, url: url.into() }
     }
 
@@ -48,22 +91,11 @@ impl SqsQueue {
             let mut entries = Vec::with_capacity(chunk.len());
             for (i, job) in chunk.iter().enumerate() {
                 let body = serde_json::to_string(job).map_err(|e| PortError(e.to_string()))?;
-                entries.push(
-                    SendMessageBatchRequestEntry::builder()
-                        .id(i.to_string())
-                        .message_body(body)
-                        .build()
-                        .map_err(port)?,
-                );
+                entries.push(json!({ "Id": i.to_string(), "MessageBody": body }));
             }
-            let out = self
-                .client
-                .send_message_batch()
-                .queue_url(&self.url)
-                .set_entries(Some(entries))
-                .send()
-                .await
-                .map_err(port)?;
+            let body = json!({ "QueueUrl": self.url, "Entries": entries });
+            let out: SendBatchOutput =
+                self.client.call_as(Service::Sqs, "SendMessageBatch", &body).await.map_err(port)?;
             if let Some(f) = out.failed.first() {
                 return Err(PortError(format!("SQS refused a job: {}", f.message.as_deref().unwrap_or(&f.code))));
             }
@@ -73,34 +105,22 @@ impl SqsQueue {
 
     /// Long-polls for up to `max` (≤ 10) messages, hiding them for `visibility`.
     pub async fn receive(&self, max: i32, wait: Duration, visibility: Duration) -> Result<Vec<Received>, PortError> {
-        let out = self
-            .client
-            .receive_message()
-            .queue_url(&self.url)
-            .max_number_of_messages(max.clamp(1, 10))
-            .wait_time_seconds(wait.as_secs().min(20) as i32)
-            .visibility_timeout(visibility.as_secs() as i32)
-            .message_system_attribute_names(aws_sdk_sqs::types::MessageSystemAttributeName::ApproximateReceiveCount)
-            .send()
-            .await
-            .map_err(port)?;
+        let body = json!({
+            "QueueUrl": self.url,
+            "MaxNumberOfMessages": max.clamp(1, 10),
+            "WaitTimeSeconds": wait.as_secs().min(20),
+            "VisibilityTimeout": visibility.as_secs(),
+            "MessageSystemAttributeNames": ["ApproximateReceiveCount"],
+        });
+        let out: ReceiveOutput = self.client.call_as(Service::Sqs, "ReceiveMessage", &body).await.map_err(port)?;
         Ok(out
             .messages
-            .unwrap_or_default()
             .into_iter()
-            .map(|m| {
-                let receive_count = m
-                    .attributes
-                    .as_ref()
-                    .and_then(|a| a.get(&aws_sdk_sqs::types::MessageSystemAttributeName::ApproximateReceiveCount))
-                    .and_then(|c| c.parse().ok())
-                    .unwrap_or(1);
-                Received {
-                    message_id: m.message_id.unwrap_or_default(),
-                    receipt: m.receipt_handle.unwrap_or_default(),
-                    body: m.body.unwrap_or_default(),
-                    receive_count,
-                }
+            .map(|m| Received {
+                receive_count: m.attributes.get("ApproximateReceiveCount").and_then(|c| c.parse().ok()).unwrap_or(1),
+                message_id: m.message_id,
+                receipt: m.receipt_handle,
+                body: m.body,
             })
             .collect())
     }
@@ -108,28 +128,20 @@ impl SqsQueue {
     /// Deletes handled messages by receipt handle.
     pub async fn delete(&self, receipts: &[String]) -> Result<(), PortError> {
         for chunk in receipts.chunks(BATCH) {
-            let entries = chunk
-                .iter()
-                .enumerate()
-                .map(|(i, r)| DeleteMessageBatchRequestEntry::builder().id(i.to_string()).receipt_handle(r).build())
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(port)?;
-            self.client
-                .delete_message_batch()
-                .queue_url(&self.url)
-                .set_entries(Some(entries))
-                .send()
-                .await
-                .map_err(port)?;
+            let entries: Vec<Value> =
+                chunk.iter().enumerate().map(|(i, r)| json!({ "Id": i.to_string(), "ReceiptHandle": r })).collect();
+            let body = json!({ "QueueUrl": self.url, "Entries": entries });
+            self.client.call(Service::Sqs, "DeleteMessageBatch", &body).await.map_err(port)?;
         }
         Ok(())
     }
 }
 
-impl Queue for SqsQueue {
+impl<U: Upstream, C: Clock> Queue for SqsQueue<U, C> {
     async fn publish(&self, job: Job) -> Result<(), PortError> {
         let body = serde_json::to_string(&job).map_err(|e| PortError(e.to_string()))?;
-        self.client.send_message().queue_url(&self.url).message_body(body).send().await.map_err(port)?;
+        let req = json!({ "QueueUrl": self.url, "MessageBody": body });
+        self.client.call(Service::Sqs, "SendMessage", &req).await.map_err(port)?;
         Ok(())
     }
 }

@@ -5,37 +5,10 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use oblivious_core::ratelimit;
+use oblivious_core::{ratelimit, redis_lua};
 use oblivious_ports::{Hit, Hot, PortError};
 use redis::aio::ConnectionManager;
 use redis::{AsyncCommands, Script};
-
-/// Adds `cost` to the current fixed window unless the sliding count would pass
-/// the limit (see `oblivious_core::ratelimit::sliding_count`).
-const WINDOW_LUA: &str = r#"
-local current = tonumber(redis.call('GET', KEYS[1]) or '0')
-local previous = tonumber(redis.call('GET', KEYS[2]) or '0')
-local window, limit, cost, elapsed = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
-local overlap = window - elapsed
-if overlap < 0 then overlap = 0 end
-local before = math.floor(previous * overlap / window) + current
-if cost > 0 and before + cost > limit then
-  return {0, before}
-end
-redis.call('INCRBY', KEYS[1], cost)
-redis.call('PEXPIRE', KEYS[1], window * 2)
-return {1, before + cost}
-"#;
-
-const ACQUIRE_LUA: &str = r#"
-local held = tonumber(redis.call('GET', KEYS[1]) or '0')
-if held >= tonumber(ARGV[1]) then
-  return -1
-end
-local n = redis.call('INCR', KEYS[1])
-redis.call('PEXPIRE', KEYS[1], ARGV[2])
-return n
-"#;
 
 #[derive(Clone)]
 pub struct RedisHot {
@@ -57,8 +30,8 @@ impl RedisHot {
         Ok(RedisHot {
             conn,
             prefix: prefix.to_string(),
-            window: Script::new(WINDOW_LUA),
-            acquire: Script::new(ACQUIRE_LUA),
+            window: Script::new(redis_lua::WINDOW),
+            acquire: Script::new(redis_lua::ACQUIRE),
         })
     }
 

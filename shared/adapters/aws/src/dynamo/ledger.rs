@@ -3,18 +3,18 @@
 //! hold, reservation still open, code still unused), so a concurrent writer
 //! makes the transaction fail and the step re-reads instead of double-counting.
 
-use aws_sdk_dynamodb::types::AttributeValue;
 use oblivious_core::alerts::Alert;
 use oblivious_core::model::{Id, UsageRecord, User};
 use oblivious_core::money::clamp_charge;
 use oblivious_ports::{
-    bounded_balance, spend_periods, Ledger, LedgerEntry, Page, Paged, RedeemError, RedemptionCode, Reservation,
-    Settled, Shortfall, Store, StoreError, StoreResult,
+    bounded_balance, spend_periods, Clock, Ledger, LedgerEntry, Page, Paged, RedeemError, RedemptionCode, Reservation,
+    Settled, Shortfall, Store, StoreError, StoreResult, Upstream,
 };
+use serde_dynamo::AttributeValue;
 
 use super::{
-    backend, backoff, from_item, get_bool, get_n, get_s, key_id, key_meta, n, page_of, s, to_item, DynamoStore, Item,
-    Tx, TxEnd, ATTEMPTS,
+    backend, from_item, get_bool, get_n, get_s, key_id, key_meta, n, page_of, s, to_item, DynamoStore, Item, Tx, TxEnd,
+    ATTEMPTS,
 };
 
 /// A balance holder as read: its id, whether limits apply, and the balance.
@@ -30,11 +30,6 @@ fn holder(item: &Item, balance: &str) -> Holder {
         unlimited: get_bool(item, "unlimited"),
         balance: get_n(item, balance).unwrap_or_default(),
     }
-}
-
-fn now_ms() -> i64 {
-    let since_epoch = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
-    i64::try_from(since_epoch.as_millis()).unwrap_or(i64::MAX)
 }
 
 /// Closed reservations are kept this long (the usage log holds the charge for good), then expire by TTL.
@@ -54,7 +49,7 @@ fn crosses(before: i64, after: i64) -> bool {
     (before > 0) != (after > 0)
 }
 
-impl DynamoStore {
+impl<U: Upstream, C: Clock> DynamoStore<U, C> {
     async fn spent(&self, token_id: Id, period: &str) -> StoreResult<i64> {
         Ok(self.get("meta", spend_key(token_id, period)).await?.and_then(|i| get_n(&i, "spent")).unwrap_or(0))
     }
@@ -115,6 +110,7 @@ impl DynamoStore {
                         _ => (0, 0),
                     };
                     if state != "settled" {
+                        let now = self.now_ms();
                         let new_state = if u.cost == 0 { "refunded" } else { "settled" };
                         tx.update(
                             self.table("reservations"),
@@ -124,9 +120,9 @@ impl DynamoStore {
                             vec![
                                 (":new", s(new_state)),
                                 (":cost", n(u.cost)),
-                                (":now", n(now_ms())),
+                                (":now", n(now)),
                                 (":old", s(state)),
-                                (":ttl", n(expiry(now_ms()))),
+                                (":ttl", n(expiry(now))),
                             ],
                         );
                     }
@@ -156,7 +152,7 @@ impl DynamoStore {
                     return Ok(Some(Settled { token, user }));
                 }
                 TxEnd::Refused(failed) if failed.contains(&usage) => return Ok(None),
-                TxEnd::Refused(_) => backoff(attempt).await,
+                TxEnd::Refused(_) => self.backoff(attempt).await,
             }
         }
         Err(backend(format!("could not settle {} against concurrent changes", u.request_id)))
@@ -204,7 +200,7 @@ fn key_request(id: &str) -> Item {
     std::collections::HashMap::from([("request_id".to_string(), s(id))])
 }
 
-impl Ledger for DynamoStore {
+impl<U: Upstream, C: Clock> Ledger for DynamoStore<U, C> {
     async fn reserve(&self, r: Reservation) -> StoreResult<Result<(), Shortfall>> {
         // A hold is at most what a request may be charged (`MAX_UNITS`).
         let r = Reservation { amount: clamp_charge(r.amount), ..r };
@@ -285,7 +281,7 @@ impl Ledger for DynamoStore {
                         refusals.iter().find(|(i, _)| failed.contains(i)).map_or(Shortfall::UserBalance, |(_, w)| *w);
                     return Ok(Err(why));
                 }
-                TxEnd::Refused(_) => backoff(attempt).await,
+                TxEnd::Refused(_) => self.backoff(attempt).await,
             }
         }
         Err(backend("unreachable: the reserve loop always returns"))
@@ -337,7 +333,7 @@ impl Ledger for DynamoStore {
                     }
                     // Settled (or swept) by someone else meanwhile.
                     TxEnd::Refused(failed) if failed.contains(&close) => break,
-                    TxEnd::Refused(_) => backoff(attempt).await,
+                    TxEnd::Refused(_) => self.backoff(attempt).await,
                 }
             }
         }
@@ -369,7 +365,7 @@ impl Ledger for DynamoStore {
             let after = self.balance_entry(&mut tx, &user, entry(delta, kind, actor, note, now_ms)).await?;
             match self.transact(tx).await? {
                 TxEnd::Done => return Ok(after),
-                TxEnd::Refused(_) => backoff(attempt).await,
+                TxEnd::Refused(_) => self.backoff(attempt).await,
             }
         }
         Err(backend(format!("could not adjust user {user_id}'s balance against concurrent changes")))
@@ -491,7 +487,7 @@ impl Ledger for DynamoStore {
             match self.transact(tx).await? {
                 TxEnd::Done => return Ok(Ok(after)),
                 TxEnd::Refused(failed) if failed.contains(&claim) => return Ok(Err(RedeemError::AlreadyUsed)),
-                TxEnd::Refused(_) => backoff(attempt).await,
+                TxEnd::Refused(_) => self.backoff(attempt).await,
             }
         }
         Err(backend(format!("could not redeem for user {user_id} against concurrent changes")))

@@ -25,31 +25,33 @@ mod usage;
 use std::collections::HashMap;
 use std::time::Duration;
 
-use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata};
-use aws_sdk_dynamodb::types::{AttributeValue, ConditionCheck, Delete, Put, ReturnValue, TransactWriteItem, Update};
-use aws_sdk_dynamodb::Client;
-use oblivious_ports::{Sealer, StoreError, StoreResult};
+use oblivious_ports::{Clock, Sealer, StoreError, StoreResult, Upstream};
 use serde::de::DeserializeOwned;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
+use serde_dynamo::AttributeValue;
+use serde_json::{json, Value};
+
+use crate::client::{AwsClient, AwsError, Service};
 
 pub use schema::TABLES;
 
 pub(crate) type Item = HashMap<String, AttributeValue>;
 
 /// The store over one set of tables, named `{prefix}{table}`.
-#[derive(Clone)]
-pub struct DynamoStore {
-    client: Client,
+pub struct DynamoStore<U, C> {
+    client: AwsClient<U, C>,
     prefix: String,
     sealer: Sealer,
 }
 
-pub(crate) fn backend(e: impl std::fmt::Display) -> StoreError {
-    StoreError::Backend(e.to_string())
+impl<U, C> Clone for DynamoStore<U, C> {
+    fn clone(&self) -> Self {
+        DynamoStore { client: self.client.clone(), prefix: self.prefix.clone(), sealer: self.sealer.clone() }
+    }
 }
 
-pub(crate) fn sdk<E: std::error::Error + 'static>(e: E) -> StoreError {
-    StoreError::Backend(DisplayErrorContext(e).to_string())
+pub(crate) fn backend(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Backend(e.to_string())
 }
 
 pub(crate) fn n(v: i64) -> AttributeValue {
@@ -117,6 +119,40 @@ fn values(vals: Vec<(&str, AttributeValue)>) -> Option<HashMap<String, Attribute
     (!vals.is_empty()).then(|| vals.into_iter().map(|(k, v)| (k.to_string(), v)).collect())
 }
 
+/// A request object without its absent (null) members: the API refuses an
+/// empty `ExpressionAttributeValues` or a null `ConditionExpression`.
+fn request(mut v: Value) -> Value {
+    if let Value::Object(fields) = &mut v {
+        fields.retain(|_, f| !f.is_null());
+    }
+    v
+}
+
+pub(crate) fn aws(e: AwsError) -> StoreError {
+    StoreError::Backend(e.to_string())
+}
+
+/// A page of Query or Scan.
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct ItemPage {
+    #[serde(default)]
+    items: Vec<Item>,
+    last_evaluated_key: Option<Item>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct GetItemOutput {
+    item: Option<Item>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct UpdateItemOutput {
+    attributes: Option<Item>,
+}
+
 /// How a transaction ended.
 pub(crate) enum TxEnd {
     Done,
@@ -124,25 +160,28 @@ pub(crate) enum TxEnd {
     Refused(Vec<usize>),
 }
 
-/// A write transaction under construction (at most 100 items, each item once).
+/// A write transaction under construction (at most 100 items, each item once):
+/// `TransactItems` entries as the API takes them.
 #[derive(Default)]
 pub(crate) struct Tx {
-    items: Vec<TransactWriteItem>,
+    items: Vec<Value>,
 }
 
 impl Tx {
-    pub fn put(&mut self, table: String, item: Item, cond: Option<&str>, vals: Vec<(&str, AttributeValue)>) -> usize {
-        let names = cond.and_then(|c| names_in(&[c]));
-        let put = Put::builder()
-            .table_name(table)
-            .set_item(Some(item))
-            .set_condition_expression(cond.map(str::to_string))
-            .set_expression_attribute_names(names)
-            .set_expression_attribute_values(values(vals))
-            .build()
-            .expect("table and item are set");
-        self.items.push(TransactWriteItem::builder().put(put).build());
+    fn push(&mut self, kind: &str, op: Value) -> usize {
+        self.items.push(json!({ kind: request(op) }));
         self.items.len() - 1
+    }
+
+    pub fn put(&mut self, table: String, item: Item, cond: Option<&str>, vals: Vec<(&str, AttributeValue)>) -> usize {
+        let op = json!({
+            "TableName": table,
+            "Item": item,
+            "ConditionExpression": cond,
+            "ExpressionAttributeNames": cond.and_then(|c| names_in(&[c])),
+            "ExpressionAttributeValues": values(vals),
+        });
+        self.push("Put", op)
     }
 
     pub fn update(
@@ -153,44 +192,36 @@ impl Tx {
         cond: Option<&str>,
         vals: Vec<(&str, AttributeValue)>,
     ) -> usize {
-        let names = names_in(&[expr, cond.unwrap_or("")]);
-        let update = Update::builder()
-            .table_name(table)
-            .set_key(Some(key))
-            .update_expression(expr)
-            .set_condition_expression(cond.map(str::to_string))
-            .set_expression_attribute_names(names)
-            .set_expression_attribute_values(values(vals))
-            .build()
-            .expect("table, key and expression are set");
-        self.items.push(TransactWriteItem::builder().update(update).build());
-        self.items.len() - 1
+        let op = json!({
+            "TableName": table,
+            "Key": key,
+            "UpdateExpression": expr,
+            "ConditionExpression": cond,
+            "ExpressionAttributeNames": names_in(&[expr, cond.unwrap_or("")]),
+            "ExpressionAttributeValues": values(vals),
+        });
+        self.push("Update", op)
     }
 
     pub fn delete(&mut self, table: String, key: Item, cond: Option<&str>) -> usize {
-        let names = cond.and_then(|c| names_in(&[c]));
-        let delete = Delete::builder()
-            .table_name(table)
-            .set_key(Some(key))
-            .set_condition_expression(cond.map(str::to_string))
-            .set_expression_attribute_names(names)
-            .build()
-            .expect("table and key are set");
-        self.items.push(TransactWriteItem::builder().delete(delete).build());
-        self.items.len() - 1
+        let op = json!({
+            "TableName": table,
+            "Key": key,
+            "ConditionExpression": cond,
+            "ExpressionAttributeNames": cond.and_then(|c| names_in(&[c])),
+        });
+        self.push("Delete", op)
     }
 
     pub fn check(&mut self, table: String, key: Item, cond: &str, vals: Vec<(&str, AttributeValue)>) -> usize {
-        let check = ConditionCheck::builder()
-            .table_name(table)
-            .set_key(Some(key))
-            .condition_expression(cond)
-            .set_expression_attribute_names(names_in(&[cond]))
-            .set_expression_attribute_values(values(vals))
-            .build()
-            .expect("table, key and condition are set");
-        self.items.push(TransactWriteItem::builder().condition_check(check).build());
-        self.items.len() - 1
+        let op = json!({
+            "TableName": table,
+            "Key": key,
+            "ConditionExpression": cond,
+            "ExpressionAttributeNames": names_in(&[cond]),
+            "ExpressionAttributeValues": values(vals),
+        });
+        self.push("ConditionCheck", op)
     }
 
     pub fn is_empty(&self) -> bool {
@@ -198,16 +229,26 @@ impl Tx {
     }
 }
 
+/// The `Code` of each item's cancellation reason (`None` for an item that passed).
+fn cancellation_codes(body: &Value) -> Vec<String> {
+    body.get("CancellationReasons")
+        .and_then(Value::as_array)
+        .map(|reasons| {
+            reasons.iter().map(|r| r.get("Code").and_then(Value::as_str).unwrap_or("None").to_string()).collect()
+        })
+        .unwrap_or_default()
+}
+
 /// Attempts for an optimistic read-then-transact step before giving up.
 const ATTEMPTS: u32 = 12;
 
-impl DynamoStore {
+impl<U: Upstream, C: Clock> DynamoStore<U, C> {
     /// A store over tables named `{prefix}users`, `{prefix}tokens`, …
-    pub fn new(client: Client, prefix: impl Into<String>, sealer: Sealer) -> Self {
+    pub fn new(client: AwsClient<U, C>, prefix: impl Into<String>, sealer: Sealer) -> Self {
         DynamoStore { client, prefix: prefix.into(), sealer }
     }
 
-    pub fn client(&self) -> &Client {
+    pub fn client(&self) -> &AwsClient<U, C> {
         &self.client
     }
 
@@ -215,53 +256,49 @@ impl DynamoStore {
         format!("{}{name}", self.prefix)
     }
 
+    /// One DynamoDB operation, its answer read as `T`.
+    pub(crate) async fn call<T: DeserializeOwned>(&self, operation: &str, body: Value) -> StoreResult<T> {
+        self.client.call_as(Service::DynamoDb, operation, &request(body)).await.map_err(aws)
+    }
+
     /// Runs a transaction; conflicts with concurrent transactions are retried here.
     pub(crate) async fn transact(&self, tx: Tx) -> StoreResult<TxEnd> {
         if tx.is_empty() {
             return Ok(TxEnd::Done);
         }
+        let body = json!({ "TransactItems": tx.items });
         for attempt in 0..ATTEMPTS {
-            let sent = self.client.transact_write_items().set_transact_items(Some(tx.items.clone())).send().await;
-            let err = match sent {
+            let err = match self.client.call(Service::DynamoDb, "TransactWriteItems", &body).await {
                 Ok(_) => return Ok(TxEnd::Done),
-                Err(e) => e.into_service_error(),
+                Err(e) => e,
             };
-            if let aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError::TransactionCanceledException(
-                cancel,
-            ) = &err
-            {
-                let reasons = cancel.cancellation_reasons();
-                let failed: Vec<usize> = reasons
-                    .iter()
-                    .enumerate()
-                    .filter(|(_, r)| r.code() == Some("ConditionalCheckFailed"))
-                    .map(|(i, _)| i)
-                    .collect();
-                if !failed.is_empty() {
-                    return Ok(TxEnd::Refused(failed));
+            match &err {
+                AwsError::Service { code, body, .. } if code == "TransactionCanceledException" => {
+                    let reasons = cancellation_codes(body);
+                    let failed: Vec<usize> = reasons
+                        .iter()
+                        .enumerate()
+                        .filter(|(_, r)| r.as_str() == "ConditionalCheckFailed")
+                        .map(|(i, _)| i)
+                        .collect();
+                    if !failed.is_empty() {
+                        return Ok(TxEnd::Refused(failed));
+                    }
+                    if !reasons.iter().any(|r| r == "TransactionConflict") {
+                        return Err(aws(err));
+                    }
                 }
-                if !reasons.iter().any(|r| r.code() == Some("TransactionConflict")) {
-                    return Err(sdk(err));
-                }
-            } else if err.code() != Some("TransactionInProgressException") {
-                return Err(sdk(err));
+                AwsError::Service { code, .. } if code == "TransactionInProgressException" => {}
+                _ => return Err(aws(err)),
             }
-            backoff(attempt).await;
+            self.backoff(attempt).await;
         }
         Err(backend("the transaction kept conflicting with concurrent writes"))
     }
 
     pub(crate) async fn get(&self, table: &str, key: Item) -> StoreResult<Option<Item>> {
-        let out = self
-            .client
-            .get_item()
-            .table_name(self.table(table))
-            .set_key(Some(key))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(sdk)?;
-        Ok(out.item)
+        let body = json!({ "TableName": self.table(table), "Key": key, "ConsistentRead": true });
+        Ok(self.call::<GetItemOutput>("GetItem", body).await?.item)
     }
 
     /// Every item of a query (all pages).
@@ -273,23 +310,21 @@ impl DynamoStore {
         vals: Vec<(&str, AttributeValue)>,
     ) -> StoreResult<Vec<Item>> {
         let mut out = Vec::new();
-        let mut start = None;
+        let mut start: Option<Item> = None;
         let vals = values(vals);
         loop {
-            let page = self
-                .client
-                .query()
-                .table_name(self.table(table))
-                .set_index_name(index.map(str::to_string))
-                .key_condition_expression(key_cond)
-                .set_expression_attribute_names(names_in(&[key_cond]))
-                .set_expression_attribute_values(vals.clone())
-                .set_consistent_read(index.is_none().then_some(true))
-                .set_exclusive_start_key(start)
-                .send()
-                .await
-                .map_err(sdk)?;
-            out.extend(page.items.unwrap_or_default());
+            let body = json!({
+                "TableName": self.table(table),
+                "IndexName": index,
+                "KeyConditionExpression": key_cond,
+                "ExpressionAttributeNames": names_in(&[key_cond]),
+                "ExpressionAttributeValues": vals,
+                // Global secondary indexes only read eventually consistent.
+                "ConsistentRead": index.is_none().then_some(true),
+                "ExclusiveStartKey": start,
+            });
+            let page: ItemPage = self.call("Query", body).await?;
+            out.extend(page.items);
             start = page.last_evaluated_key;
             if start.is_none() {
                 return Ok(out);
@@ -300,18 +335,11 @@ impl DynamoStore {
     /// Every item of a table (all pages).
     pub(crate) async fn scan(&self, table: &str) -> StoreResult<Vec<Item>> {
         let mut out = Vec::new();
-        let mut start = None;
+        let mut start: Option<Item> = None;
         loop {
-            let page = self
-                .client
-                .scan()
-                .table_name(self.table(table))
-                .consistent_read(true)
-                .set_exclusive_start_key(start)
-                .send()
-                .await
-                .map_err(sdk)?;
-            out.extend(page.items.unwrap_or_default());
+            let body = json!({ "TableName": self.table(table), "ConsistentRead": true, "ExclusiveStartKey": start });
+            let page: ItemPage = self.call("Scan", body).await?;
+            out.extend(page.items);
             start = page.last_evaluated_key;
             if start.is_none() {
                 return Ok(out);
@@ -327,18 +355,15 @@ impl DynamoStore {
     /// `count` consecutive ids of a sequence, reserved in one atomic update.
     pub(crate) async fn next_ids(&self, seq: &str, count: usize) -> StoreResult<std::ops::RangeInclusive<i64>> {
         let count = i64::try_from(count.max(1)).unwrap_or(i64::MAX);
-        let out = self
-            .client
-            .update_item()
-            .table_name(self.table("meta"))
-            .set_key(Some(key_meta("seq", seq)))
-            .update_expression("ADD #value :count")
-            .set_expression_attribute_names(names_in(&["#value"]))
-            .expression_attribute_values(":count", n(count))
-            .return_values(ReturnValue::UpdatedNew)
-            .send()
-            .await
-            .map_err(sdk)?;
+        let body = json!({
+            "TableName": self.table("meta"),
+            "Key": key_meta("seq", seq),
+            "UpdateExpression": "ADD #value :count",
+            "ExpressionAttributeNames": names_in(&["#value"]),
+            "ExpressionAttributeValues": { ":count": n(count) },
+            "ReturnValues": "UPDATED_NEW",
+        });
+        let out: UpdateItemOutput = self.call("UpdateItem", body).await?;
         let last = out
             .attributes
             .as_ref()
@@ -351,11 +376,17 @@ impl DynamoStore {
     pub(crate) fn bump(&self, tx: &mut Tx) {
         tx.update(self.table("meta"), key_meta("revision", "-"), "ADD #value :one", None, vec![(":one", n(1))]);
     }
-}
 
-pub(crate) async fn backoff(attempt: u32) {
-    let ms = 5u64 << attempt.min(6);
-    tokio::time::sleep(Duration::from_millis(ms + rand::random::<u64>() % ms)).await;
+    /// Waits before another optimistic attempt: 5 ms doubling up to 320 ms, plus jitter.
+    pub(crate) async fn backoff(&self, attempt: u32) {
+        let ms = 5u64 << attempt.min(6);
+        self.client.clock().sleep(Duration::from_millis(ms + self.client.jitter(ms))).await;
+    }
+
+    /// Wall-clock time from the client's clock, Unix ms.
+    pub(crate) fn now_ms(&self) -> i64 {
+        self.client.clock().now_ms()
+    }
 }
 
 /// Offset/limit over rows already sorted in memory.
@@ -367,4 +398,52 @@ pub(crate) fn page_of<T>(rows: Vec<T>, page: oblivious_ports::Page) -> oblivious
         .take(usize::try_from(page.limit).unwrap_or(usize::MAX))
         .collect();
     oblivious_ports::Paged { items, total }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn transaction_items_are_dynamodb_json_without_absent_members() {
+        let mut tx = Tx::default();
+        let put = tx.put("t".into(), key_id(1), None, vec![]);
+        let upd = tx.update("t".into(), key_id(2), "SET #state = :s", Some("#state = :old"), vec![(":s", s("a"))]);
+        assert_eq!((put, upd), (0, 1));
+        assert_eq!(tx.items[0], json!({ "Put": { "TableName": "t", "Item": { "id": { "N": "1" } } } }));
+        assert_eq!(
+            tx.items[1],
+            json!({ "Update": {
+                "TableName": "t",
+                "Key": { "id": { "N": "2" } },
+                "UpdateExpression": "SET #state = :s",
+                "ConditionExpression": "#state = :old",
+                "ExpressionAttributeNames": { "#state": "state" },
+                "ExpressionAttributeValues": { ":s": { "S": "a" } },
+            } })
+        );
+    }
+
+    #[test]
+    fn cancellation_reasons_are_read_by_item() {
+        let body = json!({
+            "__type": "com.amazonaws.dynamodb.v20120810#TransactionCanceledException",
+            "CancellationReasons": [{ "Code": "None" }, { "Code": "ConditionalCheckFailed", "Message": "The conditional request failed" }, {}],
+        });
+        assert_eq!(cancellation_codes(&body), ["None", "ConditionalCheckFailed", "None"]);
+        assert!(cancellation_codes(&json!({})).is_empty());
+    }
+
+    #[test]
+    fn pages_read_items_and_the_next_key() {
+        let page: ItemPage = serde_json::from_value(json!({
+            "Items": [{ "id": { "N": "1" }, "gone": { "NULL": true }, "on": { "BOOL": true }, "tags": { "L": [{ "S": "x" }] } }],
+            "Count": 1,
+            "LastEvaluatedKey": { "id": { "N": "1" } },
+        }))
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(get_n(&page.items[0], "id"), Some(1));
+        assert!(get_bool(&page.items[0], "on"));
+        assert_eq!(page.last_evaluated_key, Some(key_id(1)));
+    }
 }

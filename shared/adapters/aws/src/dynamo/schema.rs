@@ -2,13 +2,11 @@
 //! first run against an emulator), and the Terraform test checks that
 //! `terraform/dynamodb.tf` declares the same ones.
 
-use aws_sdk_dynamodb::types::{
-    AttributeDefinition, BillingMode, GlobalSecondaryIndex, KeySchemaElement, KeyType, Projection, ProjectionType,
-    ScalarAttributeType,
-};
-use oblivious_ports::StoreResult;
+use oblivious_ports::{Clock, StoreResult, Upstream};
+use serde::Deserialize;
+use serde_json::{json, Value};
 
-use super::{sdk, DynamoStore};
+use super::DynamoStore;
 
 #[derive(Clone, Copy, Debug)]
 pub enum Attr {
@@ -51,25 +49,22 @@ pub const TABLES: &[TableSpec] = &[
     TableSpec { name: "ledger", key: ("user_id", Attr::N, Some(("id", Attr::N))), indexes: &[] },
 ];
 
-fn schema(key: Key) -> Vec<KeySchemaElement> {
-    let elem = |name: &str, kind| {
-        KeySchemaElement::builder().attribute_name(name).key_type(kind).build().expect("name and type are set")
-    };
-    let mut v = vec![elem(key.0, KeyType::Hash)];
+fn schema(key: Key) -> Vec<Value> {
+    let mut v = vec![json!({ "AttributeName": key.0, "KeyType": "HASH" })];
     if let Some((range, _)) = key.2 {
-        v.push(elem(range, KeyType::Range));
+        v.push(json!({ "AttributeName": range, "KeyType": "RANGE" }));
     }
     v
 }
 
-fn attrs(key: Key, into: &mut Vec<AttributeDefinition>) {
+fn attrs(key: Key, into: &mut Vec<Value>) {
     let mut add = |name: &str, attr: Attr| {
-        if into.iter().all(|d| d.attribute_name() != name) {
+        if into.iter().all(|d| d["AttributeName"] != name) {
             let kind = match attr {
-                Attr::S => ScalarAttributeType::S,
-                Attr::N => ScalarAttributeType::N,
+                Attr::S => "S",
+                Attr::N => "N",
             };
-            into.push(AttributeDefinition::builder().attribute_name(name).attribute_type(kind).build().expect("set"));
+            into.push(json!({ "AttributeName": name, "AttributeType": kind }));
         }
     };
     add(key.0, key.1);
@@ -78,14 +73,22 @@ fn attrs(key: Key, into: &mut Vec<AttributeDefinition>) {
     }
 }
 
-impl DynamoStore {
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct ListTablesOutput {
+    #[serde(default)]
+    table_names: Vec<String>,
+    last_evaluated_table_name: Option<String>,
+}
+
+impl<U: Upstream, C: Clock> DynamoStore<U, C> {
     /// Creates every table that does not exist yet (on-demand billing).
     pub async fn create_tables(&self) -> StoreResult<()> {
         let mut existing = Vec::new();
         let mut start: Option<String> = None;
         loop {
-            let page = self.client.list_tables().set_exclusive_start_table_name(start).send().await.map_err(sdk)?;
-            existing.extend(page.table_names.unwrap_or_default());
+            let page: ListTablesOutput = self.call("ListTables", json!({ "ExclusiveStartTableName": start })).await?;
+            existing.extend(page.table_names);
             start = page.last_evaluated_table_name;
             if start.is_none() {
                 break;
@@ -98,24 +101,24 @@ impl DynamoStore {
             }
             let mut defs = Vec::new();
             attrs(t.key, &mut defs);
-            let mut req = self
-                .client
-                .create_table()
-                .table_name(&name)
-                .billing_mode(BillingMode::PayPerRequest)
-                .set_key_schema(Some(schema(t.key)));
+            let mut indexes = Vec::new();
             for (index, key) in t.indexes {
                 attrs(*key, &mut defs);
-                req = req.global_secondary_indexes(
-                    GlobalSecondaryIndex::builder()
-                        .index_name(*index)
-                        .set_key_schema(Some(schema(*key)))
-                        .projection(Projection::builder().projection_type(ProjectionType::All).build())
-                        .build()
-                        .expect("name, key and projection are set"),
-                );
+                indexes.push(json!({
+                    "IndexName": index,
+                    "KeySchema": schema(*key),
+                    "Projection": { "ProjectionType": "ALL" },
+                }));
             }
-            req.set_attribute_definitions(Some(defs)).send().await.map_err(sdk)?;
+            let body = json!({
+                "TableName": name,
+                "BillingMode": "PAY_PER_REQUEST",
+                "KeySchema": schema(t.key),
+                "AttributeDefinitions": defs,
+                // The API refuses an empty list.
+                "GlobalSecondaryIndexes": (!indexes.is_empty()).then_some(indexes),
+            });
+            self.call::<Value>("CreateTable", body).await?;
         }
         Ok(())
     }

@@ -1,13 +1,13 @@
 //! [`Store`] over DynamoDB: users, keys, channels, groups, prices, config sync.
 
-use aws_sdk_dynamodb::types::AttributeValue;
 use oblivious_core::model::{
     Channel, ChannelSpec, ChannelStatus, Group, Id, Price, Source, Token, TokenStatus, UsageRecord, User, UserStatus,
 };
 use oblivious_ports::{
-    ConfigSnapshot, NewToken, NewUser, Page, Paged, Settled, Store, StoreError, StoreResult, TokenFilter, TokenPatch,
-    UsageFilter, UserPatch,
+    Clock, ConfigSnapshot, NewToken, NewUser, Page, Paged, Settled, Store, StoreError, StoreResult, TokenFilter,
+    TokenPatch, Upstream, UsageFilter, UserPatch,
 };
+use serde_dynamo::AttributeValue;
 
 use super::{
     backend, from_item, get_n, get_s, key_id, key_meta, n, opt_n, page_of, s, to_item, DynamoStore, Item, Tx, TxEnd,
@@ -57,7 +57,7 @@ fn not_found(what: String) -> StoreError {
     StoreError::NotFound(what)
 }
 
-impl DynamoStore {
+impl<U: Upstream, C: Clock> DynamoStore<U, C> {
     pub(crate) async fn user_item(&self, id: Id) -> StoreResult<Option<Item>> {
         self.get("users", key_id(id)).await
     }
@@ -195,7 +195,7 @@ impl DynamoStore {
     }
 }
 
-impl Store for DynamoStore {
+impl<U: Upstream, C: Clock> Store for DynamoStore<U, C> {
     async fn revision(&self) -> StoreResult<i64> {
         Ok(self.get("meta", key_meta("revision", "-")).await?.and_then(|i| get_n(&i, "value")).unwrap_or(0))
     }

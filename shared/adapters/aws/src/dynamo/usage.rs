@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 
 use oblivious_core::model::UsageRecord;
-use oblivious_ports::{GroupBy, Interval, StoreResult, UsageFilter, UsageLog, UsageStat};
+use oblivious_ports::{Clock, GroupBy, Interval, StoreResult, Upstream, UsageFilter, UsageLog, UsageStat};
 
 use super::{from_item, n, DynamoStore};
 
@@ -45,7 +45,7 @@ fn percentile(sorted: &[i64], p: usize) -> i64 {
     sorted[rank - 1]
 }
 
-impl DynamoStore {
+impl<U: Upstream, C: Clock> DynamoStore<U, C> {
     /// Every row the filter selects, in no particular order.
     pub(crate) async fn usage_rows(&self, f: &UsageFilter) -> StoreResult<Vec<UsageRecord>> {
         let range = "#created_at BETWEEN :since AND :until";
@@ -66,7 +66,7 @@ impl DynamoStore {
     }
 }
 
-impl UsageLog for DynamoStore {
+impl<U: Upstream, C: Clock> UsageLog for DynamoStore<U, C> {
     async fn usage_stats(
         &self,
         f: UsageFilter,

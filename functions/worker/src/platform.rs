@@ -1,0 +1,147 @@
+//! The edge platform and its state, built once per isolate from the Worker's
+//! bindings (`wrangler.toml` vars and `wrangler secret put` secrets) and kept
+//! for the isolate's life: the relay with its key, channel and price caches.
+
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::Router;
+use oblivious_aws::{AwsClient, AwsCredentials, DynamoStore, SqsQueue};
+use oblivious_core::config::{self, Config};
+use oblivious_core::ApiError;
+use oblivious_ports::{Clock, Ledger, Platform, Ports, Running, Sealer};
+use oblivious_relay::Relay;
+use oblivious_upstash::UpstashHot;
+use worker::Env;
+
+use crate::fetch::FetchUpstream;
+use crate::runtime::{WorkerClock, WorkerIds, WorkerTasks};
+
+pub struct Edge;
+
+impl Platform for Edge {
+    type Store = DynamoStore<FetchUpstream, WorkerClock>;
+    type Hot = UpstashHot<FetchUpstream>;
+    type Queue = SqsQueue<FetchUpstream, WorkerClock>;
+    type Upstream = FetchUpstream;
+    type Clock = WorkerClock;
+    type Ids = WorkerIds;
+    type Tasks = WorkerTasks;
+}
+
+/// How stale cached keys, channels and prices may get before a request
+/// re-reads the store's revision (as on Lambda).
+const REFRESH_AFTER_MS: i64 = 1000;
+
+/// What an isolate keeps between requests.
+pub struct State {
+    pub relay: Arc<Relay<Edge>>,
+    pub app: Router,
+    pub running: Running,
+    config: Config,
+    refreshed_at: AtomicI64,
+}
+
+static STATE: OnceLock<Arc<State>> = OnceLock::new();
+
+/// The isolate's state, built by its first request.
+pub async fn edge(env: &Env) -> Result<Arc<State>, String> {
+    if let Some(state) = STATE.get() {
+        return Ok(state.clone());
+    }
+    let state = Arc::new(build(env).await?);
+    // Two first requests may race to build; the first one kept wins.
+    Ok(STATE.get_or_init(|| state).clone())
+}
+
+/// A binding's value: a var or a secret (both are strings to the Worker).
+fn binding(env: &Env, name: &str) -> Option<String> {
+    env.var(name).ok().map(|v| v.to_string()).filter(|v| !v.is_empty())
+}
+
+fn required(env: &Env, name: &str) -> Result<String, String> {
+    binding(env, name).ok_or_else(|| format!("the Worker binding {name} is not set (see README: Edge deployment)"))
+}
+
+async fn build(env: &Env) -> Result<State, String> {
+    let config =
+        config::parse("OBLIVIOUS_CONFIG_TOML", &binding(env, "OBLIVIOUS_CONFIG_TOML").unwrap_or_default(), |k| {
+            binding(env, k)
+        })
+        .map_err(|e| e.to_string())?;
+    let sealer = Sealer::from_base64(&required(env, oblivious_ports::SECRET_ENV)?).map_err(|e| e.to_string())?;
+    let credentials = AwsCredentials {
+        access_key_id: required(env, "AWS_ACCESS_KEY_ID")?,
+        secret_access_key: required(env, "AWS_SECRET_ACCESS_KEY")?,
+        session_token: binding(env, "AWS_SESSION_TOKEN"),
+    };
+    let region = binding(env, "AWS_REGION").unwrap_or_else(|| "us-east-1".into());
+    let aws = AwsClient::new(FetchUpstream, WorkerClock, credentials, region, binding(env, "AWS_ENDPOINT_URL"));
+    let tasks = WorkerTasks::default();
+    let ports = Ports::<Edge> {
+        store: DynamoStore::new(
+            aws.clone(),
+            binding(env, "OBLIVIOUS_TABLE_PREFIX").unwrap_or_else(|| "oblivious-".into()),
+            sealer,
+        ),
+        hot: UpstashHot::new(
+            FetchUpstream,
+            required(env, "UPSTASH_REDIS_REST_URL")?,
+            required(env, "UPSTASH_REDIS_REST_TOKEN")?,
+            binding(env, "OBLIVIOUS_HOT_PREFIX").unwrap_or_else(|| "obl:".into()),
+        ),
+        queue: SqsQueue::new(aws, required(env, "OBLIVIOUS_USAGE_QUEUE_URL")?),
+        upstream: FetchUpstream,
+        clock: WorkerClock,
+        ids: WorkerIds,
+        tasks: tasks.clone(),
+    };
+    let relay = Relay::new(ports, config.relay.clone()).await.map_err(|e| format!("store: {e}"))?;
+    relay.set_rate_limits(config.rate_limits.clone());
+    let app = oblivious_relay::with_unknown_url(oblivious_relay::router(relay.clone()), relay.clone());
+    let now = relay.ports.clock.now_ms();
+    Ok(State { relay, app, running: tasks.running, config, refreshed_at: AtomicI64::new(now) })
+}
+
+impl State {
+    /// Re-reads the store's revision at most once a second; a moved revision
+    /// reloads the snapshot and drops cached keys.
+    pub async fn refresh_if_stale(&self) {
+        let now = self.relay.ports.clock.now_ms();
+        if now - self.refreshed_at.load(Ordering::Relaxed) < REFRESH_AFTER_MS {
+            return;
+        }
+        self.refreshed_at.store(now, Ordering::Relaxed);
+        if let Err(e) = self.relay.refresh(false).await {
+            tracing::warn!("refresh failed: {e}");
+        }
+    }
+
+    /// The cron trigger: probes every channel, then refunds reservations
+    /// older than the billing timeout (so an all-edge deployment needs no
+    /// other scheduler).
+    pub async fn scheduled(&self) {
+        let window = Duration::from_secs(self.relay.settings().health_window_seconds.max(1));
+        match self.relay.health_pass(window).await {
+            Ok(reports) => worker::console_log!("health pass: {} channels probed", reports.len()),
+            Err(e) => worker::console_error!("health pass: {e}"),
+        }
+        let now = self.relay.ports.clock.now_ms();
+        let timeout_ms = (self.config.billing.reservation_timeout_seconds as i64).saturating_mul(1000);
+        match self.relay.ports.store.sweep_reservations(now - timeout_ms, now).await {
+            Ok(refunded) => worker::console_log!("sweeper: {refunded} reservations refunded"),
+            Err(e) => worker::console_error!("sweeper: {e}"),
+        }
+        self.running.idle().await;
+    }
+}
+
+/// The answer while the Worker cannot start (a binding missing, the store
+/// unreachable): 503 in OpenAI's error shape, retried by clients.
+pub fn unavailable(why: &str) -> http::Response<Body> {
+    worker::console_error!("edge start failed: {why}");
+    let e = ApiError::internal(format!("The gateway is not ready: {why}")).with_status(503);
+    oblivious_relay::error_response(&e, "req_edge_start")
+}
