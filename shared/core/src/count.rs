@@ -1,12 +1,14 @@
-//! Token counting with tiktoken, used when an upstream reports no usage.
-//! OpenAI's newer models (gpt-4o, gpt-4.1, gpt-5, o-series) use o200k_base;
-//! everything else is estimated with cl100k_base, which is within a few percent
-//! for most Latin-script text on other families.
+//! Token counting, used when an upstream reports no usage. With the
+//! `tiktoken` feature (every native build): OpenAI's BPEs — o200k_base for
+//! the newer OpenAI models (gpt-4o, gpt-4.1, gpt-5, o-series), cl100k_base for
+//! everything else, within a few percent for most Latin-script text on other
+//! families. Without it (the edge worker, where the BPE tables alone would
+//! pass the Workers 3 MiB limit): [`estimate_text`].
 
 use serde_json::Value;
-use tiktoken_rs::CoreBPE;
 
-fn encoding_for(model: &str) -> &'static CoreBPE {
+#[cfg(feature = "tiktoken")]
+fn encoding_for(model: &str) -> &'static tiktoken_rs::CoreBPE {
     let m = model.rsplit('/').next().unwrap_or(model);
     let o200k =
         ["gpt-4o", "chatgpt-4o", "gpt-4.1", "gpt-4.5", "gpt-5", "o1", "o3", "o4"].iter().any(|p| m.starts_with(p));
@@ -17,11 +19,47 @@ fn encoding_for(model: &str) -> &'static CoreBPE {
     }
 }
 
+#[cfg(feature = "tiktoken")]
 pub fn count_text(model: &str, text: &str) -> i64 {
     if text.is_empty() {
         return 0;
     }
     encoding_for(model).encode_ordinary(text).len() as i64
+}
+
+#[cfg(not(feature = "tiktoken"))]
+pub fn count_text(_model: &str, text: &str) -> i64 {
+    estimate_text(text)
+}
+
+/// A tokenizer-free estimate: a word (a run of letters or digits of an
+/// alphabetic script) costs one token plus one per eight characters (BPEs hold
+/// most words whole, splitting long ones), every other character that is not
+/// a space one token (CJK ideographs, kana and hangul are about a token each
+/// in cl100k, punctuation and symbols usually one).
+pub fn estimate_text(text: &str) -> i64 {
+    let (mut tokens, mut run) = (0i64, 0i64);
+    for c in text.chars() {
+        let wordy = c.is_alphanumeric() && (c as u32) < 0x2E80;
+        if wordy {
+            run += 1;
+            continue;
+        }
+        tokens += word(run);
+        run = 0;
+        if !c.is_whitespace() {
+            tokens += 1;
+        }
+    }
+    tokens + word(run)
+}
+
+fn word(chars: i64) -> i64 {
+    if chars == 0 {
+        0
+    } else {
+        1 + chars / 8
+    }
 }
 
 /// Fixed estimate for one image part (OpenAI's low-detail cost).
@@ -84,6 +122,29 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    #[test]
+    fn estimates_without_a_tokenizer() {
+        assert_eq!(estimate_text(""), 0);
+        assert_eq!(estimate_text("hello world"), 2);
+        assert_eq!(estimate_text("Hi, there!"), 4);
+        assert_eq!(estimate_text("你好世界"), 4);
+        assert_eq!(estimate_text("internationalization"), 3);
+    }
+
+    #[cfg(feature = "tiktoken")]
+    #[test]
+    fn the_estimate_stays_near_cl100k_on_prose() {
+        for text in [
+            "The quick brown fox jumps over the lazy dog while the band plays on.",
+            "Explain, in two short paragraphs, why the sky looks blue at noon but red at sunset.",
+            "Rust's ownership model guarantees memory safety without a garbage collector.",
+        ] {
+            let (est, bpe) = (estimate_text(text), count_text("gpt-4", text));
+            assert!((est - bpe).abs() * 4 <= bpe, "{text}: estimate {est}, cl100k {bpe}");
+        }
+    }
+
+    #[cfg(feature = "tiktoken")]
     #[test]
     fn counts() {
         assert_eq!(count_text("gpt-4", "hello world"), 2);
