@@ -108,7 +108,7 @@ pub async fn init_with(s: &Settings, aws: AwsApi, started: Instant) -> Result<In
         ids: RandomIds,
         tasks: tasks.clone(),
     };
-    let relay = Relay::new(ports, config.relay.clone()).await.map_err(|e| format!("store: {e}"))?;
+    let relay = Relay::new_shared(ports, config.relay.clone()).await.map_err(|e| format!("store: {e}"))?;
     relay.set_rate_limits(config.rate_limits.clone());
     let init_ms = started.elapsed().as_millis();
     tracing::info!(init_ms, "cold start done");

@@ -16,6 +16,7 @@ mod inbound;
 mod limits;
 mod overlay;
 mod respond;
+mod shared;
 mod snapshot;
 mod stream;
 mod tokens;
@@ -35,7 +36,7 @@ use oblivious_core::config::RelaySettings;
 use oblivious_core::model::{Channel, ChannelStatus};
 use oblivious_core::ratelimit::RateLimits;
 use oblivious_core::wire::Inbound;
-use oblivious_ports::{Ids, Platform, Ports, StoreError};
+use oblivious_ports::{Ids, Platform, Ports, Store, StoreError};
 
 pub use auth::Principal;
 use inbound::GeminiCall;
@@ -55,19 +56,37 @@ pub struct Relay<P: Platform> {
     rate_limits: RwLock<Arc<RateLimits>>,
     snapshot: RwLock<Arc<Snapshot>>,
     auth: auth::AuthCache,
+    /// The second cache level in hot state, when instances share it.
+    shared: Option<shared::SharedCaches>,
     tokens: credentials::TokenCache,
     usage_backlog: usage::Backlog,
 }
 
 impl<P: Platform> Relay<P> {
-    /// Builds the relay and loads its first snapshot from the store.
+    /// Builds the relay and loads its first snapshot from the store. Its
+    /// caches live in this process only: right for one process (the local
+    /// binary), whose hot state is in the same process anyway.
     pub async fn new(ports: Ports<P>, settings: RelaySettings) -> Result<Arc<Self>, StoreError> {
+        Self::start(ports, settings, false).await
+    }
+
+    /// Like [`Relay::new`], with a second level in hot state shared by every
+    /// instance (Lambda, the edge): a cold instance builds its snapshot and
+    /// resolves keys from what a warm one already read, sealed with the
+    /// store's sealer, and reads the tables only when nobody has yet.
+    pub async fn new_shared(ports: Ports<P>, settings: RelaySettings) -> Result<Arc<Self>, StoreError> {
+        Self::start(ports, settings, true).await
+    }
+
+    async fn start(ports: Ports<P>, settings: RelaySettings, share: bool) -> Result<Arc<Self>, StoreError> {
+        let shared = share.then(|| shared::SharedCaches::new(ports.store.sealer()));
         let relay = Arc::new(Relay {
             ports,
             settings: RwLock::new(Arc::new(settings)),
             rate_limits: RwLock::new(Arc::new(RateLimits::default())),
             snapshot: RwLock::new(Arc::new(Snapshot::default())),
             auth: auth::AuthCache::default(),
+            shared,
             tokens: credentials::TokenCache::default(),
             usage_backlog: usage::Backlog::default(),
         });
@@ -103,20 +122,23 @@ impl<P: Platform> Relay<P> {
     /// Reloads channels, groups and prices and drops cached keys when the
     /// store's revision moved (or always, with `force`).
     pub async fn refresh(&self, force: bool) -> Result<bool, StoreError> {
-        let store = &self.ports.store;
-        let rev = oblivious_ports::Store::revision(store).await?;
+        let rev = self.ports.store.revision().await?;
         if !force && rev == self.snapshot().revision {
             return Ok(false);
         }
-        self.auth.clear();
-        let snap = Snapshot::load(store, rev).await?;
+        self.auth.clear(rev);
+        let snap = self.load_snapshot(rev).await?;
         let before = self.snapshot();
+        // An instance's first load revives nothing: cold instances (a new
+        // isolate, a new Lambda) start all the time and must not wipe the
+        // failure history other instances share in hot state.
+        let first_load = before.revision == 0 && before.channels.is_empty();
         let enabled_before: HashSet<_> =
             before.channels.iter().filter(|b| b.status == ChannelStatus::Enabled).map(|b| b.id).collect();
         let revived: Vec<Arc<Channel>> = snap
             .channels
             .iter()
-            .filter(|c| c.status == ChannelStatus::Enabled && !enabled_before.contains(&c.id))
+            .filter(|c| !first_load && c.status == ChannelStatus::Enabled && !enabled_before.contains(&c.id))
             .cloned()
             .collect();
         *self.snapshot.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(snap);
@@ -126,6 +148,25 @@ impl<P: Platform> Relay<P> {
             self.clear_health(&c).await;
         }
         Ok(true)
+    }
+
+    /// The snapshot at `rev`: from the shared level when it has it, else from
+    /// the store (then shared, for the next cold instance).
+    async fn load_snapshot(&self, rev: i64) -> Result<Snapshot, StoreError> {
+        let Some(shared) = &self.shared else {
+            return Snapshot::load(&self.ports.store, rev).await;
+        };
+        let share = match shared.snapshot(&self.ports.hot, rev).await {
+            shared::Lookup::Hit(inputs) => return Ok(Snapshot::build(rev, inputs)),
+            shared::Lookup::Miss => true,
+            shared::Lookup::Down => false,
+        };
+        // Read after `rev` was: at least as new as the entry's key says.
+        let inputs = snapshot::Inputs::read(&self.ports.store).await?;
+        if share {
+            shared.put_snapshot(&self.ports.hot, rev, &inputs).await;
+        }
+        Ok(Snapshot::build(rev, inputs))
     }
 }
 

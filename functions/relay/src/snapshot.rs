@@ -11,6 +11,7 @@ use oblivious_core::model::{Channel, ChannelStatus, Group, Price};
 use oblivious_core::wire::Inbound;
 use oblivious_core::{pattern, ApiError};
 use oblivious_ports::{Clock, Ids, Platform, Store, StoreError};
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use crate::respond::{error_response_in, json_response};
@@ -31,9 +32,29 @@ pub struct Snapshot {
     price_patterns: Vec<String>,
 }
 
+/// What a snapshot is built from, as the store gives it. Serializable: hot
+/// state can hold it (sealed, see `shared.rs`) for instances that start cold.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub(crate) struct Inputs {
+    pub channels: Vec<Channel>,
+    pub groups: Vec<Group>,
+    pub prices: Vec<Price>,
+}
+
+impl Inputs {
+    pub(crate) async fn read<S: Store>(store: &S) -> Result<Self, StoreError> {
+        Ok(Inputs { channels: store.channels().await?, groups: store.groups().await?, prices: store.prices().await? })
+    }
+}
+
 impl Snapshot {
     pub async fn load<S: Store>(store: &S, revision: i64) -> Result<Self, StoreError> {
-        let channels: Vec<Arc<Channel>> = store.channels().await?.into_iter().map(Arc::new).collect();
+        Ok(Self::build(revision, Inputs::read(store).await?))
+    }
+
+    /// Indexes channels, groups and prices (from the store or from hot state alike).
+    pub(crate) fn build(revision: i64, inputs: Inputs) -> Self {
+        let channels: Vec<Arc<Channel>> = inputs.channels.into_iter().map(Arc::new).collect();
         let mut by_model: HashMap<String, Vec<usize>> = HashMap::new();
         let mut wildcard = vec![];
         for (i, c) in channels.iter().enumerate() {
@@ -48,9 +69,9 @@ impl Snapshot {
                 }
             }
         }
-        let groups = store.groups().await?.into_iter().map(|g| (g.name.clone(), g)).collect();
+        let groups = inputs.groups.into_iter().map(|g| (g.name.clone(), g)).collect();
         let mut prices: HashMap<String, Vec<Price>> = HashMap::new();
-        for p in store.prices().await? {
+        for p in inputs.prices {
             prices.entry(p.model.clone()).or_default().push(p);
         }
         for versions in prices.values_mut() {
@@ -58,7 +79,7 @@ impl Snapshot {
         }
         let mut price_patterns: Vec<String> = prices.keys().filter(|m| pattern::is_wildcard(m)).cloned().collect();
         price_patterns.sort_by_key(|p| std::cmp::Reverse(p.len()));
-        Ok(Snapshot { revision, channels, by_model, wildcard, groups, prices, price_patterns })
+        Snapshot { revision, channels, by_model, wildcard, groups, prices, price_patterns }
     }
 
     /// Every channel that lists `model`, whatever its status or groups.

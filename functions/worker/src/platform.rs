@@ -98,7 +98,7 @@ async fn build(env: &Env) -> Result<State, String> {
         ids: WorkerIds,
         tasks: tasks.clone(),
     };
-    let relay = Relay::new(ports, config.relay.clone()).await.map_err(|e| format!("store: {e}"))?;
+    let relay = Relay::new_shared(ports, config.relay.clone()).await.map_err(|e| format!("store: {e}"))?;
     relay.set_rate_limits(config.rate_limits.clone());
     let app = oblivious_relay::with_unknown_url(oblivious_relay::router(relay.clone()), relay.clone());
     let now = relay.ports.clock.now_ms();

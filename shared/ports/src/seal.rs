@@ -66,6 +66,15 @@ impl Sealer {
         String::from_utf8(plain).map_err(|e| backend(format!("sealed value: {e}")))
     }
 
+    /// Like [`Sealer::open`], but a value that is not sealed is an error rather
+    /// than read as it is: for places (hot state) that only ever hold sealed values.
+    pub fn open_sealed(&self, stored: &str) -> Result<String, StoreError> {
+        if !stored.starts_with(PREFIX) {
+            return Err(backend("not a sealed value".into()));
+        }
+        self.open(stored)
+    }
+
     /// The spec as stored: JSON with every key sealed.
     pub fn seal_spec(&self, spec: &ChannelSpec) -> Result<String, StoreError> {
         let sealed = ChannelSpec { keys: spec.keys.iter().map(|k| self.seal(k)).collect(), ..spec.clone() };
@@ -93,5 +102,7 @@ mod tests {
         assert_eq!(s.open(&sealed).unwrap(), "sk-upstream-secret");
         assert_eq!(s.open("plain").unwrap(), "plain");
         assert!(Sealer::new(&[8; 32]).open(&sealed).is_err());
+        assert_eq!(s.open_sealed(&sealed).unwrap(), "sk-upstream-secret");
+        assert!(s.open_sealed("plain").is_err(), "strict: an unsealed value is refused");
     }
 }

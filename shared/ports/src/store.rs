@@ -121,6 +121,11 @@ pub trait Store: Send + Sync + 'static {
     /// channels, groups, prices), including changes by other processes.
     fn revision(&self) -> impl Future<Output = StoreResult<i64>> + Send;
 
+    /// What this store seals channel keys with (the deployment's secret).
+    /// Whatever keeps a copy of store data outside the store (hot state)
+    /// seals it with the same sealer.
+    fn sealer(&self) -> crate::Sealer;
+
     fn user(&self, id: Id) -> impl Future<Output = StoreResult<Option<User>>> + Send;
     fn user_by_name(&self, name: &str) -> impl Future<Output = StoreResult<Option<User>>> + Send;
     fn users(&self, page: Page) -> impl Future<Output = StoreResult<Paged<User>>> + Send;

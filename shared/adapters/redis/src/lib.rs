@@ -7,8 +7,12 @@ use std::time::Duration;
 use bytes::Bytes;
 use oblivious_core::{ratelimit, redis_lua};
 use oblivious_ports::{Hit, Hot, PortError};
-use redis::aio::ConnectionManager;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{AsyncCommands, Script};
+
+/// How long one Redis call (or connection attempt) may take: far more than a
+/// healthy server needs, far less than a request can wait.
+pub const CALL_TIMEOUT: Duration = Duration::from_secs(1);
 
 #[derive(Clone)]
 pub struct RedisHot {
@@ -24,9 +28,18 @@ fn port(e: redis::RedisError) -> PortError {
 
 impl RedisHot {
     /// Connects (reconnecting on its own later) to `url`; every key is put under `prefix`.
+    ///
+    /// Calls and connection attempts time out (after [`CALL_TIMEOUT`]) and a
+    /// lost connection is retried once before a call fails: with Redis gone,
+    /// a call fails within seconds (callers fall back or let the request
+    /// through) instead of waiting for ever.
     pub async fn connect(url: &str, prefix: &str) -> Result<Self, PortError> {
         let client = redis::Client::open(url).map_err(port)?;
-        let conn = ConnectionManager::new(client).await.map_err(port)?;
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(CALL_TIMEOUT)
+            .set_response_timeout(CALL_TIMEOUT)
+            .set_number_of_retries(1);
+        let conn = ConnectionManager::new_with_config(client, config).await.map_err(port)?;
         Ok(RedisHot {
             conn,
             prefix: prefix.to_string(),

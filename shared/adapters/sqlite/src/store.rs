@@ -95,6 +95,10 @@ impl Store for SqliteStore {
         self.db.read(|c| Ok(c.row("SELECT value FROM revision WHERE id = 1", [], |r| r.get(0))?)).await
     }
 
+    fn sealer(&self) -> Sealer {
+        self.db.sealer()
+    }
+
     async fn user(&self, id: Id) -> StoreResult<Option<User>> {
         self.db.read(move |c| user_by_id(c, id)).await
     }

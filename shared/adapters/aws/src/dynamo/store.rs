@@ -4,8 +4,8 @@ use oblivious_core::model::{
     Channel, ChannelSpec, ChannelStatus, Group, Id, Price, Source, Token, TokenStatus, UsageRecord, User, UserStatus,
 };
 use oblivious_ports::{
-    Clock, ConfigSnapshot, NewToken, NewUser, Page, Paged, Settled, Store, StoreError, StoreResult, TokenFilter,
-    TokenPatch, Upstream, UsageFilter, UserPatch,
+    Clock, ConfigSnapshot, NewToken, NewUser, Page, Paged, Sealer, Settled, Store, StoreError, StoreResult,
+    TokenFilter, TokenPatch, Upstream, UsageFilter, UserPatch,
 };
 use serde_dynamo::AttributeValue;
 
@@ -198,6 +198,10 @@ impl<U: Upstream, C: Clock> DynamoStore<U, C> {
 impl<U: Upstream, C: Clock> Store for DynamoStore<U, C> {
     async fn revision(&self) -> StoreResult<i64> {
         Ok(self.get("meta", key_meta("revision", "-")).await?.and_then(|i| get_n(&i, "value")).unwrap_or(0))
+    }
+
+    fn sealer(&self) -> Sealer {
+        self.sealer.clone()
     }
 
     async fn user(&self, id: Id) -> StoreResult<Option<User>> {
