@@ -5,7 +5,6 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 
@@ -17,20 +16,15 @@ use axum::Router;
 use bytes::Bytes;
 use http_body::Frame;
 use lambda_http::request::RequestContext;
-use oblivious_ports::Clock;
 use oblivious_relay::{ClientIp, Relay};
 use tower::ServiceExt;
 
 use crate::platform::{Aws, Init};
 use crate::tasks::TrackedTasks;
 
-/// How stale cached keys, channels and prices may get before a request re-checks the store.
-const REFRESH_AFTER_MS: i64 = 1000;
-
 struct Shell {
     relay: Arc<Relay<Aws>>,
     tasks: TrackedTasks,
-    refreshed_at: AtomicI64,
 }
 
 /// The relay function's app: every relay endpoint.
@@ -45,7 +39,7 @@ pub fn admin_app(init: &Init) -> Router {
 
 fn shell(routes: Router, init: &Init) -> Router {
     let relay = init.relay.clone();
-    let state = Arc::new(Shell { relay: relay.clone(), tasks: init.tasks.clone(), refreshed_at: AtomicI64::new(0) });
+    let state = Arc::new(Shell { relay: relay.clone(), tasks: init.tasks.clone() });
     oblivious_relay::with_unknown_url(routes, relay).layer(middleware::from_fn_with_state(state, around))
 }
 
@@ -63,13 +57,7 @@ async fn around(State(shell): State<Arc<Shell>>, mut req: Request, next: Next) -
     if let Some(ip) = source_ip(&req) {
         req.extensions_mut().insert(ClientIp(ip));
     }
-    let now = shell.relay.ports.clock.now_ms();
-    if now - shell.refreshed_at.load(Ordering::Relaxed) >= REFRESH_AFTER_MS {
-        shell.refreshed_at.store(now, Ordering::Relaxed);
-        if let Err(e) = shell.relay.refresh(false).await {
-            tracing::warn!("refresh failed: {e}");
-        }
-    }
+    shell.relay.refresh_if_stale().await;
     let resp = next.run(req).await;
     let tasks = shell.tasks.clone();
     resp.map(|body| Body::new(AfterTasks { inner: Some(body), tasks, wait: None }))

@@ -3,15 +3,10 @@
 
 use std::time::Duration;
 
-use oblivious_ports::{Clock, ConfigSnapshot, Ledger, Store};
+use oblivious_ports::{Clock, ConfigSnapshot, Store};
 use serde_json::{json, Value};
 
 use crate::platform::Init;
-
-/// Failed probes count within `[relay] health_window_seconds`.
-pub fn health_window(init: &Init) -> Duration {
-    Duration::from_secs(init.relay.settings().health_window_seconds.max(1))
-}
 
 /// Probes every channel; disables the failing, revives the recovered.
 pub async fn health(init: &Init, window: Duration) -> Result<Value, String> {
@@ -21,9 +16,8 @@ pub async fn health(init: &Init, window: Duration) -> Result<Value, String> {
 
 /// Refunds reservations older than the billing timeout.
 pub async fn sweep(init: &Init) -> Result<Value, String> {
-    let now = init.relay.ports.clock.now_ms();
-    let timeout_ms = (init.config.billing.reservation_timeout_seconds as i64).saturating_mul(1000);
-    let refunded = init.relay.ports.store.sweep_reservations(now - timeout_ms, now).await.map_err(|e| e.to_string())?;
+    let refunded =
+        init.relay.sweep(init.config.billing.reservation_timeout_seconds).await.map_err(|e| e.to_string())?;
     if refunded > 0 {
         tracing::warn!(refunded, "refunded reservations left open");
     }

@@ -129,9 +129,7 @@ fn spawn_refresh(relay: Arc<Relay<Local>>) {
 fn spawn_sweeper(relay: Arc<Relay<Local>>, billing: oblivious_core::config::BillingSettings) {
     tokio::spawn(async move {
         loop {
-            let now = relay.ports.clock.now_ms();
-            let cutoff = now - (billing.reservation_timeout_seconds as i64).saturating_mul(1000);
-            match oblivious_ports::Ledger::sweep_reservations(&relay.ports.store, cutoff, now).await {
+            match relay.sweep(billing.reservation_timeout_seconds).await {
                 Ok(0) => {}
                 Ok(n) => tracing::warn!(refunded = n, "refunded reservations left open"),
                 Err(e) => tracing::error!("reservation sweep failed: {e}"),
@@ -152,7 +150,7 @@ fn spawn_health(relay: Arc<Relay<Local>>) {
                 continue;
             }
             tokio::time::sleep(Duration::from_secs(s.health_check_seconds)).await;
-            match relay.health_pass(Duration::from_secs(s.health_window_seconds.max(1))).await {
+            match relay.health_pass(s.health_window()).await {
                 Ok(reports) => {
                     for r in reports.iter().filter(|r| !r.action.is_empty()) {
                         tracing::warn!(channel = %r.channel, action = r.action, "health check: {}", r.probe.message);

@@ -26,6 +26,7 @@ mod validate;
 
 use std::collections::HashSet;
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, RwLock};
 
 use axum::extract::{Path, Request, State};
@@ -36,7 +37,7 @@ use oblivious_core::config::RelaySettings;
 use oblivious_core::model::{Channel, ChannelStatus};
 use oblivious_core::ratelimit::RateLimits;
 use oblivious_core::wire::Inbound;
-use oblivious_ports::{Ids, Platform, Ports, Store, StoreError};
+use oblivious_ports::{Clock, Ids, Ledger, Platform, Ports, Store, StoreError};
 
 pub use auth::Principal;
 use inbound::GeminiCall;
@@ -60,7 +61,13 @@ pub struct Relay<P: Platform> {
     shared: Option<shared::SharedCaches>,
     tokens: credentials::TokenCache,
     usage_backlog: usage::Backlog,
+    /// When [`Relay::refresh_if_stale`] last checked the store's revision (Unix ms).
+    refreshed_at: AtomicI64,
 }
+
+/// How stale cached keys, channels and prices may get before a request
+/// re-checks the store's revision, in shells without a poller (Lambda, the edge).
+pub const REFRESH_AFTER_MS: i64 = 1000;
 
 impl<P: Platform> Relay<P> {
     /// Builds the relay and loads its first snapshot from the store. Its
@@ -89,6 +96,7 @@ impl<P: Platform> Relay<P> {
             shared,
             tokens: credentials::TokenCache::default(),
             usage_backlog: usage::Backlog::default(),
+            refreshed_at: AtomicI64::new(0),
         });
         relay.refresh(true).await?;
         Ok(relay)
@@ -122,6 +130,7 @@ impl<P: Platform> Relay<P> {
     /// Reloads channels, groups and prices and drops cached keys when the
     /// store's revision moved (or always, with `force`).
     pub async fn refresh(&self, force: bool) -> Result<bool, StoreError> {
+        self.refreshed_at.store(self.ports.clock.now_ms(), Ordering::Relaxed);
         let rev = self.ports.store.revision().await?;
         if !force && rev == self.snapshot().revision {
             return Ok(false);
@@ -148,6 +157,26 @@ impl<P: Platform> Relay<P> {
             self.clear_health(&c).await;
         }
         Ok(true)
+    }
+
+    /// [`Relay::refresh`] at most once per [`REFRESH_AFTER_MS`]; a failure is
+    /// logged and the request goes on with the caches it has.
+    pub async fn refresh_if_stale(&self) {
+        let now = self.ports.clock.now_ms();
+        if now - self.refreshed_at.load(Ordering::Relaxed) < REFRESH_AFTER_MS {
+            return;
+        }
+        if let Err(e) = self.refresh(false).await {
+            tracing::warn!("refresh failed: {e}");
+        }
+    }
+
+    /// Refunds reservations still open after `timeout_seconds` (their request
+    /// died with its process); returns how many.
+    pub async fn sweep(&self, timeout_seconds: u64) -> Result<u64, StoreError> {
+        let now = self.ports.clock.now_ms();
+        let cutoff = now - (timeout_seconds as i64).saturating_mul(1000);
+        self.ports.store.sweep_reservations(cutoff, now).await
     }
 
     /// The snapshot at `rev`: from the shared level when it has it, else from

@@ -22,7 +22,7 @@ async fn fetch(req: HttpRequest, env: Env, ctx: Context) -> worker::Result<http:
         Ok(edge) => edge,
         Err(e) => return Ok(platform::unavailable(&e)),
     };
-    edge.refresh_if_stale().await;
+    edge.relay.refresh_if_stale().await;
     let mut req = req.map(Body::new);
     let ip = req.headers().get("cf-connecting-ip").and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<IpAddr>().ok());
     if let Some(ip) = ip {

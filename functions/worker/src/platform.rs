@@ -2,16 +2,14 @@
 //! bindings (`wrangler.toml` vars and `wrangler secret put` secrets) and kept
 //! for the isolate's life: the relay with its key, channel and price caches.
 
-use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, OnceLock};
-use std::time::Duration;
 
 use axum::body::Body;
 use axum::Router;
 use oblivious_aws::{AwsClient, AwsCredentials, DynamoStore, SqsQueue};
 use oblivious_core::config::{self, Config};
 use oblivious_core::ApiError;
-use oblivious_ports::{Clock, Ledger, Platform, Ports, Running, Sealer};
+use oblivious_ports::{Platform, Ports, Running, Sealer};
 use oblivious_relay::Relay;
 use oblivious_upstash::UpstashHot;
 use worker::Env;
@@ -31,17 +29,12 @@ impl Platform for Edge {
     type Tasks = WorkerTasks;
 }
 
-/// How stale cached keys, channels and prices may get before a request
-/// re-reads the store's revision (as on Lambda).
-const REFRESH_AFTER_MS: i64 = 1000;
-
 /// What an isolate keeps between requests.
 pub struct State {
     pub relay: Arc<Relay<Edge>>,
     pub app: Router,
     pub running: Running,
     config: Config,
-    refreshed_at: AtomicI64,
 }
 
 static STATE: OnceLock<Arc<State>> = OnceLock::new();
@@ -101,36 +94,19 @@ async fn build(env: &Env) -> Result<State, String> {
     let relay = Relay::new_shared(ports, config.relay.clone()).await.map_err(|e| format!("store: {e}"))?;
     relay.set_rate_limits(config.rate_limits.clone());
     let app = oblivious_relay::with_unknown_url(oblivious_relay::router(relay.clone()), relay.clone());
-    let now = relay.ports.clock.now_ms();
-    Ok(State { relay, app, running: tasks.running, config, refreshed_at: AtomicI64::new(now) })
+    Ok(State { relay, app, running: tasks.running, config })
 }
 
 impl State {
-    /// Re-reads the store's revision at most once a second; a moved revision
-    /// reloads the snapshot and drops cached keys.
-    pub async fn refresh_if_stale(&self) {
-        let now = self.relay.ports.clock.now_ms();
-        if now - self.refreshed_at.load(Ordering::Relaxed) < REFRESH_AFTER_MS {
-            return;
-        }
-        self.refreshed_at.store(now, Ordering::Relaxed);
-        if let Err(e) = self.relay.refresh(false).await {
-            tracing::warn!("refresh failed: {e}");
-        }
-    }
-
     /// The cron trigger: probes every channel, then refunds reservations
     /// older than the billing timeout (so an all-edge deployment needs no
     /// other scheduler).
     pub async fn scheduled(&self) {
-        let window = Duration::from_secs(self.relay.settings().health_window_seconds.max(1));
-        match self.relay.health_pass(window).await {
+        match self.relay.health_pass(self.relay.settings().health_window()).await {
             Ok(reports) => worker::console_log!("health pass: {} channels probed", reports.len()),
             Err(e) => worker::console_error!("health pass: {e}"),
         }
-        let now = self.relay.ports.clock.now_ms();
-        let timeout_ms = (self.config.billing.reservation_timeout_seconds as i64).saturating_mul(1000);
-        match self.relay.ports.store.sweep_reservations(now - timeout_ms, now).await {
+        match self.relay.sweep(self.config.billing.reservation_timeout_seconds).await {
             Ok(refunded) => worker::console_log!("sweeper: {refunded} reservations refunded"),
             Err(e) => worker::console_error!("sweeper: {e}"),
         }

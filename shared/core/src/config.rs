@@ -106,6 +106,13 @@ impl Default for ServerSettings {
     }
 }
 
+impl RelaySettings {
+    /// The window failed probes count in (at least a second).
+    pub fn health_window(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.health_window_seconds.max(1))
+    }
+}
+
 impl Default for RelaySettings {
     fn default() -> Self {
         RelaySettings {

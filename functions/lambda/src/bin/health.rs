@@ -10,7 +10,7 @@ use oblivious_lambda::{init, init_tracing, scheduled, Settings};
 async fn main() -> Result<(), lambda_runtime::Error> {
     init_tracing();
     let init = Arc::new(init(&Settings::from_env()).await?);
-    let window = scheduled::health_window(&init);
+    let window = init.relay.settings().health_window();
     lambda_runtime::run(service_fn(move |_: LambdaEvent<serde_json::Value>| {
         let init = init.clone();
         async move { scheduled::health(&init, window).await.map_err(lambda_runtime::Error::from) }
