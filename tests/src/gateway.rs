@@ -53,21 +53,57 @@ pub struct Gateway {
     pub admin_key: String,
     pub dir: PathBuf,
     pub config: PathBuf,
+    /// `/metrics`, when the config serves it on an address of its own (or `main`).
+    pub metrics_url: Option<String>,
+    launch: Launch,
     child: Child,
     pub http: reqwest::Client,
     /// The first process on a data directory removes it when dropped.
     owns_dir: bool,
 }
 
-/// Spawns `oblivious serve` and reads its address (and, on a first start, the
-/// admin key) from stdout.
-fn spawn(dir: &Path, config_path: &Path) -> (Child, String, Option<String>) {
-    spawn_limited(dir, config_path, None)
+/// `OBLIVIOUS_TEST_LOG_DIR`: where every gateway of a suite run logs (instead
+/// of the test's stderr) and where each API key the tests made is listed
+/// (`keys.txt`), so `tests/secrets_in_logs.sh` can show none reached a log.
+fn suite_log_dir() -> Option<PathBuf> {
+    let dir = PathBuf::from(std::env::var_os("OBLIVIOUS_TEST_LOG_DIR")?);
+    std::fs::create_dir_all(&dir).expect("create OBLIVIOUS_TEST_LOG_DIR");
+    Some(dir)
 }
 
-/// As [`spawn`], optionally under a lowered open-file limit (`ulimit -n`).
-fn spawn_limited(dir: &Path, config_path: &Path, nofile: Option<u32>) -> (Child, String, Option<String>) {
-    let mut command = match nofile {
+/// Lists a key the tests made, for the secrets check.
+pub fn note_secret(secret: &str) {
+    if let Some(dir) = suite_log_dir() {
+        use std::io::Write;
+        let mut f = std::fs::OpenOptions::new().create(true).append(true).open(dir.join("keys.txt")).expect("keys.txt");
+        writeln!(f, "{secret}").expect("write keys.txt");
+    }
+}
+
+/// How to start a gateway beyond its config: extra `serve` arguments and
+/// environment, where its stderr (the log) goes, an open-file limit.
+#[derive(Clone, Debug, Default)]
+pub struct Launch {
+    pub args: Vec<String>,
+    pub env: Vec<(String, String)>,
+    /// Appends stderr to this file instead of the test's own stderr.
+    pub log_file: Option<PathBuf>,
+    /// `ulimit -n` (soft and hard) for the process.
+    pub nofile: Option<u32>,
+}
+
+/// What a started process reported.
+struct Spawned {
+    child: Child,
+    url: String,
+    admin_key: Option<String>,
+    metrics_url: Option<String>,
+}
+
+/// Spawns `oblivious serve` and reads its address (and, on a first start, the
+/// admin key) from stdout.
+fn spawn(dir: &Path, config_path: &Path, launch: &Launch) -> Spawned {
+    let mut command = match launch.nofile {
         Some(n) => {
             let mut c = Command::new("bash");
             c.args(["-c", &format!("ulimit -n {n} && exec \"$0\" \"$@\"")]).arg(binary());
@@ -75,50 +111,79 @@ fn spawn_limited(dir: &Path, config_path: &Path, nofile: Option<u32>) -> (Child,
         }
         None => Command::new(binary()),
     };
+    let suite_log = suite_log_dir()
+        .map(|d| d.join(format!("gw-{}-{}.log", std::process::id(), SEQ.fetch_add(1, Ordering::SeqCst))));
+    let stderr = match launch.log_file.as_ref().or(suite_log.as_ref()) {
+        Some(path) => {
+            Stdio::from(std::fs::OpenOptions::new().create(true).append(true).open(path).expect("open the log file"))
+        }
+        None => Stdio::inherit(),
+    };
+    // Collected for the secrets check, a suite's logs are at info (every request's line).
+    let default_level = if suite_log.is_some() { "info" } else { "warn" };
     let mut child = command
         .args(["serve", "--listen", "127.0.0.1:0", "--config"])
         .arg(config_path)
         .arg("--data")
         .arg(dir.join("data"))
-        .env("OBLIVIOUS_LOG", std::env::var("OBLIVIOUS_LOG").unwrap_or_else(|_| "warn".into()))
+        .args(&launch.args)
+        .env("OBLIVIOUS_LOG", std::env::var("OBLIVIOUS_LOG").unwrap_or_else(|_| default_level.into()))
+        .envs(launch.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
         .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
+        .stderr(stderr)
         .spawn()
         .expect("spawn oblivious");
     let stdout = child.stdout.take().expect("stdout");
     let banner = read_banner(stdout, Instant::now() + Duration::from_secs(30));
-    (child, banner.url.expect("gateway did not report its address"), banner.admin_key)
+    Spawned {
+        child,
+        url: banner.url.expect("gateway did not report its address"),
+        admin_key: banner.admin_key,
+        metrics_url: banner.metrics_url,
+    }
 }
 
 impl Gateway {
     /// Starts the gateway with `config` (TOML) written to its config file.
     pub fn start(config: &str) -> Gateway {
-        Gateway::start_limited(config, None)
+        Gateway::launch(config, Launch::default())
     }
 
     /// Starts the gateway under an open-file limit of `nofile` (soft and hard).
     pub fn start_limited(config: &str, nofile: Option<u32>) -> Gateway {
+        Gateway::launch(config, Launch { nofile, ..Launch::default() })
+    }
+
+    /// Starts the gateway as `launch` says.
+    pub fn launch(config: &str, launch: Launch) -> Gateway {
         let dir = temp_dir("gw");
         let config_path = dir.join("oblivious.toml");
         std::fs::write(&config_path, config).expect("write config");
-        let (child, url, admin_key) = spawn_limited(&dir, &config_path, nofile);
+        let s = spawn(&dir, &config_path, &launch);
         let http = reqwest::Client::builder().pool_max_idle_per_host(0).build().expect("client");
+        let admin_key = s.admin_key.expect("gateway did not print the admin key");
+        note_secret(&admin_key);
         Gateway {
-            url,
-            admin_key: admin_key.expect("gateway did not print the admin key"),
+            url: s.url,
+            admin_key,
+            metrics_url: s.metrics_url,
             dir: dir.clone(),
             config: config_path,
-            child,
+            child: s.child,
             http,
             owns_dir: true,
+            launch,
         }
     }
 
     /// A second gateway process on the same data directory and config.
     pub fn second(&self) -> Gateway {
-        let (child, url, _) = spawn(&self.dir, &self.config);
+        let s = spawn(&self.dir, &self.config, &self.launch);
+        let child = s.child;
         Gateway {
-            url,
+            url: s.url,
+            metrics_url: s.metrics_url,
+            launch: self.launch.clone(),
             admin_key: self.admin_key.clone(),
             dir: self.dir.clone(),
             config: self.config.clone(),
@@ -137,9 +202,10 @@ impl Gateway {
     /// Starts the gateway again on the same data directory and config file.
     pub fn restart(&mut self) {
         self.crash();
-        let (child, url, _) = spawn(&self.dir, &self.config);
-        self.child = child;
-        self.url = url;
+        let s = spawn(&self.dir, &self.config, &self.launch);
+        self.child = s.child;
+        self.url = s.url;
+        self.metrics_url = s.metrics_url;
     }
 
     /// Sends SIGTERM; returns how long the process took to exit, or `None` if
@@ -202,6 +268,7 @@ impl Gateway {
         assert!(ok, "token create failed: {err}");
         let key = out.trim().to_string();
         assert!(key.starts_with("sk-") && !key.contains('\n'), "stdout is the key alone: {out:?}");
+        note_secret(&key);
         key
     }
 

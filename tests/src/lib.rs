@@ -5,6 +5,7 @@
 pub mod aws;
 pub mod edge;
 pub mod gateway;
+pub mod otlp;
 pub mod wire_mock;
 
 pub use gateway::Gateway;

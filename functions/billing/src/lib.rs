@@ -120,6 +120,7 @@ async fn check_alerts<P: Platform>(
         let stored = store.record_alerts(&subject, level, raised).await.map_err(s)?;
         for alert in stored {
             tracing::warn!(kind, id, threshold = alert.threshold_percent, remaining, "balance alert");
+            metrics::counter!(oblivious_core::telemetry::BALANCE_ALERTS, "kind" => kind).increment(1);
             if let Some(url) = &settings.webhook_url {
                 let payload = serde_json::json!({ "type": "balance_alert", "alert": alert }).to_string();
                 let job = Job::Webhook { id: format!("alert-{}", alert.id), url: url.clone(), payload };

@@ -10,6 +10,10 @@ pub const SECRET_KEY_PARAM: &str = "OBLIVIOUS_SECRET_KEY_PARAM";
 pub const CONFIG_TOML: &str = "OBLIVIOUS_CONFIG_TOML";
 pub const CONFIG_PARAM: &str = "OBLIVIOUS_CONFIG_PARAM";
 pub const HOT_PREFIX: &str = "OBLIVIOUS_HOT_PREFIX";
+/// `0` (or `false`, `off`, `no`) turns the EMF metric lines off (on by default; see [`crate::emf`]).
+pub const EMF: &str = "OBLIVIOUS_EMF";
+/// The CloudWatch namespace of those metrics (default `Oblivious`).
+pub const EMF_NAMESPACE: &str = "OBLIVIOUS_EMF_NAMESPACE";
 /// Set by Lambda itself (`AWS_DEFAULT_REGION` is the older name the CLI also reads).
 pub const AWS_REGION: &str = "AWS_REGION";
 pub const AWS_DEFAULT_REGION: &str = "AWS_DEFAULT_REGION";

@@ -1,7 +1,8 @@
 //! The HTTP shell: a function's axum router behind `lambda_http`, with the
 //! caller's address from the request context, caches refreshed from the
 //! store's revision at most once a second, and each response held open until
-//! its background work (the usage event) is done.
+//! its background work (the usage event) is done and its metrics are printed
+//! ([`crate::emf`]).
 
 use std::future::Future;
 use std::pin::Pin;
@@ -63,7 +64,9 @@ async fn around(State(shell): State<Arc<Shell>>, mut req: Request, next: Next) -
     resp.map(|body| Body::new(AfterTasks { inner: Some(body), tasks, wait: None }))
 }
 
-/// A body that ends only after the invocation's background tasks have finished.
+/// A body that ends only after the invocation's background tasks have
+/// finished and its metrics (recorded as the relay's body ended, and by those
+/// tasks) are printed.
 struct AfterTasks {
     inner: Option<Body>,
     tasks: TrackedTasks,
@@ -90,6 +93,7 @@ impl http_body::Body for AfterTasks {
         if let Some(wait) = this.wait.as_mut() {
             ready!(wait.as_mut().poll(cx));
             this.wait = None;
+            crate::emf::flush();
         }
         Poll::Ready(None)
     }

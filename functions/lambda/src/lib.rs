@@ -1,6 +1,7 @@
 //! The AWS Lambda shells. Each binary in `src/bin/` is one function: it builds
 //! its ports once per cold start ([`init`]) and hands events to the same
-//! function code the local runtime runs.
+//! function code the local runtime runs. Each invocation ends by printing
+//! its metrics as CloudWatch EMF lines ([`emf`]).
 //!
 //! | binary | trigger | runs |
 //! |---|---|---|
@@ -10,6 +11,7 @@
 //! | `health` | EventBridge schedule | channel probes: disable and revive |
 //! | `sweeper` | EventBridge schedule | refunds reservations left open |
 
+pub mod emf;
 pub mod env;
 pub mod http;
 pub mod jobs;
@@ -19,6 +21,13 @@ pub mod tasks;
 
 pub use env::Settings;
 pub use platform::{init, init_with, Aws, Init};
+
+/// A function's telemetry, set up first thing in `main`: logs ([`init_tracing`])
+/// and metrics as CloudWatch EMF lines on stdout ([`emf`]; off with `OBLIVIOUS_EMF=0`).
+pub fn init_telemetry() {
+    init_tracing();
+    emf::install_from_env();
+}
 
 /// Logs as JSON lines to CloudWatch (level from `RUST_LOG`, default info).
 pub fn init_tracing() {

@@ -23,3 +23,17 @@ fn settings_come_from_the_environment_with_defaults() {
     assert_eq!(s.secret_key_param.as_deref(), Some("/oblivious/secret-key"));
     assert_eq!(s.config_param.as_deref(), Some("/oblivious/config"));
 }
+
+#[test]
+fn emf_metrics_are_on_unless_turned_off() {
+    use oblivious_lambda::emf::namespace;
+    let given = |vars: Vec<(&'static str, &'static str)>| {
+        move |k: &str| vars.iter().find(|(name, _)| *name == k).map(|(_, v)| v.to_string())
+    };
+    assert_eq!(namespace(given(vec![])).as_deref(), Some("Oblivious"));
+    assert_eq!(namespace(given(vec![(env::EMF_NAMESPACE, "Gateway/Prod")])).as_deref(), Some("Gateway/Prod"));
+    assert_eq!(namespace(given(vec![(env::EMF, "1")])).as_deref(), Some("Oblivious"));
+    for off in ["0", "false", "OFF", "no"] {
+        assert_eq!(namespace(given(vec![(env::EMF, off), (env::EMF_NAMESPACE, "X")])), None, "{off}");
+    }
+}

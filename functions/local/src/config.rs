@@ -28,13 +28,27 @@ pub async fn apply(relay: &Relay<Local>, alerts: &SharedAlerts, cfg: &Config) ->
     Ok(())
 }
 
+/// Whether the config file as last read was applied (`/readyz` reports it).
+#[derive(Clone, Default)]
+pub struct State(Arc<std::sync::Mutex<Option<String>>>);
+
+impl State {
+    pub fn error(&self) -> Option<String> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    fn set(&self, error: Option<String>) {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = error;
+    }
+}
+
 fn mtime(path: &Path) -> Option<SystemTime> {
     std::fs::metadata(path).and_then(|m| m.modified()).ok()
 }
 
 /// Re-applies the file when its modification time changes or on SIGHUP. A
 /// file that no longer validates is reported and the running config is kept.
-pub fn watch(relay: Arc<Relay<Local>>, alerts: SharedAlerts, path: PathBuf) {
+pub fn watch(relay: Arc<Relay<Local>>, alerts: SharedAlerts, path: PathBuf, state: State) {
     tokio::spawn(async move {
         let mut seen = mtime(&path);
         #[cfg(unix)]
@@ -60,15 +74,23 @@ pub fn watch(relay: Arc<Relay<Local>>, alerts: SharedAlerts, path: PathBuf) {
                 continue;
             }
             seen = now;
-            match load(&path) {
+            let outcome = match load(&path) {
                 Ok(cfg) => match apply(&relay, &alerts, &cfg).await {
                     Ok(()) => {
-                        tracing::info!(file = %path.display(), channels = cfg.channels.len(), "config reloaded")
+                        tracing::info!(file = %path.display(), channels = cfg.channels.len(), "config reloaded");
+                        None
                     }
-                    Err(e) => tracing::error!("config not applied: {e}"),
+                    Err(e) => {
+                        tracing::error!("config not applied: {e}");
+                        Some(format!("not applied: {e}"))
+                    }
                 },
-                Err(e) => tracing::error!("config not reloaded, keeping the running one: {e}"),
-            }
+                Err(e) => {
+                    tracing::error!("config not reloaded, keeping the running one: {e}");
+                    Some(format!("the file no longer loads, the running config is the last good one: {e}"))
+                }
+            };
+            state.set(outcome);
         }
     });
 }

@@ -2,11 +2,14 @@
 //! CLI works on the same data directory as a running server; the server sees
 //! the changes within half a second.
 
+mod backup;
 mod cli;
 mod config;
 mod platform;
+mod secret;
 mod serve;
 mod server;
+mod telemetry;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -25,6 +28,9 @@ struct Cli {
     /// Data directory holding the SQLite database.
     #[arg(long, global = true, env = "OBLIVIOUS_DATA", default_value = "./data")]
     data: PathBuf,
+    /// Log lines as text or as JSON objects (one per line); `OBLIVIOUS_LOG` filters them.
+    #[arg(long, global = true, env = "OBLIVIOUS_LOG_FORMAT", value_enum, default_value_t)]
+    log_format: telemetry::LogFormat,
     #[command(subcommand)]
     command: Command,
 }
@@ -45,17 +51,36 @@ enum Command {
     /// Redemption codes.
     #[command(subcommand)]
     Code(cli::CodeCmd),
+    /// Back up the database and its secret into a directory, while the gateway serves.
+    Backup(backup::BackupArgs),
+    /// Restore a backup into the data directory (refused while the gateway runs on it).
+    Restore(backup::RestoreArgs),
+    /// The secret that encrypts channel keys.
+    #[command(subcommand)]
+    Secret(secret::SecretCmd),
 }
 
 fn main() -> ExitCode {
     let args = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("OBLIVIOUS_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    // `serve` reads its config first: it says where traces go.
+    let loaded = match &args.command {
+        Command::Serve(a) => match serve::load(a) {
+            Ok(l) => Some(l),
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::FAILURE;
+            }
+        },
+        _ => None,
+    };
+    let tracing = loaded.as_ref().and_then(|l| l.config.as_ref()).map(|c| &c.tracing);
+    let telemetry = match telemetry::init(args.log_format, tracing) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     // SQLite work runs on blocking threads; a bounded pool keeps memory flat under load.
     let runtime = match tokio::runtime::Builder::new_multi_thread().max_blocking_threads(16).enable_all().build() {
         Ok(rt) => rt,
@@ -66,13 +91,18 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async move {
         match args.command {
-            Command::Serve(a) => serve::run(&args.data, a).await,
+            Command::Serve(a) => serve::run(&args.data, a, loaded.unwrap_or_default()).await,
             Command::Token(c) => cli::token(&args.data, c).await,
             Command::Channel(c) => cli::channel(&args.data, c).await,
             Command::User(c) => cli::user(&args.data, c).await,
             Command::Code(c) => cli::code(&args.data, c).await,
+            Command::Backup(a) => backup::backup(&args.data, a).await,
+            Command::Restore(a) => backup::restore(&args.data, a).await,
+            Command::Secret(c) => secret::secret(&args.data, c).await,
         }
     });
+    drop(runtime);
+    telemetry.shutdown();
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

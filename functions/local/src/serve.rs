@@ -15,6 +15,11 @@ use oblivious_relay::{ClientIp, Relay};
 use oblivious_sqlite::SqliteQueue;
 
 use crate::platform::{self, Local};
+use crate::telemetry::Metrics;
+use oblivious_core::config::ServerSettings;
+use oblivious_core::{forwarded, telemetry as t};
+use oblivious_relay::probes::Check;
+use tracing::Instrument;
 
 #[derive(Args)]
 pub struct ServeArgs {
@@ -24,6 +29,24 @@ pub struct ServeArgs {
     /// Address to listen on [default: the config's server.listen, else 127.0.0.1:8080].
     #[arg(long, env = "OBLIVIOUS_LISTEN")]
     listen: Option<String>,
+    /// Where to serve Prometheus metrics (`GET /metrics`): an address, or `main`
+    /// for the gateway's own port [default: the config's metrics.listen; off without one].
+    #[arg(long, env = "OBLIVIOUS_METRICS_LISTEN")]
+    metrics_listen: Option<String>,
+}
+
+/// The config file `serve` reads (`--config`, else ./oblivious.toml when it
+/// exists) and its contents; read before the log pipeline starts, which it configures.
+#[derive(Default)]
+pub struct Loaded {
+    path: Option<PathBuf>,
+    pub config: Option<oblivious_core::config::Config>,
+}
+
+pub fn load(args: &ServeArgs) -> Result<Loaded, String> {
+    let path = args.config.clone().or_else(|| Some(PathBuf::from("oblivious.toml")).filter(|p| p.exists()));
+    let config = path.as_deref().map(crate::config::load).transpose()?;
+    Ok(Loaded { path, config })
 }
 
 /// Alert settings, replaced when the config file is reloaded.
@@ -32,9 +55,8 @@ pub type SharedAlerts = Arc<RwLock<oblivious_core::alerts::AlertSettings>>;
 /// How often the server checks the store for changes made elsewhere (the CLI).
 const REFRESH_EVERY: Duration = Duration::from_millis(500);
 
-pub async fn run(data: &Path, args: ServeArgs) -> Result<(), String> {
-    let config_path = args.config.or_else(|| Some(PathBuf::from("oblivious.toml")).filter(|p| p.exists()));
-    let cfg = config_path.as_deref().map(crate::config::load).transpose()?;
+pub async fn run(data: &Path, args: ServeArgs, loaded: Loaded) -> Result<(), String> {
+    let Loaded { path: config_path, config: cfg } = loaded;
     let hot = cfg.as_ref().map(|c| c.hot.clone()).unwrap_or_default();
     let (ports, queue) = platform::open(data, &hot).await?;
     let admin = platform::ensure_basics(&ports).await?;
@@ -46,9 +68,16 @@ pub async fn run(data: &Path, args: ServeArgs) -> Result<(), String> {
     if let Some(cfg) = &cfg {
         crate::config::apply(&relay, &alerts, cfg).await?;
     }
+    let config_state = crate::config::State::default();
     if let Some(path) = config_path.clone() {
-        crate::config::watch(relay.clone(), alerts.clone(), path);
+        crate::config::watch(relay.clone(), alerts.clone(), path, config_state.clone());
     }
+    let server = cfg.as_ref().map(|c| c.server.clone()).unwrap_or_default();
+    let metrics_listen = args.metrics_listen.or_else(|| cfg.as_ref().and_then(|c| c.metrics.listen.clone()));
+    let metrics = match &metrics_listen {
+        Some(_) => Some(Arc::new(Metrics::install()?)),
+        None => None,
+    };
 
     let listen = args
         .listen
@@ -63,13 +92,32 @@ pub async fn run(data: &Path, args: ServeArgs) -> Result<(), String> {
     spawn_health(relay.clone());
     let consumer = spawn_consumer(relay.clone(), queue.clone(), alerts.clone());
 
-    let app = app(relay.clone());
+    let mut app = app(relay.clone(), config_state, &server);
+    let mut metrics_server = None;
+    let metrics_addr = match (metrics_listen.as_deref(), &metrics) {
+        (Some("main"), Some(m)) => {
+            app = app.merge(metrics_router(relay.clone(), queue.clone(), m.clone()));
+            Some(addr)
+        }
+        (Some(listen), Some(m)) => {
+            let l = tokio::net::TcpListener::bind(listen)
+                .await
+                .map_err(|e| format!("cannot listen on {listen} for metrics: {e}"))?;
+            let metrics_addr = l.local_addr().map_err(|e| e.to_string())?;
+            let routes = metrics_router(relay.clone(), queue.clone(), m.clone());
+            metrics_server = Some(tokio::spawn(async move { axum::serve(l, routes).await }));
+            Some(metrics_addr)
+        }
+        _ => None,
+    };
     if let Some(key) = first_key {
         println!("Admin API key (shown once, keep it): {key}");
     }
+    if let Some(a) = metrics_addr {
+        println!("Metrics on http://{a}/metrics");
+    }
     println!("Oblivious listening on http://{addr} (data: {})", data.display());
     tracing::info!(%addr, config = ?config_path, "serving");
-    let server = cfg.as_ref().map(|c| c.server.clone()).unwrap_or_default();
     crate::server::serve(listener, app, &server, shutdown_signal()).await;
     // Requests cut off at the deadline still publish their usage: wait for it, then apply it all.
     let flushed = tokio::time::timeout(Duration::from_secs(10), async {
@@ -82,6 +130,9 @@ pub async fn run(data: &Path, args: ServeArgs) -> Result<(), String> {
         tracing::error!(pending = relay.usage_pending(), "usage records still unpublished at exit");
     }
     consumer.abort();
+    if let Some(m) = metrics_server {
+        m.abort();
+    }
     // Bounded: a job that keeps failing is due again only after its backoff.
     for _ in 0..100 {
         if drain(&relay, &queue, &alerts).await == 0 {
@@ -92,14 +143,81 @@ pub async fn run(data: &Path, args: ServeArgs) -> Result<(), String> {
     Ok(())
 }
 
-pub fn app(relay: Arc<Relay<Local>>) -> Router {
-    let routes = oblivious_relay::router(relay.clone()).merge(oblivious_admin::router(relay.clone()));
-    oblivious_relay::with_unknown_url(routes, relay).layer(axum::middleware::from_fn(client_ip))
+pub fn app(relay: Arc<Relay<Local>>, config: crate::config::State, server: &ServerSettings) -> Router {
+    let checks = local_checks(relay.clone(), config);
+    let routes = oblivious_relay::router(relay.clone())
+        .merge(oblivious_admin::router(relay.clone()))
+        .merge(oblivious_relay::probes::router(relay.clone(), Some(checks)));
+    let trusted: Arc<[ipnet::IpNet]> = server.trusted_proxies.clone().into();
+    oblivious_relay::with_unknown_url(routes, relay).layer(axum::middleware::from_fn_with_state(trusted, around))
 }
 
-async fn client_ip(ConnectInfo(addr): ConnectInfo<SocketAddr>, mut req: Request, next: Next) -> Response {
-    req.extensions_mut().insert(ClientIp(addr.ip()));
-    next.run(req).await
+/// Every request: the caller's address (through trusted proxies only) and the trace's root span.
+async fn around(
+    axum::extract::State(trusted): axum::extract::State<Arc<[ipnet::IpNet]>>,
+    ConnectInfo(addr): ConnectInfo<SocketAddr>,
+    mut req: Request,
+    next: Next,
+) -> Response {
+    let ip = caller(&req, addr, &trusted);
+    req.extensions_mut().insert(ClientIp(ip));
+    let span = crate::telemetry::request_span(&req);
+    next.run(req).instrument(span).await
+}
+
+fn caller(req: &Request, peer: SocketAddr, trusted: &[ipnet::IpNet]) -> std::net::IpAddr {
+    if trusted.is_empty() {
+        return peer.ip();
+    }
+    let header = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok());
+    forwarded::client_ip(peer.ip(), header("forwarded"), header("x-forwarded-for"), trusted)
+}
+
+/// Readiness the local shell adds: the config file as last read, and the schema.
+fn local_checks(relay: Arc<Relay<Local>>, config: crate::config::State) -> oblivious_relay::probes::ShellChecks {
+    Arc::new(move || {
+        let relay = relay.clone();
+        let config = config.clone();
+        Box::pin(async move {
+            let schema = match relay.ports.store.schema_drift().await {
+                Ok((pending, unknown)) if pending.is_empty() && unknown.is_empty() => None,
+                Ok((pending, unknown)) if unknown.is_empty() => Some(format!("migrations not applied: {pending:?}")),
+                Ok((_, unknown)) => Some(format!(
+                    "the database has migrations {unknown:?} this build does not know (a newer version migrated it)"
+                )),
+                Err(e) => Some(format!("cannot read the schema: {e}")),
+            };
+            vec![Check { name: "migrations", failure: schema }, Check { name: "config", failure: config.error() }]
+        })
+    })
+}
+
+fn metrics_router(relay: Arc<Relay<Local>>, queue: SqliteQueue, metrics: Arc<Metrics>) -> Router {
+    Router::new().route(
+        "/metrics",
+        axum::routing::get(move || {
+            let (relay, queue, metrics) = (relay.clone(), queue.clone(), metrics.clone());
+            async move { scrape(&relay, &queue, &metrics).await }
+        }),
+    )
+}
+
+/// One scrape: gauges read now, then everything in Prometheus's text format.
+async fn scrape(relay: &Relay<Local>, queue: &SqliteQueue, metrics: &Metrics) -> Response {
+    if let Err(e) = relay.observe().await {
+        tracing::warn!("metrics: cannot read the store's gauges: {e}");
+    }
+    match queue.depth().await {
+        Ok((waiting, dead)) => {
+            metrics::gauge!(t::QUEUE_DEPTH, "state" => "waiting").set(waiting as f64);
+            metrics::gauge!(t::QUEUE_DEPTH, "state" => "dead").set(dead as f64);
+        }
+        Err(e) => tracing::warn!("metrics: cannot read the queue's depth: {e}"),
+    }
+    let mut resp = Response::new(axum::body::Body::from(metrics.render()));
+    resp.headers_mut()
+        .insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"));
+    resp
 }
 
 /// On the very first start, issues the admin's key and returns it (to print once).

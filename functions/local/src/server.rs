@@ -73,10 +73,13 @@ pub async fn serve(listener: TcpListener, app: Router, s: &ServerSettings, shutd
             app.clone().oneshot(req)
         });
         let conn = graceful.watch(http.serve_connection(TokioIo::new(tcp), TowerToHyperService::new(svc)));
+        let open = metrics::gauge!(oblivious_core::telemetry::OPEN_CONNECTIONS);
+        open.increment(1.0);
         conns.spawn(async move {
             if let Err(e) = conn.await {
                 tracing::debug!(%addr, "connection ended: {e}");
             }
+            open.decrement(1.0);
             drop(permit);
         });
     }

@@ -14,20 +14,24 @@ use oblivious_core::config::RelaySettings;
 use oblivious_core::model::{Channel, ChannelType, Id, Price};
 use oblivious_core::wire::canon::{ChatResponse, Part};
 use oblivious_core::wire::{self, openai, Inbound, StreamDecoder, StreamEncoder, Wire};
-use oblivious_core::{authz, pricing, retry, select as choose, ApiError, ErrorKind};
+use oblivious_core::{authz, pricing, retry, select as choose, telemetry, ApiError, ErrorKind};
 use oblivious_ports::{
     ByteStream, Clock, Ids, Ledger, Platform, Reservation, Upstream, UpstreamError, UpstreamResponse,
 };
 use serde_json::{Map, Value};
+use tracing::Instrument;
 
 use crate::embeddings;
 use crate::inbound::{self, GeminiCall, Parsed};
+use crate::observe::{self, step};
 use crate::overlay::Overlay;
 use crate::respond::{error_response_in, json_response, read_body, set_request_id};
 use crate::upstream::Op;
 use crate::usage::{count_prompt, UsageDraft};
 use crate::{stream, ClientIp, Endpoint, Principal, Relay};
 
+/// W3C trace context headers, passed upstream.
+const TRACE_HEADERS: [&str; 2] = ["traceparent", "tracestate"];
 /// Upstream error bodies are read up to this size (they are relayed or logged).
 const ERROR_BODY_LIMIT: usize = 64 * 1024;
 /// A balance that covers this many byte-bound holds is held against without counting.
@@ -204,7 +208,7 @@ pub(crate) async fn handle<P: Platform>(
     let started_us = relay.ports.clock.now_us();
     let inbound = endpoint.inbound();
     let (parts, body) = req.into_parts();
-    let principal = match relay.authenticate(&parts).await {
+    let principal = match relay.authenticate(&parts).instrument(step!("auth")).await {
         Ok(p) => p,
         Err(e) => {
             tracing::debug!(request_id, code = e.code, "refused");
@@ -276,7 +280,8 @@ pub(crate) async fn handle<P: Platform>(
     };
     draft.body = body;
     let ip = parts.extensions.get::<ClientIp>().map(|c| c.0);
-    let admission = match relay.admit_rate(&principal, ip, model, prompt + completion).await {
+    let admission = match relay.admit_rate(&principal, ip, model, prompt + completion).instrument(step!("limits")).await
+    {
         Ok(a) => a,
         Err((e, headers)) => {
             let mut resp = refuse(draft, e);
@@ -286,13 +291,20 @@ pub(crate) async fn handle<P: Platform>(
     };
     let limit_headers = admission.headers.clone();
     draft.admission = Some(admission);
-    if let Err(e) = admit(&relay, &snapshot, &parsed, prompt, completion, &mut draft).await {
+    if let Err(e) = admit(&relay, &snapshot, &parsed, prompt, completion, &mut draft).instrument(step!("reserve")).await
+    {
         let mut resp = refuse(draft, e);
         resp.headers_mut().extend(limit_headers);
         return resp;
     }
     drop(snapshot);
-    let mut resp = run(relay.clone(), &settings, parsed, candidates, draft).await;
+    // A caller's trace context goes upstream as it came (a shell tracing the
+    // request replaces it with its own span's, the caller's child).
+    let trace: Vec<_> = TRACE_HEADERS
+        .iter()
+        .filter_map(|h| parts.headers.get(*h).map(|v| (http::HeaderName::from_static(h), v.clone())))
+        .collect();
+    let mut resp = run(relay.clone(), &settings, parsed, candidates, &trace, draft).await;
     resp.headers_mut().extend(limit_headers);
     resp
 }
@@ -380,6 +392,7 @@ async fn run<P: Platform>(
     settings: &RelaySettings,
     mut parsed: Parsed,
     candidates: Vec<Arc<Channel>>,
+    trace: &[(http::HeaderName, http::HeaderValue)],
     mut draft: UsageDraft<P>,
 ) -> Response {
     let ports = &relay.ports;
@@ -407,8 +420,13 @@ async fn run<P: Platform>(
                     .iter()
                     .map(|c| choose::Candidate { priority: c.spec.priority, weight: c.spec.weight })
                     .collect();
-                match choose::pick_channel(&weights, ports.ids.random_u64()) {
+                let picked = step!("select", candidates = open.len())
+                    .in_scope(|| choose::pick_channel(&weights, ports.ids.random_u64()));
+                match picked {
                     Some(i) => {
+                        if last.is_some() {
+                            observe::failover(&parsed.model);
+                        }
                         current = Some(open[i].clone());
                         open[i].clone()
                     }
@@ -450,22 +468,26 @@ async fn run<P: Platform>(
         }
         attempts += 1;
         let upstream_model = ch.upstream_model(&parsed.model).to_string();
-        draft.channel_id = Some(ch.id);
+        draft.channel = Some(ch.clone());
         draft.key_index = key;
         draft.upstream_model = upstream_model.clone();
         draft.retries = attempts - 1;
-        let out = match outgoing(&mut parsed, &ch, &upstream_model) {
-            Ok(o) => o,
-            Err(e) => {
-                // The request cannot be said in this channel's format: a client error, not the channel's.
-                draft.finish(e.status(), None, String::new(), Some(e.message.clone()));
-                return error_response_in(inbound, &e, &request_id);
-            }
-        };
+        let out =
+            match step!("convert", channel = %ch.spec.name).in_scope(|| outgoing(&mut parsed, &ch, &upstream_model)) {
+                Ok(o) => o,
+                Err(e) => {
+                    // The request cannot be said in this channel's format: a client error, not the channel's.
+                    draft.finish(e.status(), None, String::new(), Some(e.message.clone()));
+                    return error_response_in(inbound, &e, &request_id);
+                }
+            };
         // A converted Gemini stream is always asked for as SSE; passthrough keeps the caller's framing.
         let sse = parsed.gemini_sse || !out.passthrough;
         let req = match relay.upstream_request(&ch, key, out.op, &upstream_model, out.body.clone(), sse).await {
             Ok(mut r) => {
+                for (name, value) in trace {
+                    r.headers.insert(name.clone(), value.clone());
+                }
                 if let Some(ct) = &parsed.content_type {
                     // A multipart upload keeps its boundary.
                     r.headers.insert(http::header::CONTENT_TYPE, ct.clone());
@@ -474,6 +496,7 @@ async fn run<P: Platform>(
             }
             Err(message) => {
                 let f = Failure::Transport(UpstreamError::Connect(message));
+                observe::attempt(&ch.spec.name, "transport", 0.0, attempts > 1);
                 tracing::info!(request_id, channel = %ch.spec.name, attempt = attempts, "{}", f.describe());
                 fails_here += 1;
                 relay.record_failure(&ch, key, &f.describe(), true).await;
@@ -481,14 +504,27 @@ async fn run<P: Platform>(
                 continue;
             }
         };
-        let sent = select(Box::pin(ports.upstream.send(req)), Box::pin(ports.clock.sleep(timeout))).await;
+        let sent_us = ports.clock.now_us();
+        let span = step!("upstream", channel = %ch.spec.name, attempt = attempts, outcome = tracing::field::Empty);
+        // Made inside the span, so a shell's upstream can pass its trace context on.
+        let send = span.in_scope(|| ports.upstream.send(req)).instrument(span.clone());
+        let sent = select(Box::pin(send), Box::pin(ports.clock.sleep(timeout))).await;
         let outcome = match sent {
             Either::Left((r, _)) => r,
             Either::Right(_) => Err(UpstreamError::Timeout),
         };
+        let label = match &outcome {
+            Ok(r) => telemetry::outcome(Some(r.status), false),
+            Err(e) => telemetry::outcome(None, matches!(e, UpstreamError::Timeout)),
+        };
+        span.record("outcome", label);
+        let took_s = (ports.clock.now_us() - sent_us) as f64 / 1e6;
+        observe::attempt(&ch.spec.name, label, took_s, attempts > 1);
         let failure = match outcome {
             Ok(resp) if (200..300).contains(&resp.status) => {
-                draft.ttfb_ms = Some((ports.clock.now_us() - draft.started_us) / 1000);
+                let ttfb_us = ports.clock.now_us() - draft.started_us;
+                draft.ttfb_ms = Some(ttfb_us / 1000);
+                observe::ttfb(parsed.endpoint.path(), &parsed.model, &ch.spec.name, ttfb_us as f64 / 1e6);
                 match deliver(&relay, &ch, key, &parsed, &out, resp, draft).await {
                     Ok(response) => return response,
                     Err((d, f)) => {

@@ -12,7 +12,7 @@ use oblivious_core::{apikey, authz, ApiError, ErrorKind};
 use oblivious_ports::{Clock, Platform, Store};
 
 use crate::shared::Lookup;
-use crate::{ClientIp, Relay};
+use crate::{observe, ClientIp, Relay};
 
 /// An authenticated caller.
 #[derive(Debug)]
@@ -93,13 +93,16 @@ impl<P: Platform> Relay<P> {
     async fn principal(&self, key: &str) -> Result<Option<Arc<Principal>>, ApiError> {
         let hash = apikey::hash(key);
         if let Some(hit) = self.auth.get(&hash) {
+            observe::cache("principal", true);
             return Ok(hit);
         }
+        observe::cache("principal", false);
         let (generation, revision) = self.auth.epoch();
         let mut share = false;
         if let Some(shared) = &self.shared {
             match shared.principal(&self.ports.hot, revision, &hash).await {
                 Lookup::Hit(found) => {
+                    observe::cache("shared_principal", true);
                     let found = found.map(Arc::new);
                     self.auth.put(hash, found.clone(), generation);
                     return Ok(found);
@@ -107,6 +110,7 @@ impl<P: Platform> Relay<P> {
                 Lookup::Miss => share = true,
                 Lookup::Down => {}
             }
+            observe::cache("shared_principal", false);
         }
         let store = &self.ports.store;
         let internal = |e: oblivious_ports::StoreError| ApiError::internal(format!("could not check the API key: {e}"));

@@ -95,6 +95,7 @@ impl<P: Platform> Relay<P> {
         if n == i64::from(s.channel_failure_threshold) {
             let why = format!("disabled after {n} consecutive failures; last: {reason}");
             tracing::warn!(channel = %ch.spec.name, "{why}");
+            crate::observe::auto_disabled(&ch.spec.name);
             // The counter stays past the threshold (so in-flight failures do not
             // disable it again) until a revival clears it.
             let now = self.ports.clock.now_ms();
@@ -281,6 +282,7 @@ impl<P: Platform> Relay<P> {
                     let why =
                         format!("health check failed {n} times within {}s; last: {}", window.as_secs(), probe.message);
                     tracing::warn!(channel = %ch.spec.name, "{why}");
+                    crate::observe::auto_disabled(&ch.spec.name);
                     let now = self.ports.clock.now_ms();
                     self.ports.store.set_channel_status(ch.id, ChannelStatus::AutoDisabled, Some(why), now).await?;
                     (n, "disabled")

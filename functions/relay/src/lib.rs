@@ -14,7 +14,10 @@ mod embeddings;
 pub mod health;
 mod inbound;
 mod limits;
+mod observe;
+pub use observe::describe as describe_metrics;
 mod overlay;
+pub mod probes;
 mod respond;
 mod shared;
 mod snapshot;
@@ -176,7 +179,9 @@ impl<P: Platform> Relay<P> {
     pub async fn sweep(&self, timeout_seconds: u64) -> Result<u64, StoreError> {
         let now = self.ports.clock.now_ms();
         let cutoff = now - (timeout_seconds as i64).saturating_mul(1000);
-        self.ports.store.sweep_reservations(cutoff, now).await
+        let refunded = self.ports.store.sweep_reservations(cutoff, now).await?;
+        observe::swept(refunded);
+        Ok(refunded)
     }
 
     /// The snapshot at `rev`: from the shared level when it has it, else from
@@ -186,10 +191,14 @@ impl<P: Platform> Relay<P> {
             return Snapshot::load(&self.ports.store, rev).await;
         };
         let share = match shared.snapshot(&self.ports.hot, rev).await {
-            shared::Lookup::Hit(inputs) => return Ok(Snapshot::build(rev, inputs)),
+            shared::Lookup::Hit(inputs) => {
+                observe::cache("shared_snapshot", true);
+                return Ok(Snapshot::build(rev, inputs));
+            }
             shared::Lookup::Miss => true,
             shared::Lookup::Down => false,
         };
+        observe::cache("shared_snapshot", false);
         // Read after `rev` was: at least as new as the entry's key says.
         let inputs = snapshot::Inputs::read(&self.ports.store).await?;
         if share {

@@ -11,7 +11,7 @@ use oblivious_core::ratelimit::{self, Limits, WINDOW_MS};
 use oblivious_core::{ApiError, ErrorKind};
 use oblivious_ports::{Clock, Hot, Platform};
 
-use crate::{Principal, Relay};
+use crate::{observe, Principal, Relay};
 
 /// Slots held for a crashed request expire after this long.
 const SLOT_TTL: Duration = Duration::from_secs(600);
@@ -23,9 +23,21 @@ enum Kind {
     Concurrency,
 }
 
+impl Kind {
+    fn label(self) -> &'static str {
+        match self {
+            Kind::Requests => "requests",
+            Kind::Tokens => "tokens",
+            Kind::Concurrency => "concurrency",
+        }
+    }
+}
+
 struct Check {
     key: String,
     what: String,
+    /// `user`, `token`, `ip` or `model` (a metric label).
+    level: &'static str,
     kind: Kind,
     limit: i64,
 }
@@ -40,10 +52,16 @@ pub(crate) struct Admission {
     estimated_tokens: i64,
 }
 
-fn checks(out: &mut Vec<Check>, scope: &str, id: &str, limits: &Limits) {
+fn checks(out: &mut Vec<Check>, scope: &'static str, id: &str, limits: &Limits) {
     let mut add = |kind, dim: &str, limit: Option<i64>| {
         if let Some(limit) = limit {
-            out.push(Check { key: format!("rl:{scope}:{id}:{dim}"), what: format!("{scope} {dim}"), kind, limit });
+            out.push(Check {
+                key: format!("rl:{scope}:{id}:{dim}"),
+                what: format!("{scope} {dim}"),
+                level: scope,
+                kind,
+                limit,
+            });
         }
     };
     add(Kind::Requests, "rpm", limits.rpm);
@@ -147,6 +165,7 @@ impl<P: Platform> Relay<P> {
                 },
             };
             if !allowed {
+                observe::rate_limited(check.level, check.kind.label());
                 for (done, cost) in counted {
                     self.undo(done, cost, now).await;
                 }

@@ -14,6 +14,7 @@ use oblivious_core::sse::encode_data;
 use oblivious_core::wire::canon::{Event, Usage};
 use oblivious_core::wire::{self, Inbound, StreamDecoder, StreamEncoder};
 use oblivious_ports::{ByteStream, Clock, Platform};
+use tracing::Instrument;
 
 use crate::usage::UsageDraft;
 use crate::Relay;
@@ -71,7 +72,11 @@ pub(crate) fn relay_stream<P: Platform>(
         complete: false,
         keepalive,
     };
-    futures_util::stream::unfold(state, |mut s| async move { s.next_frame().await.map(|b| (Ok(b), s)) })
+    // Each frame is made inside the request's span: a trace shows the request lasting until its stream ends.
+    futures_util::stream::unfold(state, |mut s| async move {
+        let span = s.draft.span.clone();
+        s.next_frame().instrument(span).await.map(|b| (Ok(b), s))
+    })
 }
 
 impl<P: Platform> StreamState<P> {

@@ -9,13 +9,16 @@ use std::sync::Arc;
 
 use oblivious_core::count;
 use oblivious_core::job::Job;
-use oblivious_core::model::{Id, Price, UsageRecord};
+use oblivious_core::model::{Channel, Price, UsageRecord};
 use oblivious_core::pricing::{self, Usage};
+use oblivious_core::telemetry;
 use oblivious_core::wire::canon;
 use oblivious_ports::{Clock, Platform, Queue, Tasks};
 use serde_json::{Map, Value};
+use tracing::Instrument;
 
 use crate::limits::Admission;
+use crate::observe;
 use crate::{Endpoint, Principal, Relay};
 
 /// Usage records finished but not yet handed to the queue. Past
@@ -69,7 +72,8 @@ pub(crate) struct UsageDraft<P: Platform> {
     pub body: Arc<Map<String, Value>>,
     pub requested_model: String,
     pub upstream_model: String,
-    pub channel_id: Option<Id>,
+    /// The channel of the last attempt.
+    pub channel: Option<Arc<Channel>>,
     pub key_index: Option<usize>,
     pub started_us: i64,
     pub ttfb_ms: Option<i64>,
@@ -85,6 +89,8 @@ pub(crate) struct UsageDraft<P: Platform> {
     /// An answer reached the client: a whole 2xx body, or a stream that sent
     /// at least one content event. Only then is anything charged.
     pub delivered: bool,
+    /// The request's span (the shell's, when it made one): the settlement's parent.
+    pub span: tracing::Span,
     finished: bool,
 }
 
@@ -104,7 +110,7 @@ impl<P: Platform> UsageDraft<P> {
             body: Arc::default(),
             requested_model: String::new(),
             upstream_model: String::new(),
-            channel_id: None,
+            channel: None,
             key_index: None,
             started_us,
             ttfb_ms: None,
@@ -115,6 +121,7 @@ impl<P: Platform> UsageDraft<P> {
             reserved: 0,
             admission: None,
             delivered: false,
+            span: tracing::Span::current(),
             finished: false,
         }
     }
@@ -145,7 +152,7 @@ impl<P: Platform> UsageDraft<P> {
             endpoint: endpoint.path().to_string(),
             user_id: self.principal.user.id,
             token_id: self.principal.token.id,
-            channel_id: self.channel_id,
+            channel_id: self.channel.as_ref().map(|c| c.id),
             key_index: self.key_index.map(|k| k as u32),
             requested_model: std::mem::take(&mut self.requested_model),
             upstream_model: std::mem::take(&mut self.upstream_model),
@@ -159,40 +166,86 @@ impl<P: Platform> UsageDraft<P> {
             error,
             ..UsageRecord::default()
         };
+        let channel = self.channel.as_ref().map_or("", |c| c.spec.name.as_str());
+        // A model the gateway serves is its own label; anything else a caller typed is `other`.
+        let served = self.channel.is_some() || relay.snapshot().serving(&record.requested_model).next().is_some();
+        let model_label = telemetry::model_label(&record.requested_model, served).to_string();
+        observe::request(&observe::Answered {
+            route: endpoint.path(),
+            format: observe::format_label(endpoint.inbound()),
+            model: &model_label,
+            channel,
+            status,
+            seconds: latency_ms as f64 / 1000.0,
+        });
+        let channel = channel.to_string();
+        let group = self.principal.user.group.clone();
         let owner = relay.clone();
         relay.usage_backlog.add();
-        relay.ports.tasks.spawn(async move {
-            let model = record.upstream_model.as_str();
-            let (prompt, completion, cached, estimated) = match reported {
-                Some(u) => (u.input, u.output, u.cached, false),
-                None if delivered => {
-                    (count_prompt(endpoint, model, &body), count::count_text(model, &completion_text), 0, true)
+        let settle = observe::step!(parent: &self.span, "settle");
+        relay.ports.tasks.spawn(
+            async move {
+                let model = record.upstream_model.as_str();
+                let (prompt, completion, cached, estimated) = match reported {
+                    Some(u) => (u.input, u.output, u.cached, false),
+                    None if delivered => {
+                        (count_prompt(endpoint, model, &body), count::count_text(model, &completion_text), 0, true)
+                    }
+                    None => (0, 0, 0, false),
+                };
+                record.prompt_tokens = prompt;
+                record.completion_tokens = completion;
+                record.cached_tokens = cached;
+                record.usage_estimated = estimated;
+                record.total_tokens = prompt + completion;
+                let used = Usage {
+                    prompt_tokens: prompt,
+                    cached_tokens: cached,
+                    completion_tokens: completion,
+                    ..Usage::default()
+                };
+                // The charging rule: nothing delivered, nothing charged — not even a fixed per-request fee.
+                record.cost =
+                    if delivered { price.as_ref().map_or(0, |p| pricing::cost(p, ratio_bp, &used)) } else { 0 };
+                if let Some(a) = admission {
+                    owner.release(a, prompt + completion).await;
                 }
-                None => (0, 0, 0, false),
-            };
-            record.prompt_tokens = prompt;
-            record.completion_tokens = completion;
-            record.cached_tokens = cached;
-            record.usage_estimated = estimated;
-            record.total_tokens = prompt + completion;
-            let used = Usage {
-                prompt_tokens: prompt,
-                cached_tokens: cached,
-                completion_tokens: completion,
-                ..Usage::default()
-            };
-            // The charging rule: nothing delivered, nothing charged — not even a fixed per-request fee.
-            record.cost = if delivered { price.as_ref().map_or(0, |p| pricing::cost(p, ratio_bp, &used)) } else { 0 };
-            if let Some(a) = admission {
-                owner.release(a, prompt + completion).await;
+                observe::billed(&model_label, &group, prompt, completion, cached, record.cost);
+                access_log(&record, &channel);
+                let id = record.request_id.clone();
+                if let Err(e) = owner.ports.queue.publish(Job::Usage(record)).await {
+                    tracing::error!(request_id = %id, "could not publish usage: {e}");
+                }
+                owner.usage_backlog.done();
             }
-            let id = record.request_id.clone();
-            if let Err(e) = owner.ports.queue.publish(Job::Usage(record)).await {
-                tracing::error!(request_id = %id, "could not publish usage: {e}");
-            }
-            owner.usage_backlog.done();
-        });
+            .instrument(settle),
+        );
     }
+}
+
+/// The request's line in the log (target `oblivious::access`, at info): who
+/// (user and key ids, never the key), what, where, how it went and what it cost.
+fn access_log(r: &UsageRecord, channel: &str) {
+    tracing::info!(
+        target: "oblivious::access",
+        request_id = %r.request_id,
+        user_id = r.user_id,
+        token_id = r.token_id,
+        route = %r.endpoint,
+        model = %r.requested_model,
+        upstream_model = %r.upstream_model,
+        channel,
+        status = r.status,
+        stream = r.stream,
+        retries = r.retries,
+        latency_ms = r.latency_ms,
+        ttfb_ms = r.ttfb_ms,
+        prompt_tokens = r.prompt_tokens,
+        completion_tokens = r.completion_tokens,
+        cost = r.cost,
+        error = r.error.as_deref(),
+        "request"
+    );
 }
 
 /// Prompt tokens as tiktoken counts them (the CPU-heavy way: ~0.5 µs a token),

@@ -2,9 +2,11 @@
 //! pass and the reservation sweeper behind `#[event(scheduled)]`. Hot state is
 //! Upstash Redis over REST, durable state DynamoDB over HTTPS, usage events go
 //! to SQS for the same `usage` Lambda that settles the other runtimes' money.
-//! Built with `worker-build` (see `wrangler.toml` at the repo root).
+//! Each request and cron run ends by logging its metrics as CloudWatch EMF
+//! lines ([`emf`]). Built with `worker-build` (see `wrangler.toml` at the repo root).
 #![cfg(target_arch = "wasm32")]
 
+mod emf;
 mod fetch;
 mod platform;
 mod runtime;
@@ -18,6 +20,7 @@ use worker::{event, Context, Env, HttpRequest, ScheduleContext, ScheduledEvent};
 
 #[event(fetch)]
 async fn fetch(req: HttpRequest, env: Env, ctx: Context) -> worker::Result<http::Response<Body>> {
+    emf::install(&env);
     let edge = match platform::edge(&env).await {
         Ok(edge) => edge,
         Err(e) => return Ok(platform::unavailable(&e)),
@@ -33,20 +36,24 @@ async fn fetch(req: HttpRequest, env: Env, ctx: Context) -> worker::Result<http:
         Err(never) => match never {},
     };
     // The usage event is published as the body ends (or is dropped on a
-    // disconnect); the isolate must live until it is on the queue.
+    // disconnect); the isolate must live until it is on the queue, and its
+    // metrics (recorded as the body ends and by that task) are logged.
     let (resp, ended) = runtime::watch_end(resp);
     let running = edge.running.clone();
     ctx.wait_until(async move {
         ended.await;
         running.idle().await;
+        emf::flush();
     });
     Ok(resp)
 }
 
 #[event(scheduled)]
 async fn scheduled(_event: ScheduledEvent, env: Env, _ctx: ScheduleContext) {
+    emf::install(&env);
     match platform::edge(&env).await {
         Ok(edge) => edge.scheduled().await,
         Err(e) => worker::console_error!("scheduled: {e}"),
     }
+    emf::flush();
 }

@@ -50,7 +50,7 @@ pub async fn edge(env: &Env) -> Result<Arc<State>, String> {
 }
 
 /// A binding's value: a var or a secret (both are strings to the Worker).
-fn binding(env: &Env, name: &str) -> Option<String> {
+pub(crate) fn binding(env: &Env, name: &str) -> Option<String> {
     env.var(name).ok().map(|v| v.to_string()).filter(|v| !v.is_empty())
 }
 

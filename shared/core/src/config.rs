@@ -92,6 +92,38 @@ pub struct ServerSettings {
     pub max_connections: usize,
     /// On SIGTERM/Ctrl-C, running requests and streams get this long to finish.
     pub shutdown_timeout_ms: u64,
+    /// Proxies (addresses or CIDR ranges) whose `X-Forwarded-For` / `Forwarded`
+    /// headers name the caller. From anyone else those headers are ignored, so
+    /// a caller cannot choose the address that IP allowlists, IP rate limits
+    /// and logs see.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+}
+
+/// `[metrics]`: the Prometheus endpoint. Off unless `listen` is set.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MetricsSettings {
+    /// Where `GET /metrics` is served: an address of its own (e.g.
+    /// `127.0.0.1:9464`, the default to choose: the gateway's port is often
+    /// public), or `main` for the gateway's own port.
+    pub listen: Option<String>,
+}
+
+/// `[tracing]`: OpenTelemetry traces over OTLP/HTTP. Off unless `otlp_endpoint` is set.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TracingSettings {
+    /// The collector's base URL, e.g. `http://127.0.0.1:4318` (spans go to `/v1/traces`).
+    pub otlp_endpoint: Option<String>,
+    /// Share of requests traced, 0 to 1; a caller's sampled `traceparent` is always followed.
+    pub sample_ratio: f64,
+    pub service_name: String,
+}
+
+impl Default for TracingSettings {
+    fn default() -> Self {
+        TracingSettings { otlp_endpoint: None, sample_ratio: 1.0, service_name: "oblivious".into() }
+    }
 }
 
 impl Default for ServerSettings {
@@ -102,6 +134,7 @@ impl Default for ServerSettings {
             body_read_timeout_ms: 60_000,
             max_connections: 0,
             shutdown_timeout_ms: 30_000,
+            trusted_proxies: Vec::new(),
         }
     }
 }
@@ -207,9 +240,11 @@ impl Default for BillingSettings {
 }
 
 /// The validated file.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct Config {
     pub server: ServerSettings,
+    pub metrics: MetricsSettings,
+    pub tracing: TracingSettings,
     pub relay: RelaySettings,
     pub billing: BillingSettings,
     pub hot: HotSettings,
@@ -245,6 +280,10 @@ impl std::error::Error for ConfigError {}
 struct RawFile {
     #[serde(default)]
     server: ServerSettings,
+    #[serde(default)]
+    metrics: MetricsSettings,
+    #[serde(default)]
+    tracing: TracingSettings,
     #[serde(default)]
     relay: RelaySettings,
     #[serde(default)]
@@ -504,8 +543,27 @@ pub fn parse(file: &str, text: &str, env: impl Fn(&str) -> Option<String>) -> Re
     if alerts.thresholds_percent.iter().any(|t| !(0..=100).contains(t)) {
         return Err(err("alerts.thresholds_percent".into(), "each threshold is a percent from 0 to 100".into()));
     }
+    let tracing = raw.tracing;
+    if !(0.0..=1.0).contains(&tracing.sample_ratio) {
+        return Err(err("tracing.sample_ratio".into(), "must be a number from 0 to 1".into()));
+    }
+    if let Some(url) = &tracing.otlp_endpoint {
+        if !(url.starts_with("http://") || url.starts_with("https://")) {
+            return Err(err("tracing.otlp_endpoint".into(), format!("`{url}` must start with http:// or https://")));
+        }
+    }
+    if let Some(listen) = raw.metrics.listen.as_deref().filter(|l| *l != "main") {
+        if listen.parse::<std::net::SocketAddr>().is_err() {
+            return Err(err(
+                "metrics.listen".into(),
+                format!("`{listen}` is neither `main` nor an address like 127.0.0.1:9464"),
+            ));
+        }
+    }
     Ok(Config {
         server: raw.server,
+        metrics: raw.metrics,
+        tracing,
         relay,
         billing: raw.billing,
         hot,

@@ -8,6 +8,7 @@ pub mod authz;
 pub mod config;
 pub mod count;
 pub mod error;
+pub mod forwarded;
 pub mod job;
 pub mod json_size;
 pub mod model;
@@ -21,6 +22,7 @@ pub mod retry;
 pub mod select;
 pub mod sign;
 pub mod sse;
+pub mod telemetry;
 pub mod upstream_url;
 pub mod wire;
 

@@ -9,6 +9,8 @@ use std::time::Instant;
 pub struct Banner {
     pub url: Option<String>,
     pub admin_key: Option<String>,
+    /// Printed before the address when `[metrics] listen` is set.
+    pub metrics_url: Option<String>,
 }
 
 /// Reads the gateway's stdout up to its "listening on" line (or until a line
@@ -21,6 +23,9 @@ pub fn read_banner(stdout: impl Read + Send + 'static, deadline: Instant) -> Ban
         let Some(Ok(line)) = lines.next() else { break };
         if let Some(k) = line.split_whitespace().find(|w| w.starts_with("sk-")) {
             banner.admin_key = Some(k.to_string());
+        }
+        if let Some(rest) = line.strip_prefix("Metrics on ") {
+            banner.metrics_url = rest.split_whitespace().next().map(str::to_string);
         }
         if let Some(rest) = line.strip_prefix("Oblivious listening on ") {
             banner.url = rest.split_whitespace().next().map(str::to_string);

@@ -71,6 +71,8 @@ pub struct Seen {
     /// Calls per `Authorization` header value.
     pub by_key: Mutex<HashMap<String, usize>>,
     pub bodies: Mutex<Vec<Value>>,
+    /// Each call's `traceparent` header (empty when it had none).
+    pub traceparents: Mutex<Vec<String>>,
     /// Streams whose client went away before the end.
     pub cancelled: AtomicUsize,
     pub completed_streams: AtomicUsize,
@@ -167,6 +169,11 @@ impl Mock {
         self.inner.seen.bodies.lock().expect("lock").clone()
     }
 
+    /// Each recorded call's `traceparent` ("" when it had none).
+    pub fn traceparents(&self) -> Vec<String> {
+        self.inner.seen.traceparents.lock().expect("lock").clone()
+    }
+
     pub fn cancelled(&self) -> usize {
         self.inner.seen.cancelled.load(Ordering::SeqCst)
     }
@@ -191,6 +198,8 @@ async fn admit(inner: &Inner, headers: &HeaderMap, body: &Value) -> Option<Respo
     if inner.recording.load(Ordering::Relaxed) {
         *inner.seen.by_key.lock().expect("lock").entry(key.clone()).or_default() += 1;
         inner.seen.bodies.lock().expect("lock").push(body.clone());
+        let traceparent = headers.get("traceparent").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+        inner.seen.traceparents.lock().expect("lock").push(traceparent);
     }
     if inner.bad_keys.lock().expect("lock").contains(&key) {
         return Some(error(500, "this key is broken"));

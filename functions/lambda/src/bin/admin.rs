@@ -2,11 +2,11 @@
 //! `default` group and `admin` user exist and syncs the config's channels,
 //! groups and prices into the store.
 
-use oblivious_lambda::{http, init, init_tracing, scheduled, Settings};
+use oblivious_lambda::{http, init, init_telemetry, scheduled, Settings};
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_http::Error> {
-    init_tracing();
+    init_telemetry();
     let init = init(&Settings::from_env()).await?;
     oblivious_admin::bootstrap::ensure_basics(&init.relay.ports).await?;
     scheduled::sync_config(&init).await?;

@@ -4,16 +4,18 @@
 use std::sync::Arc;
 
 use lambda_runtime::{service_fn, LambdaEvent};
-use oblivious_lambda::{init, init_tracing, scheduled, Settings};
+use oblivious_lambda::{emf, init, init_telemetry, scheduled, Settings};
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
-    init_tracing();
+    init_telemetry();
     let init = Arc::new(init(&Settings::from_env()).await?);
     let window = init.relay.settings().health_window();
     lambda_runtime::run(service_fn(move |_: LambdaEvent<serde_json::Value>| {
         let init = init.clone();
-        async move { scheduled::health(&init, window).await.map_err(lambda_runtime::Error::from) }
+        async move {
+            emf::flushed(&init.tasks, scheduled::health(&init, window)).await.map_err(lambda_runtime::Error::from)
+        }
     }))
     .await
 }

@@ -5,15 +5,15 @@ use std::sync::Arc;
 
 use aws_lambda_events::event::sqs::SqsEvent;
 use lambda_runtime::{service_fn, LambdaEvent};
-use oblivious_lambda::{init, init_tracing, jobs, Settings};
+use oblivious_lambda::{emf, init, init_telemetry, jobs, Settings};
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
-    init_tracing();
+    init_telemetry();
     let init = Arc::new(init(&Settings::from_env()).await?);
     lambda_runtime::run(service_fn(move |event: LambdaEvent<SqsEvent>| {
         let init = init.clone();
-        async move { Ok::<_, lambda_runtime::Error>(jobs::handle(&init, event.payload).await) }
+        async move { Ok::<_, lambda_runtime::Error>(emf::flushed(&init.tasks, jobs::handle(&init, event.payload)).await) }
     }))
     .await
 }

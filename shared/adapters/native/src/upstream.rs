@@ -33,7 +33,8 @@ fn classify(e: reqwest::Error) -> UpstreamError {
 }
 
 impl Upstream for HttpUpstream {
-    async fn send(&self, req: UpstreamRequest) -> Result<UpstreamResponse, UpstreamError> {
+    async fn send(&self, mut req: UpstreamRequest) -> Result<UpstreamResponse, UpstreamError> {
+        pass_trace_context(&mut req.headers);
         let resp = self
             .client
             .request(req.method, &req.url)
@@ -46,5 +47,27 @@ impl Upstream for HttpUpstream {
         let headers = resp.headers().clone();
         let body = resp.bytes_stream().map_err(|e| UpstreamError::Body(e.to_string()));
         Ok(UpstreamResponse { status, headers, body: Box::pin(body) })
+    }
+}
+
+/// When the call runs in a traced span (OpenTelemetry on), the upstream gets
+/// that span as its parent in `traceparent` (W3C trace context).
+fn pass_trace_context(headers: &mut http::HeaderMap) {
+    use opentelemetry::trace::TraceContextExt;
+    use tracing_opentelemetry::OpenTelemetrySpanExt;
+    let cx = tracing::Span::current().context();
+    if !cx.span().span_context().is_valid() {
+        return;
+    }
+    opentelemetry::global::get_text_map_propagator(|p| p.inject_context(&cx, &mut HeaderInjector(headers)));
+}
+
+struct HeaderInjector<'a>(&'a mut http::HeaderMap);
+
+impl opentelemetry::propagation::Injector for HeaderInjector<'_> {
+    fn set(&mut self, key: &str, value: String) {
+        if let (Ok(k), Ok(v)) = (http::HeaderName::from_bytes(key.as_bytes()), http::HeaderValue::from_str(&value)) {
+            self.0.insert(k, v);
+        }
     }
 }

@@ -1,7 +1,7 @@
 //! Connections, migrations, and running blocking SQLite work off the async runtime.
 
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -10,7 +10,7 @@ use oblivious_ports::StoreError;
 use oblivious_ports::Sealer;
 use rusqlite::{Connection, OpenFlags, Params, Row};
 
-const MIGRATIONS: &[(i64, &str)] = &[
+pub(crate) const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("../../../../migrations/0001_init.sql")),
     (2, include_str!("../../../../migrations/0002_billing.sql")),
     (3, include_str!("../../../../migrations/0003_lean_usage_index.sql")),
@@ -97,6 +97,10 @@ pub struct Db {
 
 struct Inner {
     sealer: Sealer,
+    /// The store revision last read ([`Db::saw_revision`]).
+    seen_revision: AtomicI64,
+    /// Held while this handle is open: tells `oblivious restore` the database is in use.
+    _lock: crate::lock::DbLock,
     writer: mpsc::Sender<Work>,
     write: Arc<Writer>,
     readers: Vec<Mutex<Connection>>,
@@ -168,6 +172,7 @@ impl Db {
     /// Opens (creating if needed) the database and applies pending migrations.
     pub fn open(path: &Path) -> Result<Db, StoreError> {
         let backend = |e: rusqlite::Error| StoreError::Backend(format!("{}: {e}", path.display()));
+        let lock = crate::lock::shared(path, Duration::from_secs(30)).map_err(StoreError::Backend)?;
         let mut writer = Connection::open(path).map_err(backend)?;
         configure(&writer).map_err(backend)?;
         migrate(&mut writer).map_err(backend)?;
@@ -195,13 +200,43 @@ impl Db {
             .spawn(move || write_loop(&thread_side, receiver))
             .map_err(|e| StoreError::Backend(format!("cannot start the writer thread: {e}")))?;
         let sealer = crate::seal::sealer_for_dir(path.parent().unwrap_or(Path::new(".")))?;
-        let inner = Inner { sealer, writer: sender, write, readers, next_reader: AtomicUsize::new(0) };
+        let inner = Inner {
+            sealer,
+            seen_revision: AtomicI64::new(i64::MIN),
+            _lock: lock,
+            writer: sender,
+            write,
+            readers,
+            next_reader: AtomicUsize::new(0),
+        };
         Ok(Db { inner: Arc::new(inner) })
     }
 
     /// Encrypts and decrypts secrets stored in this database.
     pub(crate) fn sealer(&self) -> Sealer {
         self.inner.sealer.clone()
+    }
+
+    /// The sealer with its keyring re-read first (a small file), for writes
+    /// that seal: they seal under the newest key even in the moment between
+    /// a rotation writing the keyring and this process's next refresh.
+    pub(crate) fn sealer_for_sealing(&self) -> Sealer {
+        let sealer = self.sealer();
+        if let Err(e) = sealer.reload() {
+            tracing::warn!("cannot re-read the keyring: {e}");
+        }
+        sealer
+    }
+
+    /// Notes a revision read from the store: when it moved (a key rotation
+    /// bumps it), the keyring is re-read, so a server polling the revision
+    /// follows a rotation made by another process.
+    pub(crate) fn saw_revision(&self, rev: i64) {
+        if self.inner.seen_revision.swap(rev, Ordering::Relaxed) != rev {
+            if let Err(e) = self.inner.sealer.reload() {
+                tracing::warn!("cannot re-read the keyring: {e}");
+            }
+        }
     }
 
     /// Runs `f` atomically on the writer connection. Concurrent writes share

@@ -3,15 +3,18 @@
 //! and a running server share one database file.
 
 mod analytics;
+pub mod backup;
 mod db;
 mod ledger;
+pub mod lock;
 mod queue;
+pub mod rotate;
 mod rows;
-mod seal;
+pub mod seal;
 mod store;
 
 pub use db::Db;
 pub use oblivious_ports::{Sealer, SECRET_ENV};
 pub use queue::{OutboxJob, SqliteQueue};
-pub use seal::sealer_for_dir;
+pub use seal::{existing_sealer, sealer_for_dir};
 pub use store::SqliteStore;

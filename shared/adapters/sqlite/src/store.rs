@@ -34,6 +34,24 @@ impl SqliteStore {
         self.db.read(move |c| Ok(c.row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0)).optional()?)).await
     }
 
+    /// How the database's schema differs from this build's migrations: the
+    /// versions not applied, and the versions applied that this build does
+    /// not know (a newer binary migrated it). Both empty when they match.
+    pub async fn schema_drift(&self) -> StoreResult<(Vec<i64>, Vec<i64>)> {
+        let applied: Vec<i64> = self
+            .db
+            .read(|c| {
+                let mut stmt = c.prepare("SELECT version FROM schema_migrations ORDER BY version")?;
+                let rows = stmt.query_map([], |r| r.get(0))?;
+                Ok(rows.collect::<Result<Vec<i64>, _>>()?)
+            })
+            .await?;
+        let known: Vec<i64> = crate::db::MIGRATIONS.iter().map(|(v, _)| *v).collect();
+        let pending = known.iter().copied().filter(|v| !applied.contains(v)).collect();
+        let unknown = applied.iter().copied().filter(|v| !known.contains(v)).collect();
+        Ok((pending, unknown))
+    }
+
     /// Sets `key` only if it is unset; true when this call set it.
     pub async fn set_meta_once(&self, key: &str, value: &str) -> StoreResult<bool> {
         let (key, value) = (key.to_string(), value.to_string());
@@ -92,7 +110,9 @@ fn put_channel_config(tx: &Connection, spec: &ChannelSpec, now_ms: i64, sealer: 
 
 impl Store for SqliteStore {
     async fn revision(&self) -> StoreResult<i64> {
-        self.db.read(|c| Ok(c.row("SELECT value FROM revision WHERE id = 1", [], |r| r.get(0))?)).await
+        let rev = self.db.read(|c| Ok(c.row("SELECT value FROM revision WHERE id = 1", [], |r| r.get(0))?)).await?;
+        self.db.saw_revision(rev);
+        Ok(rev)
     }
 
     fn sealer(&self) -> Sealer {
@@ -306,7 +326,7 @@ impl Store for SqliteStore {
     }
 
     async fn create_channel(&self, spec: ChannelSpec, now_ms: i64) -> StoreResult<Channel> {
-        let sealer = self.db.sealer();
+        let sealer = self.db.sealer_for_sealing();
         self.db
             .write(move |c| {
                 c.exec(
@@ -319,7 +339,7 @@ impl Store for SqliteStore {
     }
 
     async fn update_channel(&self, id: Id, spec: ChannelSpec, now_ms: i64) -> StoreResult<Channel> {
-        let sealer = self.db.sealer();
+        let sealer = self.db.sealer_for_sealing();
         self.db
             .write(move |tx| {
                 let ch = found(channel_by_id(tx, id, &sealer)?, || format!("channel {id}"))?;
@@ -434,7 +454,7 @@ impl Store for SqliteStore {
     }
 
     async fn sync_config(&self, cfg: ConfigSnapshot, now_ms: i64) -> StoreResult<()> {
-        let sealer = self.db.sealer();
+        let sealer = self.db.sealer_for_sealing();
         self.db
             .write(move |tx| {
                 for g in &cfg.groups {
