@@ -65,6 +65,8 @@ async fn relay_on_lambda_bills_through_sqs_into_dynamodb() {
     assert_eq!(anon.status, 401);
     let models = aws::invoke(&relay, &aws::function_url_event("GET", "/v1/models", &headers, "")).await;
     assert_eq!(models.status, 200);
+    let ready = aws::invoke(&relay, &aws::function_url_event("GET", "/readyz", &[], "")).await;
+    assert_eq!((ready.status, ready.json()["checks"]["store"]["ok"].clone()), (200, true.into()), "DynamoDB answers");
     // Browsers on other origins: the relay answers the preflight itself (the Function URL has no CORS of its own).
     let preflight = [("origin", "https://app.example"), ("access-control-request-method", "POST")];
     let pre = aws::invoke(&relay, &aws::function_url_event("OPTIONS", "/v1/chat/completions", &preflight, "")).await;

@@ -66,6 +66,8 @@ async fn the_edge_relay_authenticates_converts_and_bills_to_the_unit() {
     let url = |p: &str| format!("{}{p}", w.url);
 
     // Every auth form, and refusals in the caller's own shape.
+    let ready: Value = w.http.get(url("/readyz")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(ready["status"], "ready", "{ready}");
     let anon = w.http.get(url("/v1/models")).send().await.unwrap();
     assert_eq!(anon.status(), 401);
     assert_eq!(anon.json::<Value>().await.unwrap()["error"]["code"], "missing_api_key");

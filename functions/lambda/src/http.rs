@@ -30,7 +30,9 @@ struct Shell {
 
 /// The relay function's app: every relay endpoint.
 pub fn relay_app(init: &Init) -> Router {
-    shell(oblivious_relay::router(init.relay.clone()), init)
+    let routes =
+        oblivious_relay::router(init.relay.clone()).merge(oblivious_relay::probes::router(init.relay.clone(), None));
+    shell(routes, init)
 }
 
 /// The admin function's app: the admin API and the key owner's account endpoints.

@@ -93,7 +93,8 @@ async fn build(env: &Env) -> Result<State, String> {
     };
     let relay = Relay::new_shared(ports, config.relay.clone()).await.map_err(|e| format!("store: {e}"))?;
     relay.set_rate_limits(config.rate_limits.clone());
-    let app = oblivious_relay::with_unknown_url(oblivious_relay::router(relay.clone()), relay.clone());
+    let routes = oblivious_relay::router(relay.clone()).merge(oblivious_relay::probes::router(relay.clone(), None));
+    let app = oblivious_relay::with_unknown_url(routes, relay.clone());
     Ok(State { relay, app, running: tasks.running, config })
 }
 

@@ -41,6 +41,9 @@ struct Args {
     /// Add a tokens-per-minute limit (every prompt is then counted with tiktoken).
     #[arg(long)]
     tpm: bool,
+    /// Serve Prometheus metrics (`[metrics] listen`), to measure what recording them costs.
+    #[arg(long)]
+    metrics: bool,
     /// Write the figures here as JSON (for comparing runs).
     #[arg(long)]
     json: Option<PathBuf>,
@@ -133,10 +136,11 @@ struct Scale {
 /// rate limits on the default group (high enough never to refuse, so every
 /// request still counts its windows), plus the large store's channels and
 /// prices. `--tpm` adds a tokens-per-minute limit, which makes every prompt
-/// counted with tiktoken.
-fn config(mock: &Mock, scale: Option<Scale>, tpm: bool) -> String {
+/// counted with tiktoken; `--metrics` serves Prometheus metrics (recording every figure).
+fn config(mock: &Mock, scale: Option<Scale>, tpm: bool, metrics: bool) -> String {
     let tpm = if tpm { ", tpm = 10000000000" } else { "" };
-    let mut s = format!(
+    let mut s = String::from(if metrics { "[metrics]\nlisten = \"127.0.0.1:0\"\n\n" } else { "" });
+    s += &format!(
         "[prices.\"{MODEL}\"]\ninput = 1\noutput = 2\n\n\
          [rate_limits.groups.default]\nuser = {{ rpm = 100000000, concurrency = 100000{tpm} }}\n\n\
          [[channels]]\nname = \"bench\"\ntype = \"openai\"\nbase_url = \"{}\"\nmodels = [\"{MODEL}\"]\n",
@@ -211,7 +215,7 @@ async fn closed_loop(gw: &Gateway, key: &str, seconds: u32, core: Option<usize>)
 
 async fn measure(args: &Args, mock: &Mock, cores: Cores, scale: Option<Scale>) -> Result<(Figures, Target), String> {
     mock.set_stream(StreamShape::default());
-    let gw = Gateway::start(&args.bin, &config(mock, scale, args.tpm), cores.gateway)?;
+    let gw = Gateway::start(&args.bin, &config(mock, scale, args.tpm, args.metrics), cores.gateway)?;
     if let Some(sc) = scale {
         eprintln!("seeding {} keys…", sc.keys);
         seed_keys(&gw, sc.keys).await?;
@@ -282,7 +286,7 @@ async fn measure(args: &Args, mock: &Mock, cores: Cores, scale: Option<Scale>) -
 /// memory after each minute.
 async fn soak(args: &Args, mock: &Mock, cores: Cores) -> Result<Soak, String> {
     mock.set_stream(StreamShape::default());
-    let gw = Gateway::start(&args.bin, &config(mock, None, args.tpm), cores.gateway)?;
+    let gw = Gateway::start(&args.bin, &config(mock, None, args.tpm, args.metrics), cores.gateway)?;
     let (_, key) = gw.user_and_key("soak").await?;
     let through = gw.chat_url();
     let mut soak = Soak { rate: args.soak_rate, ..Soak::default() };
