@@ -264,6 +264,13 @@ pub fn lambda_runtime_api() -> (Child, u16) {
 /// Runs one of the `oblivious-lambda` binaries against a runtime API, with a
 /// stack's settings in its environment, as Lambda would.
 pub fn run_function(name: &str, runtime_port: u16, settings: &Settings) -> Child {
+    let mut cmd = function_command(name, runtime_port, settings);
+    cmd.stdout(std::process::Stdio::null());
+    Child(cmd.spawn().expect("function binary"))
+}
+
+/// The command [`run_function`] spawns, for a caller to add to (environment, stdout).
+pub fn function_command(name: &str, runtime_port: u16, settings: &Settings) -> std::process::Command {
     let bin = crate::gateway::repo_root().join("target/debug").join(name);
     assert!(bin.exists(), "{} is missing: run `cargo build -p oblivious-lambda`", bin.display());
     let mut cmd = std::process::Command::new(bin);
@@ -280,9 +287,8 @@ pub fn run_function(name: &str, runtime_port: u16, settings: &Settings) -> Child
         .env(oblivious_lambda::env::HOT_PREFIX, &settings.hot_prefix)
         .env(oblivious_lambda::env::REDIS_URL, settings.redis_url.as_deref().unwrap_or_default())
         .env(oblivious_ports::SECRET_ENV, settings.secret_key.as_deref().unwrap_or_default())
-        .env(oblivious_lambda::env::CONFIG_TOML, settings.config_toml.as_deref().unwrap_or_default())
-        .stdout(std::process::Stdio::null());
-    Child(cmd.spawn().expect("function binary"))
+        .env(oblivious_lambda::env::CONFIG_TOML, settings.config_toml.as_deref().unwrap_or_default());
+    cmd
 }
 
 /// An admin key, made the way the `setup` binary makes it.

@@ -29,24 +29,8 @@ fn chat(stream: bool) -> String {
 /// The `relay` binary as `aws::run_function` starts it, with its stdout kept
 /// (line by line, as CloudWatch Logs would see it) and `env` added.
 fn run_relay(runtime_port: u16, s: &Settings, env: &[(&str, &str)]) -> (aws::Child, Arc<Mutex<Vec<String>>>) {
-    let bin = oblivious_e2e::gateway::repo_root().join("target/debug/relay");
-    assert!(bin.exists(), "{} is missing: run `cargo build -p oblivious-lambda`", bin.display());
-    let mut cmd = std::process::Command::new(bin);
-    cmd.env("AWS_LAMBDA_RUNTIME_API", format!("http://127.0.0.1:{runtime_port}/.rt"))
-        .env("AWS_LAMBDA_FUNCTION_NAME", "_")
-        .env("AWS_LAMBDA_FUNCTION_VERSION", "1")
-        .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "512")
-        .env("AWS_ENDPOINT_URL", aws::endpoint())
-        .env("AWS_REGION", "us-east-1")
-        .env("AWS_ACCESS_KEY_ID", "test")
-        .env("AWS_SECRET_ACCESS_KEY", "test")
-        .env(oblivious_lambda::env::TABLE_PREFIX, &s.table_prefix)
-        .env(oblivious_lambda::env::USAGE_QUEUE_URL, &s.usage_queue_url)
-        .env(oblivious_lambda::env::HOT_PREFIX, &s.hot_prefix)
-        .env(oblivious_lambda::env::REDIS_URL, s.redis_url.as_deref().unwrap_or_default())
-        .env(oblivious_ports::SECRET_ENV, s.secret_key.as_deref().unwrap_or_default())
-        .env(oblivious_lambda::env::CONFIG_TOML, s.config_toml.as_deref().unwrap_or_default())
-        .env_remove(oblivious_lambda::env::EMF)
+    let mut cmd = aws::function_command("relay", runtime_port, s);
+    cmd.env_remove(oblivious_lambda::env::EMF)
         .env_remove(oblivious_lambda::env::EMF_NAMESPACE)
         .envs(env.iter().copied())
         .stdout(std::process::Stdio::piped());
