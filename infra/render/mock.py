@@ -11,8 +11,9 @@ stream of `chat.completion.chunk`s (and a usage chunk when
 `stream_options.include_usage` is set) ending in `data: [DONE]` when
 `"stream": true`. A share of calls (`--fail-rate`) gets `--status` (500) with an
 OpenAI error body, `--r429-rate` a 429, `--stall-rate` a pause of `--stall`
-seconds before the answer head (an upstream timeout). GET /v1/models lists one
-model. Listens on 127.0.0.1 only.
+seconds before the answer head (an upstream timeout). POST /v1/completions
+answers a `text_completion`; GET /v1/models lists one model. Listens on
+127.0.0.1 only.
 """
 import argparse
 import json
@@ -83,8 +84,9 @@ class Handler(BaseHTTPRequestHandler):
             body = json.loads(raw or b"{}")
         except ValueError:
             return self.error(400, "mock: the body is not JSON")
-        if not self.path.endswith("/chat/completions"):
-            return self.error(404, "mock: only /v1/chat/completions")
+        chat = self.path.endswith("/chat/completions")
+        if not chat and not self.path.endswith("/completions"):
+            return self.error(404, "mock: only /v1/chat/completions and /v1/completions")
         roll = random.random()
         if roll < ARGS.fail_rate:
             time.sleep(random.uniform(0.005, 0.03))
@@ -99,6 +101,13 @@ class Handler(BaseHTTPRequestHandler):
         n = max(1, min(int(body.get("max_tokens") or 64), random.randint(8, 64)))
         pieces = [random.choice(WORDS) + " " for _ in range(n)]
         usage = {"prompt_tokens": prompt, "completion_tokens": n, "total_tokens": prompt + n}
+        if not chat:
+            prompt = 10 + words(body.get("prompt", ""))
+            usage = {"prompt_tokens": prompt, "completion_tokens": n, "total_tokens": prompt + n}
+            return self.send_json(200, {
+                "id": "cmpl-py", "object": "text_completion", "created": int(time.time()), "model": model,
+                "choices": [{"index": 0, "text": "".join(pieces), "logprobs": None, "finish_reason": "stop"}],
+                "usage": usage})
         if body.get("stream") is True:
             return self.stream(model, pieces, usage, body.get("stream_options", {}).get("include_usage") is True)
         self.send_json(200, {
