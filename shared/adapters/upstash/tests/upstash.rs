@@ -30,6 +30,11 @@ fn redis_url() -> String {
 
 static SEQ: AtomicU32 = AtomicU32::new(0);
 
+/// The flush test holds it for writing, every other test for reading: a
+/// `SCRIPT FLUSH` landing between another test's `SCRIPT LOAD` and its
+/// `EVALSHA` would fail that test (the TCP adapter retries only once).
+static SCRIPTS: tokio::sync::RwLock<()> = tokio::sync::RwLock::const_new(());
+
 /// A key prefix no other test (or run) uses.
 fn prefix() -> String {
     format!("upstash-test-{}-{}:", std::process::id(), SEQ.fetch_add(1, Ordering::SeqCst))
@@ -49,6 +54,7 @@ async fn pttl(key: &str) -> i64 {
 
 #[tokio::test]
 async fn counters_and_expiry() {
+    let _scripts = SCRIPTS.read().await;
     let p = prefix();
     let h = hot(&p);
     assert_eq!(h.get("a").await.unwrap(), None);
@@ -82,6 +88,7 @@ async fn counters_and_expiry() {
 
 #[tokio::test]
 async fn any_bytes_round_trip_and_expire() {
+    let _scripts = SCRIPTS.read().await;
     let h = hot(&prefix());
     let every_byte: Vec<u8> = (0..=255u8).rev().chain(0..=255).collect();
     assert!(std::str::from_utf8(&every_byte).is_err());
@@ -105,6 +112,7 @@ async fn any_bytes_round_trip_and_expire() {
 /// Both adapters on one Redis, one prefix: each reads what the other wrote.
 #[tokio::test]
 async fn shares_keys_with_the_tcp_adapter() {
+    let _scripts = SCRIPTS.read().await;
     let p = prefix();
     let up = hot(&p);
     let tcp = RedisHot::connect(&redis_url(), &p).await.unwrap();
@@ -129,6 +137,7 @@ async fn shares_keys_with_the_tcp_adapter() {
 /// The same calls give the same answers on both adapters.
 #[tokio::test]
 async fn windows_and_slots_match_the_tcp_adapter() {
+    let _scripts = SCRIPTS.read().await;
     let up = hot(&prefix());
     let tcp = RedisHot::connect(&redis_url(), &prefix()).await.unwrap();
     let window = 60_000;
@@ -168,6 +177,7 @@ const FLUSH_PROBE: &str = "return {KEYS[1], ARGV[1], 'flush probe'}";
 
 #[tokio::test]
 async fn evalsha_falls_back_to_eval_after_script_flush() {
+    let _scripts = SCRIPTS.write().await;
     let rest = rest();
     let probe = Script::new(FLUSH_PROBE);
     rest.command(&["SCRIPT", "FLUSH"]).await.unwrap();
@@ -196,6 +206,7 @@ async fn evalsha_falls_back_to_eval_after_script_flush() {
 
 #[tokio::test]
 async fn errors_are_port_errors_without_the_token() {
+    let _scripts = SCRIPTS.read().await;
     let secret = "not-the-token-s3cr3t";
     let h = UpstashHot::new(HttpUpstream::new().unwrap(), upstash_url(), secret, prefix());
     let e = h.ping().await.unwrap_err();
@@ -233,6 +244,7 @@ async fn errors_are_port_errors_without_the_token() {
 
 #[tokio::test]
 async fn pipeline_answers_each_command() {
+    let _scripts = SCRIPTS.read().await;
     let p = prefix();
     let rest = rest();
     let k = format!("{p}k");
