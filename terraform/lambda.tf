@@ -2,9 +2,14 @@
 # <artifacts_dir>/<function>/bootstrap.zip (a test checks every one exists
 # in src/bin/). Each has its own role with only what it touches.
 locals {
-  table_arns = [for t in aws_dynamodb_table.t : t.arn]
-  index_arns = [for t in aws_dynamodb_table.t : "${t.arn}/index/*"]
-  read       = ["dynamodb:GetItem", "dynamodb:Query", "dynamodb:Scan"]
+  # The account tables hold password hashes, sessions, sealed TOTP secrets and
+  # signing keys: only a function with `accounts = true` reaches them (with
+  # DeleteItem: tickets are taken by deleting them).
+  account_tables = ["accounts", "sessions", "user-links", "refresh-tokens", "tickets", "identities", "signing-keys", "audit"]
+  table_arns     = [for k, t in aws_dynamodb_table.t : t.arn if !contains(local.account_tables, k)]
+  index_arns     = [for k, t in aws_dynamodb_table.t : "${t.arn}/index/*" if !contains(local.account_tables, k)]
+  account_arns   = flatten([for k, t in aws_dynamodb_table.t : [t.arn, "${t.arn}/index/*"] if contains(local.account_tables, k)])
+  read           = ["dynamodb:GetItem", "dynamodb:Query", "dynamodb:Scan"]
   # TransactWriteItems is authorised per item action.
   write = ["dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:ConditionCheckItem"]
 
@@ -16,6 +21,7 @@ locals {
       concurrency = var.relay_concurrency
       dynamodb    = concat(local.read, local.write)
       sqs         = ["sqs:SendMessage"]
+      accounts    = false
     }
     admin = {
       description = "Admin API and key owners' account endpoints (HTTP API)"
@@ -24,6 +30,7 @@ locals {
       concurrency = 20
       dynamodb    = concat(local.read, local.write, ["dynamodb:DeleteItem"])
       sqs         = []
+      accounts    = true
     }
     usage = {
       description = "Usage consumer: SQS batches into the usage log and balances"
@@ -32,6 +39,7 @@ locals {
       concurrency = 10
       dynamodb    = concat(local.read, local.write)
       sqs         = ["sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes", "sqs:ChangeMessageVisibility", "sqs:SendMessage"]
+      accounts    = false
     }
     health = {
       description = "Scheduled channel probes: disable the failing, revive the recovered"
@@ -40,6 +48,7 @@ locals {
       concurrency = 1
       dynamodb    = concat(local.read, local.write)
       sqs         = []
+      accounts    = false
     }
     sweeper = {
       description = "Scheduled refund of reservations left open"
@@ -48,6 +57,7 @@ locals {
       concurrency = 1
       dynamodb    = concat(local.read, local.write)
       sqs         = []
+      accounts    = false
     }
   }
 }
@@ -109,6 +119,14 @@ data "aws_iam_policy_document" "fn" {
     sid       = "DeadLetters"
     actions   = ["sqs:SendMessage"]
     resources = [aws_sqs_queue.async_dlq.arn]
+  }
+  dynamic "statement" {
+    for_each = each.value.accounts ? [1] : []
+    content {
+      sid       = "Accounts"
+      actions   = concat(local.read, local.write, ["dynamodb:DeleteItem"])
+      resources = local.account_arns
+    }
   }
   dynamic "statement" {
     for_each = length(each.value.sqs) > 0 ? [1] : []

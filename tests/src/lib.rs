@@ -5,6 +5,8 @@
 pub mod aws;
 pub mod edge;
 pub mod gateway;
+pub mod mail;
+pub mod oidc;
 pub mod otlp;
 pub mod wire_mock;
 

@@ -40,7 +40,7 @@ async fn scope<P: Platform>(r: &Relay<P>, parts: &Parts, as_admin: bool) -> Resu
         admin(r, parts).await?;
         Ok(filter)
     } else {
-        let me = r.authenticate(parts).await?;
+        let me = r.caller(parts).await?;
         Ok(UsageFilter { user_id: Some(me.user.id), ..filter })
     }
 }

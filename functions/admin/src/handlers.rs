@@ -7,12 +7,15 @@ use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::response::Response;
 use http::request::Parts;
+use oblivious_core::auth::roles;
 use oblivious_core::model::UserStatus;
 use oblivious_core::model::{Channel, ChannelSpec, ChannelStatus, Group, Id, Price, Role, Token, TokenStatus};
 use oblivious_core::money::{self, Bound, MAX_UNITS};
 use oblivious_core::{apikey, upstream_url, ApiError, ErrorKind};
-use oblivious_ports::{Clock, Ids, NewUser, Page, Platform, Store, TokenFilter, TokenPatch, UsageFilter, UserPatch};
-use oblivious_relay::{error_response, json_response, Principal, Relay};
+use oblivious_ports::{
+    Accounts, Clock, Ids, NewUser, Page, Platform, Store, StoreError, TokenFilter, TokenPatch, UsageFilter, UserPatch,
+};
+use oblivious_relay::{error_response, json_response, Audit, Caller, Relay};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer};
 use serde_json::{json, Value};
@@ -31,16 +34,10 @@ pub(crate) fn respond<P: Platform>(relay: &Relay<P>, reply: Reply) -> Response {
     }
 }
 
-pub(crate) async fn admin<P: Platform>(relay: &Relay<P>, parts: &Parts) -> Result<Arc<Principal>, ApiError> {
-    let p = relay.authenticate(parts).await?;
-    if p.user.role != Role::Admin {
-        return Err(ApiError::new(
-            ErrorKind::PermissionDenied,
-            "admin_only",
-            "This endpoint needs an admin's API key.",
-        ));
-    }
-    Ok(p)
+/// The caller of an admin route. The relay's `gate` (layered over this
+/// router) has already applied the role table; this hands the caller on.
+pub(crate) async fn admin<P: Platform>(relay: &Relay<P>, parts: &Parts) -> Result<Arc<Caller>, ApiError> {
+    relay.caller(parts).await
 }
 
 pub(crate) fn body<T: DeserializeOwned>(raw: &[u8]) -> Result<T, ApiError> {
@@ -162,8 +159,11 @@ fn check_group<P: Platform>(r: &Relay<P>, group: &str) -> Result<(), ApiError> {
 
 pub async fn create_user<P: Platform>(State(r): R<P>, parts: Parts, raw: Body) -> Response {
     let reply = async {
-        admin(&r, &parts).await?;
+        let me = admin(&r, &parts).await?;
         let req: CreateUser = json_body(&parts, raw).await?;
+        if !roles::may_grant(me.role(), Role::User, req.role.unwrap_or(Role::User)) {
+            return Err(role_above_yours());
+        }
         units(req.quota, "quota", "invalid_quota")?;
         if req.name.trim().is_empty() || req.name.contains('#') {
             return Err(ApiError::invalid("invalid_name", "A user name must be non-empty and must not contain `#`.")
@@ -179,6 +179,8 @@ pub async fn create_user<P: Platform>(State(r): R<P>, parts: Parts, raw: Body) -
             unlimited: req.unlimited,
         };
         let user = r.ports.store.create_user(new, r.ports.clock.now_ms()).await.map_err(store_error)?;
+        let event = Audit::new("user_create", Some(me.user.id), Some(user.id));
+        r.audit(&parts, event.detail(json!({ "role": user.role, "group": user.group }))).await;
         Ok((201, to_value(user)))
     };
     respond(&r, reply.await)
@@ -209,7 +211,7 @@ struct UpdateUser {
 
 pub async fn update_user<P: Platform>(State(r): R<P>, Path(raw_id): Path<String>, parts: Parts, raw: Body) -> Response {
     let reply = async {
-        admin(&r, &parts).await?;
+        let me = admin(&r, &parts).await?;
         let req: UpdateUser = json_body(&parts, raw).await?;
         if req.quota.is_some() {
             return Err(ApiError::invalid(
@@ -221,16 +223,69 @@ pub async fn update_user<P: Platform>(State(r): R<P>, Path(raw_id): Path<String>
             )
             .with_param("quota"));
         }
+        let uid = id(&raw_id)?;
+        let before = r.ports.store.user(uid).await.map_err(store_error)?.ok_or_else(|| user_not_found(&raw_id))?;
+        if !roles::may_grant(me.role(), before.role, req.role.unwrap_or(before.role)) {
+            return Err(role_above_yours());
+        }
+        let demotes_root = req.role.is_some_and(|x| x != Role::Root) || req.status == Some(UserStatus::Disabled);
+        if before.role == Role::Root && demotes_root {
+            keep_a_root(&r, uid).await?;
+        }
         let patch =
             UserPatch { role: req.role, unlimited: req.unlimited, group: req.group, status: req.status, quota: None };
         if let Some(g) = &patch.group {
             check_group(&r, g)?;
         }
-        let user = r.ports.store.update_user(id(&raw_id)?, patch).await.map_err(store_error)?;
+        let user = r.ports.store.update_user(uid, patch).await.map_err(store_error)?;
         let _ = r.refresh(false).await;
+        let changes = [
+            ("role_change", before.role != user.role, json!({ "from": before.role, "to": user.role })),
+            ("group_change", before.group != user.group, json!({ "from": before.group, "to": user.group })),
+            ("status_change", before.status != user.status, json!({ "from": before.status, "to": user.status })),
+            ("unlimited_change", before.unlimited != user.unlimited, json!({ "to": user.unlimited })),
+        ];
+        for (action, changed, detail) in changes {
+            if changed {
+                r.audit(&parts, Audit::new(action, Some(me.user.id), Some(uid)).detail(detail)).await;
+            }
+        }
         Ok((200, to_value(user)))
     };
     respond(&r, reply.await)
+}
+
+fn user_not_found(raw_id: &str) -> ApiError {
+    ApiError::not_found("not_found", format!("user {raw_id} not found"))
+}
+
+fn role_above_yours() -> ApiError {
+    ApiError::new(
+        ErrorKind::PermissionDenied,
+        "role_above_yours",
+        "You may not give a role above your own, nor change a user whose role is above yours.",
+    )
+}
+
+/// Refuses (409 `last_root`) when no other enabled root would be left.
+pub async fn keep_a_root<P: Platform>(r: &Relay<P>, leaving: Id) -> Result<(), ApiError> {
+    let mut offset = 0;
+    loop {
+        let page = r.ports.store.users(Page { offset, limit: 500 }).await.map_err(store_error)?;
+        let other_root =
+            page.items.iter().any(|u| u.role == Role::Root && u.status == UserStatus::Enabled && u.id != leaving);
+        if other_root {
+            return Ok(());
+        }
+        offset += page.items.len() as u64;
+        if page.items.is_empty() || offset >= page.total {
+            return Err(ApiError::new(
+                ErrorKind::Conflict,
+                "last_root",
+                "This is the last root user: make another user root first.",
+            ));
+        }
+    }
 }
 
 pub async fn delete_user<P: Platform>(State(r): R<P>, Path(raw_id): Path<String>, parts: Parts) -> Response {
@@ -240,8 +295,20 @@ pub async fn delete_user<P: Platform>(State(r): R<P>, Path(raw_id): Path<String>
         if uid == me.user.id {
             return Err(ApiError::new(ErrorKind::Conflict, "conflict", "You cannot delete your own account."));
         }
+        let target = r.ports.store.user(uid).await.map_err(store_error)?.ok_or_else(|| user_not_found(&raw_id))?;
+        if !me.role().covers(target.role) {
+            return Err(role_above_yours());
+        }
+        if target.role == Role::Root {
+            keep_a_root(&r, uid).await?;
+        }
         r.ports.store.delete_user(uid).await.map_err(store_error)?;
+        match r.ports.store.delete_account(uid).await {
+            Ok(()) | Err(StoreError::NotFound(_)) => {}
+            Err(e) => return Err(store_error(e)),
+        }
         let _ = r.refresh(false).await;
+        r.audit(&parts, Audit::new("user_delete", Some(me.user.id), Some(uid))).await;
         Ok((200, json!({ "deleted": uid })))
     };
     respond(&r, reply.await)
@@ -258,10 +325,11 @@ struct TokenQuery {
 
 pub async fn list_tokens<P: Platform>(State(r): R<P>, parts: Parts) -> Response {
     let reply = async {
-        admin(&r, &parts).await?;
+        let me = admin(&r, &parts).await?;
         let (pg, page_no, per) = page(&parts)?;
         let q: TokenQuery = query(&parts)?;
-        let filter = TokenFilter { user_id: q.user_id, include_deleted: q.include_deleted };
+        let user_id = owner(&parts, &me).or(q.user_id);
+        let filter = TokenFilter { user_id, include_deleted: q.include_deleted };
         let tokens = r.ports.store.tokens(filter, pg).await.map_err(store_error)?;
         let now = r.ports.clock.now_ms();
         Ok((200, listing(tokens.items.iter().map(|t| token_view(t, now)).collect(), tokens.total, page_no, per)))
@@ -273,6 +341,12 @@ pub async fn create_token_h<P: Platform>(State(r): R<P>, parts: Parts, raw: Body
     let reply = async {
         let me = admin(&r, &parts).await?;
         let req: CreateToken = json_body(&parts, raw).await?;
+        if let Some(own) = owner(&parts, &me) {
+            if req.user_id.is_some_and(|u| u != own) {
+                return Err(ApiError::invalid("invalid_user", "Your keys are your own: leave user_id out.")
+                    .with_param("user_id"));
+            }
+        }
         let (token, key) = create_token(&r.ports.store, &r.ports.ids, &r.ports.clock, req, me.user.id).await?;
         let mut v = token_view(&token, r.ports.clock.now_ms());
         v["key"] = json!(key);
@@ -283,12 +357,9 @@ pub async fn create_token_h<P: Platform>(State(r): R<P>, parts: Parts, raw: Body
 
 pub async fn get_token<P: Platform>(State(r): R<P>, Path(raw_id): Path<String>, parts: Parts) -> Response {
     let reply = async {
-        admin(&r, &parts).await?;
-        let token = r.ports.store.token(id(&raw_id)?).await.map_err(store_error)?;
-        let now = r.ports.clock.now_ms();
-        token
-            .map(|t| (200, token_view(&t, now)))
-            .ok_or_else(|| ApiError::not_found("not_found", format!("token {raw_id} not found")))
+        let me = admin(&r, &parts).await?;
+        let token = scoped_token(&r, &parts, &me, &raw_id).await?;
+        Ok((200, token_view(&token, r.ports.clock.now_ms())))
     };
     respond(&r, reply.await)
 }
@@ -311,6 +382,19 @@ struct UpdateToken {
     monthly_limit: Option<Option<i64>>,
 }
 
+/// On `/api/me/…` routes, the caller's own user id: what every key operation is scoped to.
+fn owner(parts: &Parts, me: &Caller) -> Option<Id> {
+    parts.uri.path().starts_with("/api/me/").then_some(me.user.id)
+}
+
+/// The token `raw_id`, which must be the caller's own on `/api/me/…` (404 otherwise).
+async fn scoped_token<P: Platform>(r: &Relay<P>, parts: &Parts, me: &Caller, raw_id: &str) -> Result<Token, ApiError> {
+    let token = r.ports.store.token(id(raw_id)?).await.map_err(store_error)?;
+    token
+        .filter(|t| owner(parts, me).is_none_or(|own| t.user_id == own))
+        .ok_or_else(|| ApiError::not_found("not_found", format!("token {raw_id} not found")))
+}
+
 async fn patch_token<P: Platform>(r: &Relay<P>, token_id: Id, patch: TokenPatch) -> Reply {
     let token = r.ports.store.update_token(token_id, patch).await.map_err(store_error)?;
     let _ = r.refresh(false).await;
@@ -324,7 +408,8 @@ pub async fn update_token<P: Platform>(
     raw: Body,
 ) -> Response {
     let reply = async {
-        admin(&r, &parts).await?;
+        let me = admin(&r, &parts).await?;
+        let token = scoped_token(&r, &parts, &me, &raw_id).await?;
         let req: UpdateToken = json_body(&parts, raw).await?;
         crate::tokens::check_caps(req.quota, req.daily_limit.flatten(), req.monthly_limit.flatten())?;
         if matches!(req.status, Some(TokenStatus::Expired | TokenStatus::Exhausted)) {
@@ -350,23 +435,25 @@ pub async fn update_token<P: Platform>(
             daily_limit: req.daily_limit,
             monthly_limit: req.monthly_limit,
         };
-        patch_token(&r, id(&raw_id)?, patch).await
+        patch_token(&r, token.id, patch).await
     };
     respond(&r, reply.await)
 }
 
 pub async fn delete_token<P: Platform>(State(r): R<P>, Path(raw_id): Path<String>, parts: Parts) -> Response {
     let reply = async {
-        admin(&r, &parts).await?;
-        patch_token(&r, id(&raw_id)?, TokenPatch { status: Some(TokenStatus::Deleted), ..Default::default() }).await
+        let me = admin(&r, &parts).await?;
+        let token = scoped_token(&r, &parts, &me, &raw_id).await?;
+        patch_token(&r, token.id, TokenPatch { status: Some(TokenStatus::Deleted), ..Default::default() }).await
     };
     respond(&r, reply.await)
 }
 
 pub async fn restore_token<P: Platform>(State(r): R<P>, Path(raw_id): Path<String>, parts: Parts) -> Response {
     let reply = async {
-        admin(&r, &parts).await?;
-        patch_token(&r, id(&raw_id)?, TokenPatch { status: Some(TokenStatus::Normal), ..Default::default() }).await
+        let me = admin(&r, &parts).await?;
+        let token = scoped_token(&r, &parts, &me, &raw_id).await?;
+        patch_token(&r, token.id, TokenPatch { status: Some(TokenStatus::Normal), ..Default::default() }).await
     };
     respond(&r, reply.await)
 }

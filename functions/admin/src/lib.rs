@@ -1,5 +1,6 @@
 //! The admin function: JSON CRUD under `/api/admin/` for users, tokens,
-//! channels (with test), groups, prices, and the usage log. Admin role only.
+//! channels (with test), groups, prices, and the usage log (admin role), and
+//! the caller's own keys, balance, usage and redemption.
 //! The CLI and the web console are clients of the same operations.
 
 mod analytics;
@@ -16,6 +17,7 @@ use oblivious_core::{ApiError, ErrorKind};
 use oblivious_ports::{Platform, StoreError};
 use oblivious_relay::Relay;
 
+pub use handlers::keep_a_root;
 pub use money::create_codes;
 pub use tokens::{create_token, CreateToken};
 
@@ -27,6 +29,10 @@ pub fn router<P: Platform>(relay: Arc<Relay<P>>) -> Router {
         .route("/api/admin/tokens", get(list_tokens::<P>).post(create_token_h::<P>))
         .route("/api/admin/tokens/{id}", get(get_token::<P>).patch(update_token::<P>).delete(delete_token::<P>))
         .route("/api/admin/tokens/{id}/restore", post(restore_token::<P>))
+        // The same operations on the caller's own keys (scoped by the path).
+        .route("/api/me/keys", get(list_tokens::<P>).post(create_token_h::<P>))
+        .route("/api/me/keys/{id}", get(get_token::<P>).patch(update_token::<P>).delete(delete_token::<P>))
+        .route("/api/me/keys/{id}/restore", post(restore_token::<P>))
         .route("/api/admin/channels", get(list_channels::<P>).post(create_channel::<P>))
         .route("/api/admin/channels/{id}", get(get_channel::<P>).patch(update_channel::<P>).delete(delete_channel::<P>))
         .route("/api/admin/channels/{id}/test", post(test_channel::<P>))
@@ -49,6 +55,7 @@ pub fn router<P: Platform>(relay: Arc<Relay<P>>) -> Router {
         .route("/api/usage/stats", get(analytics::own_stats::<P>))
         .route("/api/usage.csv", get(analytics::own_csv::<P>))
         .route("/api/redeem", post(money::redeem::<P>))
+        .layer(axum::middleware::from_fn_with_state(relay.clone(), oblivious_relay::gate::<P>))
         .with_state(relay)
 }
 

@@ -12,7 +12,7 @@ use oblivious_core::model::Id;
 use oblivious_core::money::{self, MAX_UNITS};
 use oblivious_core::{apikey, ApiError, ErrorKind};
 use oblivious_ports::{Clock, Ids, Ledger, Platform, RedeemError, Store, UsageFilter};
-use oblivious_relay::Relay;
+use oblivious_relay::{Audit, Relay};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
@@ -192,10 +192,13 @@ pub async fn alerts<P: Platform>(State(r): R<P>, parts: Parts) -> Response {
 /// `GET /api/account`: the key's owner and the key itself.
 pub async fn account<P: Platform>(State(r): R<P>, parts: Parts) -> Response {
     let reply = async {
-        let me = r.authenticate(&parts).await?;
+        let me = r.caller(&parts).await?;
         // The cached principal may lag a little on balances; read them fresh.
         let user = r.ports.store.user(me.user.id).await.map_err(store_error)?;
-        let token = r.ports.store.token(me.token.id).await.map_err(store_error)?;
+        let token = match &me.token {
+            Some(t) => r.ports.store.token(t.id).await.map_err(store_error)?,
+            None => None,
+        };
         Ok((200, json!({ "user": user, "token": token })))
     };
     respond(&r, reply.await)
@@ -209,12 +212,15 @@ struct Redeem {
 
 pub async fn redeem<P: Platform>(State(r): R<P>, parts: Parts, raw: Body) -> Response {
     let reply = async {
-        let me = r.authenticate(&parts).await?;
+        let me = r.caller(&parts).await?;
         let req: Redeem = json_body(&parts, raw).await?;
         let now = r.ports.clock.now_ms();
         let hash = apikey::hash(req.code.trim());
         match r.ports.store.redeem(&hash, me.user.id, &me.user.name, now).await.map_err(store_error)? {
-            Ok(user) => Ok((200, json!({ "balance": user.quota, "user": user }))),
+            Ok(user) => {
+                r.audit(&parts, Audit::new("code_redeem", Some(me.user.id), Some(me.user.id))).await;
+                Ok((200, json!({ "balance": user.quota, "user": user })))
+            }
             Err(RedeemError::Unknown) => {
                 Err(ApiError::not_found("code_not_found", "This redemption code does not exist."))
             }
@@ -233,7 +239,7 @@ pub async fn redeem<P: Platform>(State(r): R<P>, parts: Parts, raw: Body) -> Res
 /// scoped to their user).
 pub async fn own_usage<P: Platform>(State(r): R<P>, parts: Parts) -> Response {
     let reply = async {
-        let me = r.authenticate(&parts).await?;
+        let me = r.caller(&parts).await?;
         let (pg, page_no, per) = page(&parts)?;
         let q: UsageQuery = query(&parts)?;
         let filter = UsageFilter { user_id: Some(me.user.id), ..usage_filter(q)? };

@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use oblivious_aws::{AwsClient, DynamoStore, SqsQueue};
 use oblivious_core::config::{self, Config};
-use oblivious_native::{HttpUpstream, RandomIds, SystemClock};
+use oblivious_native::{AnyMailer, HttpUpstream, RandomIds, SystemClock};
 use oblivious_ports::{Platform, Ports, Sealer};
 use oblivious_redis::RedisHot;
 use oblivious_relay::Relay;
@@ -21,6 +21,7 @@ pub struct Aws;
 impl Platform for Aws {
     type Store = DynamoStore<HttpUpstream, SystemClock>;
     type Hot = RedisHot;
+    type Mailer = AnyMailer;
     type Queue = SqsQueue<HttpUpstream, SystemClock>;
     type Upstream = HttpUpstream;
     type Clock = SystemClock;
@@ -107,6 +108,8 @@ pub async fn init_with(s: &Settings, aws: AwsApi, started: Instant) -> Result<In
         clock: SystemClock,
         ids: RandomIds,
         tasks: tasks.clone(),
+        // `[mail]` of the config: SMTP, an HTTP mail API, or off.
+        mailer: AnyMailer::from_settings(&config.mail, aws.upstream().clone())?,
     };
     let relay = Relay::new_shared(ports, config.relay.clone()).await.map_err(|e| format!("store: {e}"))?;
     relay.set_rate_limits(config.rate_limits.clone());

@@ -20,6 +20,13 @@ impl TrackedTasks {
 }
 
 impl Tasks for TrackedTasks {
+    async fn cpu<T: Send + 'static>(&self, work: impl FnOnce() -> T + Send + 'static) -> T {
+        match tokio::task::spawn_blocking(work).await {
+            Ok(v) => v,
+            Err(e) => std::panic::resume_unwind(e.into_panic()),
+        }
+    }
+
     fn spawn(&self, fut: impl Future<Output = ()> + Send + 'static) {
         let guard = self.running.start();
         tokio::spawn(async move {

@@ -17,12 +17,22 @@ pub fn load(path: &Path) -> Result<Config, String> {
     config::parse(&path.display().to_string(), &text, |k| std::env::var(k).ok()).map_err(|e| e.to_string())
 }
 
-pub async fn apply(relay: &Relay<Local>, alerts: &SharedAlerts, cfg: &Config) -> Result<(), String> {
+/// What a config (re)load updates.
+#[derive(Clone)]
+pub struct Shell {
+    pub relay: Arc<Relay<Local>>,
+    pub auth: Arc<oblivious_auth::Auth<Local>>,
+    pub alerts: SharedAlerts,
+}
+
+pub async fn apply(shell: &Shell, cfg: &Config) -> Result<(), String> {
+    let (relay, alerts) = (&shell.relay, &shell.alerts);
     let snapshot =
         ConfigSnapshot { groups: cfg.groups.clone(), prices: cfg.prices.clone(), channels: cfg.channels.clone() };
     relay.ports.store.sync_config(snapshot, relay.ports.clock.now_ms()).await.map_err(|e| e.to_string())?;
     relay.set_settings(cfg.relay.clone());
     relay.set_rate_limits(cfg.rate_limits.clone());
+    shell.auth.set_settings(cfg.auth.clone(), cfg.mail.enabled());
     *alerts.write().unwrap_or_else(|p| p.into_inner()) = cfg.alerts.clone();
     relay.refresh(false).await.map_err(|e| e.to_string())?;
     Ok(())
@@ -48,7 +58,7 @@ fn mtime(path: &Path) -> Option<SystemTime> {
 
 /// Re-applies the file when its modification time changes or on SIGHUP. A
 /// file that no longer validates is reported and the running config is kept.
-pub fn watch(relay: Arc<Relay<Local>>, alerts: SharedAlerts, path: PathBuf, state: State) {
+pub fn watch(shell: Shell, path: PathBuf, state: State) {
     tokio::spawn(async move {
         let mut seen = mtime(&path);
         #[cfg(unix)]
@@ -75,7 +85,7 @@ pub fn watch(relay: Arc<Relay<Local>>, alerts: SharedAlerts, path: PathBuf, stat
             }
             seen = now;
             let outcome = match load(&path) {
-                Ok(cfg) => match apply(&relay, &alerts, &cfg).await {
+                Ok(cfg) => match apply(&shell, &cfg).await {
                     Ok(()) => {
                         tracing::info!(file = %path.display(), channels = cfg.channels.len(), "config reloaded");
                         None

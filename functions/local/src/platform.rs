@@ -2,7 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
-use oblivious_native::{HttpUpstream, MemoryHot, RandomIds, SystemClock, TokioTasks};
+use oblivious_native::{AnyMailer, HttpUpstream, MemoryHot, NoMailer, RandomIds, SystemClock, TokioTasks};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -17,6 +17,7 @@ pub struct Local;
 impl Platform for Local {
     type Store = SqliteStore;
     type Hot = LocalHot;
+    type Mailer = AnyMailer;
     type Queue = SqliteQueue;
     type Upstream = HttpUpstream;
     type Clock = SystemClock;
@@ -120,6 +121,8 @@ pub async fn open(data: &Path, hot: &HotSettings) -> Result<(Ports<Local>, Sqlit
         clock: SystemClock,
         ids: RandomIds,
         tasks: TokioTasks,
+        // Off here (`open` sees no config); `serve` sets `[mail]`'s.
+        mailer: AnyMailer::Off(NoMailer),
     };
     Ok((ports, queue))
 }

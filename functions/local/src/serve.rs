@@ -58,19 +58,26 @@ const REFRESH_EVERY: Duration = Duration::from_millis(500);
 pub async fn run(data: &Path, args: ServeArgs, loaded: Loaded) -> Result<(), String> {
     let Loaded { path: config_path, config: cfg } = loaded;
     let hot = cfg.as_ref().map(|c| c.hot.clone()).unwrap_or_default();
-    let (ports, queue) = platform::open(data, &hot).await?;
+    let (mut ports, queue) = platform::open(data, &hot).await?;
+    if let Some(c) = &cfg {
+        ports.mailer = oblivious_native::AnyMailer::from_settings(&c.mail, oblivious_native::HttpUpstream::new()?)
+            .map_err(|e| format!("mail: {e}"))?;
+    }
     let admin = platform::ensure_basics(&ports).await?;
     let first_key = issue_first_admin_key(&ports, admin.id).await?;
     let relay = Relay::new(ports, cfg.as_ref().map(|c| c.relay.clone()).unwrap_or_default())
         .await
         .map_err(|e| e.to_string())?;
     let alerts: SharedAlerts = Arc::new(RwLock::new(Default::default()));
+    let auth = oblivious_auth::Auth::new(relay.clone(), Default::default(), false);
+    // `[mail]` is read at start (the mailer is built from it); `[auth]` reloads live.
+    let shell = crate::config::Shell { relay: relay.clone(), auth: auth.clone(), alerts: alerts.clone() };
     if let Some(cfg) = &cfg {
-        crate::config::apply(&relay, &alerts, cfg).await?;
+        crate::config::apply(&shell, cfg).await?;
     }
     let config_state = crate::config::State::default();
     if let Some(path) = config_path.clone() {
-        crate::config::watch(relay.clone(), alerts.clone(), path, config_state.clone());
+        crate::config::watch(shell.clone(), path, config_state.clone());
     }
     let server = cfg.as_ref().map(|c| c.server.clone()).unwrap_or_default();
     let metrics_listen = args.metrics_listen.or_else(|| cfg.as_ref().and_then(|c| c.metrics.listen.clone()));
@@ -92,7 +99,7 @@ pub async fn run(data: &Path, args: ServeArgs, loaded: Loaded) -> Result<(), Str
     spawn_health(relay.clone());
     let consumer = spawn_consumer(relay.clone(), queue.clone(), alerts.clone());
 
-    let mut app = app(relay.clone(), config_state, &server);
+    let mut app = app(relay.clone(), auth, config_state, &server);
     let mut metrics_server = None;
     let metrics_addr = match (metrics_listen.as_deref(), &metrics) {
         (Some("main"), Some(m)) => {
@@ -143,10 +150,16 @@ pub async fn run(data: &Path, args: ServeArgs, loaded: Loaded) -> Result<(), Str
     Ok(())
 }
 
-pub fn app(relay: Arc<Relay<Local>>, config: crate::config::State, server: &ServerSettings) -> Router {
+pub fn app(
+    relay: Arc<Relay<Local>>,
+    auth: Arc<oblivious_auth::Auth<Local>>,
+    config: crate::config::State,
+    server: &ServerSettings,
+) -> Router {
     let checks = local_checks(relay.clone(), config);
     let routes = oblivious_relay::router(relay.clone())
         .merge(oblivious_admin::router(relay.clone()))
+        .merge(oblivious_auth::router(auth))
         .merge(oblivious_relay::probes::router(relay.clone(), Some(checks)));
     let trusted: Arc<[ipnet::IpNet]> = server.trusted_proxies.clone().into();
     oblivious_relay::with_unknown_url(routes, relay).layer(axum::middleware::from_fn_with_state(trusted, around))

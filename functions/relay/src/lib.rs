@@ -7,7 +7,9 @@
 //! by event, converted back) → publish a usage event.
 
 mod attempt;
+mod audit;
 mod auth;
+mod caller;
 mod cors;
 mod credentials;
 mod embeddings;
@@ -42,7 +44,9 @@ use oblivious_core::ratelimit::RateLimits;
 use oblivious_core::wire::Inbound;
 use oblivious_ports::{Clock, Ids, Ledger, Platform, Ports, Store, StoreError};
 
+pub use audit::{Audit, Origin, RequestId};
 pub use auth::Principal;
+pub use caller::{check_csrf, cookie, gate, Caller, ACCESS_COOKIE, CSRF_COOKIE, CSRF_HEADER};
 use inbound::GeminiCall;
 pub use respond::{error_response, error_response_in, json_response, read_body, REQUEST_ID};
 pub use snapshot::Snapshot;
@@ -60,6 +64,8 @@ pub struct Relay<P: Platform> {
     rate_limits: RwLock<Arc<RateLimits>>,
     snapshot: RwLock<Arc<Snapshot>>,
     auth: auth::AuthCache,
+    /// Access-token verification keys.
+    keys: caller::KeyRing,
     /// The second cache level in hot state, when instances share it.
     shared: Option<shared::SharedCaches>,
     tokens: credentials::TokenCache,
@@ -96,6 +102,7 @@ impl<P: Platform> Relay<P> {
             rate_limits: RwLock::new(Arc::new(RateLimits::default())),
             snapshot: RwLock::new(Arc::new(Snapshot::default())),
             auth: auth::AuthCache::default(),
+            keys: caller::KeyRing::default(),
             shared,
             tokens: credentials::TokenCache::default(),
             usage_backlog: usage::Backlog::default(),

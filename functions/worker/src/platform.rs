@@ -9,6 +9,7 @@ use axum::Router;
 use oblivious_aws::{AwsClient, AwsCredentials, DynamoStore, SqsQueue};
 use oblivious_core::config::{self, Config};
 use oblivious_core::ApiError;
+use oblivious_mailapi::EdgeMailer;
 use oblivious_ports::{Platform, Ports, Running, Sealer};
 use oblivious_relay::Relay;
 use oblivious_upstash::UpstashHot;
@@ -22,6 +23,7 @@ pub struct Edge;
 impl Platform for Edge {
     type Store = DynamoStore<FetchUpstream, WorkerClock>;
     type Hot = UpstashHot<FetchUpstream>;
+    type Mailer = EdgeMailer<FetchUpstream>;
     type Queue = SqsQueue<FetchUpstream, WorkerClock>;
     type Upstream = FetchUpstream;
     type Clock = WorkerClock;
@@ -90,6 +92,8 @@ async fn build(env: &Env) -> Result<State, String> {
         clock: WorkerClock,
         ids: WorkerIds,
         tasks: tasks.clone(),
+        // `[mail]` of the config: an HTTP mail API (a Worker cannot speak SMTP), or off.
+        mailer: EdgeMailer::from_settings(FetchUpstream, &config.mail)?,
     };
     let relay = Relay::new_shared(ports, config.relay.clone()).await.map_err(|e| format!("store: {e}"))?;
     relay.set_rate_limits(config.rate_limits.clone());

@@ -250,6 +250,8 @@ pub struct Config {
     pub hot: HotSettings,
     pub rate_limits: crate::ratelimit::RateLimits,
     pub alerts: crate::alerts::AlertSettings,
+    pub auth: crate::auth::AuthSettings,
+    pub mail: crate::auth::MailSettings,
     pub groups: Vec<Group>,
     pub prices: Vec<Price>,
     pub channels: Vec<ChannelSpec>,
@@ -294,6 +296,10 @@ struct RawFile {
     rate_limits: crate::ratelimit::RateLimits,
     #[serde(default)]
     alerts: crate::alerts::AlertSettings,
+    #[serde(default)]
+    auth: crate::auth::AuthSettings,
+    #[serde(default)]
+    mail: crate::auth::MailSettings,
     #[serde(default)]
     groups: BTreeMap<String, RawGroup>,
     #[serde(default)]
@@ -560,7 +566,11 @@ pub fn parse(file: &str, text: &str, env: impl Fn(&str) -> Option<String>) -> Re
             ));
         }
     }
+    let (auth, mail) = crate::auth::settings_check(raw.auth, raw.mail, &group_names, |v| expand(v, &env))
+        .map_err(|(key, message)| err(key, message))?;
     Ok(Config {
+        auth,
+        mail,
         server: raw.server,
         metrics: raw.metrics,
         tracing,
@@ -576,7 +586,7 @@ pub fn parse(file: &str, text: &str, env: impl Fn(&str) -> Option<String>) -> Re
 }
 
 /// Expands `${VAR}` and `${VAR:-fallback}`; a missing variable without a fallback is an error.
-fn expand(value: &str, env: &impl Fn(&str) -> Option<String>) -> Result<String, String> {
+pub(crate) fn expand(value: &str, env: &impl Fn(&str) -> Option<String>) -> Result<String, String> {
     let mut out = String::with_capacity(value.len());
     let mut rest = value;
     while let Some(start) = rest.find("${") {

@@ -4,6 +4,7 @@
 
 pub mod alerts;
 pub mod apikey;
+pub mod auth;
 pub mod authz;
 pub mod config;
 pub mod count;

@@ -14,8 +14,34 @@ pub const UNITS_PER_USD: i64 = 1_000_000;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Role {
+    /// The bootstrap user: everything an admin may do, and managing admins.
+    Root,
     Admin,
     User,
+}
+
+impl Role {
+    /// Higher is more privileged; a role may grant only roles at or below its own.
+    pub fn rank(self) -> u8 {
+        match self {
+            Role::Root => 2,
+            Role::Admin => 1,
+            Role::User => 0,
+        }
+    }
+
+    /// At least as privileged as `other`.
+    pub fn covers(self, other: Role) -> bool {
+        self.rank() >= other.rank()
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Root => "root",
+            Role::Admin => "admin",
+            Role::User => "user",
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -15,14 +15,18 @@ use oblivious_core::model::{
     UserStatus,
 };
 
+#[path = "conformance_accounts.rs"]
+mod accounts_cases;
+pub use accounts_cases::*;
+
 use crate::{
     spend_periods, ConfigSnapshot, GroupBy, Interval, Ledger, NewToken, NewUser, Page, RedeemError, Reservation,
     Shortfall, Store, StoreError, TokenFilter, TokenPatch, UsageFilter, UsageLog, UserPatch,
 };
 
 /// Everything a conforming store implements.
-pub trait FullStore: Store + Ledger + UsageLog {}
-impl<T: Store + Ledger + UsageLog> FullStore for T {}
+pub trait FullStore: Store + Ledger + UsageLog + crate::Accounts {}
+impl<T: Store + Ledger + UsageLog + crate::Accounts> FullStore for T {}
 
 const ALL: Page = Page { offset: 0, limit: 1000 };
 /// 2026-11-24T10:00:00Z, so day and month periods are fixed.
@@ -585,7 +589,8 @@ pub async fn usage_queries<S: FullStore>(s: S) {
 macro_rules! store_conformance {
     ($fresh:expr) => {
         $crate::store_conformance!(@cases $fresh; users tokens channels config_sync prices reserve_and_settle
-            reserve_shortfalls sweep_and_late_settle concurrent_reserves redemption balance_ledger alerts usage_queries);
+            reserve_shortfalls sweep_and_late_settle concurrent_reserves redemption balance_ledger alerts usage_queries
+            accounts sessions tickets identities signing_keys audit_log account_roles);
     };
     (@cases $fresh:expr; $($case:ident)*) => {
         $(

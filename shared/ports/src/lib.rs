@@ -14,11 +14,15 @@ use bytes::Bytes;
 use futures_util::Stream;
 use oblivious_core::job::Job;
 
+pub mod accounts;
 #[cfg(feature = "conformance")]
 pub mod conformance;
+pub mod mail;
 pub mod running;
 pub mod seal;
 pub mod store;
+pub use accounts::*;
+pub use mail::{Mail, Mailer};
 pub use running::{Running, RunningGuard};
 pub use seal::{Sealer, SECRET_ENV};
 pub use store::*;
@@ -116,6 +120,13 @@ pub trait Ids: Send + Sync + 'static {
 /// Runs work that must outlive the response (usage events after a stream ends).
 pub trait Tasks: Send + Sync + 'static {
     fn spawn(&self, fut: impl Future<Output = ()> + Send + 'static);
+
+    /// Runs CPU-heavy work (password hashing) where it does not stall other
+    /// requests: on a blocking thread natively; inline where there is one
+    /// thread anyway (the edge).
+    fn cpu<T: Send + 'static>(&self, work: impl FnOnce() -> T + Send + 'static) -> impl Future<Output = T> + Send {
+        async move { work() }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -124,8 +135,9 @@ pub struct PortError(pub String);
 
 /// One adapter per port.
 pub trait Platform: Send + Sync + 'static {
-    type Store: Store + Ledger + UsageLog;
+    type Store: Store + Ledger + UsageLog + Accounts;
     type Hot: Hot;
+    type Mailer: Mailer;
     type Queue: Queue;
     type Upstream: Upstream;
     type Clock: Clock;
@@ -142,6 +154,7 @@ pub struct Ports<P: Platform> {
     pub clock: P::Clock,
     pub ids: P::Ids,
     pub tasks: P::Tasks,
+    pub mailer: P::Mailer,
 }
 
 /// The outcome of a sliding-window hit.

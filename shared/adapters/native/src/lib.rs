@@ -1,9 +1,12 @@
 //! Native adapters shared by the local binary and (later) the Lambda shells.
 
 mod hot;
+mod mail;
 mod upstream;
 
 pub use hot::MemoryHot;
+pub use mail::{AnyMailer, SmtpMailer};
+pub use oblivious_mailapi::{HttpMailer, NoMailer};
 pub use upstream::HttpUpstream;
 
 use std::future::Future;
@@ -46,6 +49,13 @@ impl Ids for RandomIds {
 pub struct TokioTasks;
 
 impl Tasks for TokioTasks {
+    async fn cpu<T: Send + 'static>(&self, work: impl FnOnce() -> T + Send + 'static) -> T {
+        match tokio::task::spawn_blocking(work).await {
+            Ok(v) => v,
+            Err(e) => std::panic::resume_unwind(e.into_panic()),
+        }
+    }
+
     fn spawn(&self, fut: impl Future<Output = ()> + Send + 'static) {
         tokio::spawn(fut);
     }

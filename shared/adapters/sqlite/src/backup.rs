@@ -100,7 +100,8 @@ pub struct Verified {
 
 /// Checks that `path` is a sound Oblivious database this build can run:
 /// `PRAGMA integrity_check` passes, every migration it records is one this
-/// build knows, and, with a `sealer`, every channel's keys open with it.
+/// build knows, and, with a `sealer`, every sealed value (channels' keys,
+/// TOTP secrets, signing keys) opens with it.
 pub fn verify_database(path: &Path, sealer: Option<&Sealer>) -> Result<Verified, String> {
     if !path.is_file() {
         return Err(format!("there is no database at {}", path.display()));
@@ -153,6 +154,24 @@ pub fn verify_database(path: &Path, sealer: Option<&Sealer>) -> Result<Verified,
                 .map_err(|_| format!("the keys of channel `{name}` in {p} do not open with its secret"))?;
             channels += 1;
         }
+        for col in crate::rotate::SEALED_COLUMNS {
+            // A backup from before the table existed has nothing of it to check.
+            let present: bool = conn
+                .query_row(
+                    "SELECT EXISTS(SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?1)",
+                    [col.table],
+                    |r| r.get(0),
+                )
+                .map_err(|e| describe(path, e))?;
+            if !present {
+                continue;
+            }
+            for (key, stored) in crate::rotate::sealed_values(&conn, col).map_err(|e| describe(path, e))? {
+                sealer.open(&stored).map_err(|_| {
+                    format!("{} {} in {p} does not open with its secret", col.what, crate::rotate::show(&key))
+                })?;
+            }
+        }
     }
     let open_reservations = conn
         .query_row("SELECT COUNT(*), COALESCE(SUM(amount), 0) FROM reservations WHERE state = 'reserved'", [], |r| {
@@ -175,7 +194,7 @@ mod tests {
     use super::*;
     use crate::{Db, SqliteStore};
     use oblivious_ports::conformance::spec;
-    use oblivious_ports::Store;
+    use oblivious_ports::{Accounts, SigningKey, Store};
 
     fn temp(tag: &str) -> std::path::PathBuf {
         let dir = std::env::temp_dir().join(format!("obl-backup-{tag}-{}", std::process::id()));
@@ -268,6 +287,17 @@ mod tests {
         drop((store, rt));
         let e = verify_database(&sealed, Some(&Sealer::new(&[9; 32]))).unwrap_err();
         assert!(e.contains("channel `x`") && e.contains("do not open"), "{e}");
+
+        let signing = dir.join("signing.db");
+        let store = SqliteStore::new(Db::open(&signing).unwrap());
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let key = SigningKey { kid: "k1".into(), secret: store.sealer().seal("a2V5"), created_at: 1, expires_at: 2 };
+        rt.block_on(store.add_signing_key(key)).unwrap();
+        let sealer = store.sealer();
+        drop((store, rt));
+        assert!(verify_database(&signing, Some(&sealer)).is_ok());
+        let e = verify_database(&signing, Some(&Sealer::new(&[9; 32]))).unwrap_err();
+        assert!(e.contains("signing key `k1`") && e.contains("does not open"), "{e}");
 
         // A damaged page: garbage over the middle of the file.
         let damaged = dir.join("damaged.db");

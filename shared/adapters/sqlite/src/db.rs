@@ -14,6 +14,7 @@ pub(crate) const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("../../../../migrations/0001_init.sql")),
     (2, include_str!("../../../../migrations/0002_billing.sql")),
     (3, include_str!("../../../../migrations/0003_lean_usage_index.sql")),
+    (4, include_str!("../../../../migrations/0004_accounts.sql")),
 ];
 const READERS: usize = 4;
 

@@ -2,6 +2,7 @@
 //! and an outbox-backed [`Queue`](oblivious_ports::Queue). WAL mode lets the CLI
 //! and a running server share one database file.
 
+mod accounts;
 mod analytics;
 pub mod backup;
 mod db;

@@ -3,6 +3,7 @@
 use oblivious_core::model::{
     Channel, ChannelStatus, Price, Role, Source, Token, TokenStatus, UsageRecord, User, UserStatus,
 };
+use oblivious_ports::{Account, AuditEntry, Identity, Purpose, Session, SigningKey, Ticket};
 use rusqlite::Row;
 
 pub(crate) const USER_COLS: &str = "id, name, role, grp, status, quota, used_quota, created_at, unlimited";
@@ -27,10 +28,11 @@ fn json<T: serde::de::DeserializeOwned>(row: &Row, col: usize) -> rusqlite::Resu
 }
 
 pub(crate) fn role_str(r: Role) -> &'static str {
-    match r {
-        Role::Admin => "admin",
-        Role::User => "user",
-    }
+    r.as_str()
+}
+
+fn parse_role(s: &str) -> Option<Role> {
+    [Role::Root, Role::Admin, Role::User].into_iter().find(|r| r.as_str() == s)
 }
 
 pub(crate) fn user_status_str(s: UserStatus) -> &'static str {
@@ -46,7 +48,7 @@ pub(crate) fn user(row: &Row) -> rusqlite::Result<User> {
     Ok(User {
         id: row.get(0)?,
         name: row.get(1)?,
-        role: if role == "admin" { Role::Admin } else { Role::User },
+        role: parse_role(&role).ok_or_else(|| bad(2, "user role"))?,
         group: row.get(3)?,
         status: if status == "disabled" { UserStatus::Disabled } else { UserStatus::Enabled },
         quota: row.get(5)?,
@@ -135,5 +137,88 @@ pub(crate) fn price(row: &Row) -> rusqlite::Result<Price> {
         per_audio_second: row.get(8)?,
         free: row.get(9)?,
         retired: row.get(10)?,
+    })
+}
+
+pub(crate) const ACCOUNT_COLS: &str = "user_id, email, email_verified, password_hash, display_name, settings, \
+    totp_secret, totp_enabled, recovery_codes, failed_signins, locked_until, version, created_at, updated_at";
+pub(crate) const SESSION_COLS: &str =
+    "id, user_id, refresh_hash, ip, user_agent, created_at, last_seen_at, expires_at, revoked_at";
+pub(crate) const TICKET_COLS: &str = "hash, purpose, user_id, data, created_at, expires_at";
+pub(crate) const IDENTITY_COLS: &str = "provider, subject, user_id, email, created_at";
+pub(crate) const SIGNING_KEY_COLS: &str = "kid, secret, created_at, expires_at";
+pub(crate) const AUDIT_COLS: &str = "id, at, action, actor_id, target_id, subject, ip, user_agent, request_id, detail";
+
+pub(crate) fn account(row: &Row) -> rusqlite::Result<Account> {
+    Ok(Account {
+        user_id: row.get(0)?,
+        email: row.get(1)?,
+        email_verified: row.get(2)?,
+        password_hash: row.get(3)?,
+        display_name: row.get(4)?,
+        settings: json(row, 5)?,
+        totp_secret: row.get(6)?,
+        totp_enabled: row.get(7)?,
+        recovery_codes: json(row, 8)?,
+        failed_signins: row.get(9)?,
+        locked_until: row.get(10)?,
+        version: row.get(11)?,
+        created_at: row.get(12)?,
+        updated_at: row.get(13)?,
+    })
+}
+
+pub(crate) fn session(row: &Row) -> rusqlite::Result<Session> {
+    Ok(Session {
+        id: row.get(0)?,
+        user_id: row.get(1)?,
+        refresh_hash: row.get(2)?,
+        ip: row.get(3)?,
+        user_agent: row.get(4)?,
+        created_at: row.get(5)?,
+        last_seen_at: row.get(6)?,
+        expires_at: row.get(7)?,
+        revoked_at: row.get(8)?,
+    })
+}
+
+pub(crate) fn ticket(row: &Row) -> rusqlite::Result<Ticket> {
+    let purpose: String = row.get(1)?;
+    Ok(Ticket {
+        hash: row.get(0)?,
+        purpose: Purpose::parse(&purpose).ok_or_else(|| bad(1, "ticket purpose"))?,
+        user_id: row.get(2)?,
+        data: row.get(3)?,
+        created_at: row.get(4)?,
+        expires_at: row.get(5)?,
+    })
+}
+
+pub(crate) fn identity(row: &Row) -> rusqlite::Result<Identity> {
+    Ok(Identity {
+        provider: row.get(0)?,
+        subject: row.get(1)?,
+        user_id: row.get(2)?,
+        email: row.get(3)?,
+        created_at: row.get(4)?,
+    })
+}
+
+pub(crate) fn signing_key(row: &Row) -> rusqlite::Result<SigningKey> {
+    Ok(SigningKey { kid: row.get(0)?, secret: row.get(1)?, created_at: row.get(2)?, expires_at: row.get(3)? })
+}
+
+pub(crate) fn audit(row: &Row) -> rusqlite::Result<AuditEntry> {
+    Ok(AuditEntry {
+        id: row.get(0)?,
+        at: row.get(1)?,
+        action: row.get(2)?,
+        actor_id: row.get(3)?,
+        target_id: row.get(4)?,
+        subject: row.get(5)?,
+        ip: row.get(6)?,
+        user_agent: row.get(7)?,
+        request_id: row.get(8)?,
+        detail: row.get(9)?,
     })
 }

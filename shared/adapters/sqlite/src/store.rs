@@ -74,11 +74,20 @@ fn channel_by_id(c: &Connection, id: Id, sealer: &Sealer) -> DbResult<Option<Cha
         .optional()?)
 }
 
-fn found<T>(v: Option<T>, what: impl FnOnce() -> String) -> DbResult<T> {
+pub(crate) fn found<T>(v: Option<T>, what: impl FnOnce() -> String) -> DbResult<T> {
     v.ok_or_else(|| StoreError::NotFound(what()).into())
 }
 
-fn limit_offset(page: Page) -> (i64, i64) {
+/// Inserts a user; the `users_ins` trigger bumps the revision, so caches see them.
+pub(crate) fn insert_user(c: &Connection, u: &NewUser, now_ms: i64) -> DbResult<User> {
+    c.exec(
+        "INSERT INTO users (name, role, grp, quota, unlimited, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        params![u.name, rows::role_str(u.role), u.group, u.quota, u.unlimited, now_ms],
+    )?;
+    found(user_by_id(c, c.last_insert_rowid())?, || "user".into())
+}
+
+pub(crate) fn limit_offset(page: Page) -> (i64, i64) {
     (page.limit.min(i64::MAX as u64) as i64, page.offset.min(i64::MAX as u64) as i64)
 }
 
@@ -146,15 +155,7 @@ impl Store for SqliteStore {
     }
 
     async fn create_user(&self, u: NewUser, now_ms: i64) -> StoreResult<User> {
-        self.db
-            .write(move |c| {
-                c.exec(
-                    "INSERT INTO users (name, role, grp, quota, unlimited, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                    params![u.name, rows::role_str(u.role), u.group, u.quota, u.unlimited, now_ms],
-                )?;
-                found(user_by_id(c, c.last_insert_rowid())?, || "user".into())
-            })
-            .await
+        self.db.write(move |c| insert_user(c, &u, now_ms)).await
     }
 
     async fn update_user(&self, id: Id, p: UserPatch) -> StoreResult<User> {

@@ -1,4 +1,4 @@
-//! The durable store on DynamoDB: seven tables (see [`TABLES`] and
+//! The durable store on DynamoDB: fifteen tables (see [`TABLES`] and
 //! `terraform/dynamodb.tf`), money paths as conditional transactions, usage
 //! writes idempotent by request id.
 //!
@@ -7,22 +7,34 @@
 //! | users | id | — | users |
 //! | tokens | id | by-user (user_id, id) | API keys |
 //! | channels | id | — (read whole into the relay's snapshot) | channels, keys sealed |
-//! | meta | pk, sk | — | revision, id sequences, unique guards, groups, prices, spend per period, alerts, codes |
-//!
-//! A unique value (user name, key hash, channel name) is a guard item in
-//! `meta` (`unique` / `token-hash#…`) written in the same transaction as its
-//! row: it enforces uniqueness and is the consistent lookup by that value
-//! (a GSI read could miss a key created a moment ago).
+//! | meta | pk, sk | — | revision, id sequences, unique guards, groups, prices, spend per period, alerts, codes, audit months |
 //! | usage | request_id | by-user (user_id, created_at), by-token (token_id, created_at) | the usage log |
 //! | reservations | request_id | by-state (state, created_at) | money held per request |
 //! | ledger | user_id, id | — | top-ups, redemptions, adjustments |
+//! | accounts | user_id | — | credentials and settings (email unique through a guard in meta) |
+//! | sessions | id | — | signed-in devices |
+//! | user-links | user_id, sk | — | a user's sessions and identities, listed consistently |
+//! | refresh-tokens | hash | — | every refresh token a session ever had |
+//! | tickets | hash | by-user (user_id, purpose) | single-use tokens |
+//! | identities | provider_subject | — | linked OIDC identities |
+//! | signing-keys | kid | — | JWT signing keys, sealed |
+//! | audit | id | by-month (month, id), by-actor (actor_id, id), by-target (target_id, id) | the audit log |
+//!
+//! A unique value (user name, key hash, channel name, account email) is a
+//! guard item in `meta` (`unique` / `token-hash#…`) written in the same
+//! transaction as its row: it enforces uniqueness and is the consistent lookup
+//! by that value (a GSI read could miss a key created a moment ago). The
+//! account tables' layout is explained in [`accounts`].
 
+mod accounts;
 mod ledger;
 pub mod schema;
 mod store;
 mod usage;
 
 use std::collections::HashMap;
+use std::sync::atomic::AtomicI64;
+use std::sync::Arc;
 use std::time::Duration;
 
 use oblivious_ports::{Clock, Sealer, StoreError, StoreResult, Upstream};
@@ -42,11 +54,18 @@ pub struct DynamoStore<U, C> {
     client: AwsClient<U, C>,
     prefix: String,
     sealer: Sealer,
+    /// The audit month this process last marked in `meta` (see [`accounts`]), shared by clones.
+    audit_month: Arc<AtomicI64>,
 }
 
 impl<U, C> Clone for DynamoStore<U, C> {
     fn clone(&self) -> Self {
-        DynamoStore { client: self.client.clone(), prefix: self.prefix.clone(), sealer: self.sealer.clone() }
+        DynamoStore {
+            client: self.client.clone(),
+            prefix: self.prefix.clone(),
+            sealer: self.sealer.clone(),
+            audit_month: self.audit_month.clone(),
+        }
     }
 }
 
@@ -204,11 +223,23 @@ impl Tx {
     }
 
     pub fn delete(&mut self, table: String, key: Item, cond: Option<&str>) -> usize {
+        self.delete_where(table, key, cond, vec![])
+    }
+
+    /// [`delete`](Self::delete) with values for its condition.
+    pub fn delete_where(
+        &mut self,
+        table: String,
+        key: Item,
+        cond: Option<&str>,
+        vals: Vec<(&str, AttributeValue)>,
+    ) -> usize {
         let op = json!({
             "TableName": table,
             "Key": key,
             "ConditionExpression": cond,
             "ExpressionAttributeNames": cond.and_then(|c| names_in(&[c])),
+            "ExpressionAttributeValues": values(vals),
         });
         self.push("Delete", op)
     }
@@ -245,7 +276,7 @@ const ATTEMPTS: u32 = 12;
 impl<U: Upstream, C: Clock> DynamoStore<U, C> {
     /// A store over tables named `{prefix}users`, `{prefix}tokens`, …
     pub fn new(client: AwsClient<U, C>, prefix: impl Into<String>, sealer: Sealer) -> Self {
-        DynamoStore { client, prefix: prefix.into(), sealer }
+        DynamoStore { client, prefix: prefix.into(), sealer, audit_month: Arc::new(AtomicI64::new(i64::MIN)) }
     }
 
     pub fn client(&self) -> &AwsClient<U, C> {
@@ -294,6 +325,16 @@ impl<U: Upstream, C: Clock> DynamoStore<U, C> {
             self.backoff(attempt).await;
         }
         Err(backend("the transaction kept conflicting with concurrent writes"))
+    }
+
+    /// One conditional write (`PutItem`, `UpdateItem`, `DeleteItem`): its
+    /// answer, or `None` when its condition failed.
+    pub(crate) async fn write_if(&self, operation: &str, body: Value) -> StoreResult<Option<Value>> {
+        match self.client.call(Service::DynamoDb, operation, &request(body)).await {
+            Ok(answer) => Ok(Some(answer)),
+            Err(e) if e.code() == Some("ConditionalCheckFailedException") => Ok(None),
+            Err(e) => Err(aws(e)),
+        }
     }
 
     pub(crate) async fn get(&self, table: &str, key: Item) -> StoreResult<Option<Item>> {

@@ -47,6 +47,27 @@ pub const TABLES: &[TableSpec] = &[
         indexes: &[("by-state", ("state", Attr::S, Some(("created_at", Attr::N))))],
     },
     TableSpec { name: "ledger", key: ("user_id", Attr::N, Some(("id", Attr::N))), indexes: &[] },
+    // The account tables (see `accounts.rs` for the layout and access patterns).
+    TableSpec { name: "accounts", key: ("user_id", Attr::N, None), indexes: &[] },
+    TableSpec { name: "sessions", key: ("id", Attr::S, None), indexes: &[] },
+    TableSpec { name: "user-links", key: ("user_id", Attr::N, Some(("sk", Attr::S))), indexes: &[] },
+    TableSpec { name: "refresh-tokens", key: ("hash", Attr::S, None), indexes: &[] },
+    TableSpec {
+        name: "tickets",
+        key: ("hash", Attr::S, None),
+        indexes: &[("by-user", ("user_id", Attr::N, Some(("purpose", Attr::S))))],
+    },
+    TableSpec { name: "identities", key: ("provider_subject", Attr::S, None), indexes: &[] },
+    TableSpec { name: "signing-keys", key: ("kid", Attr::S, None), indexes: &[] },
+    TableSpec {
+        name: "audit",
+        key: ("id", Attr::S, None),
+        indexes: &[
+            ("by-month", ("month", Attr::S, Some(("id", Attr::S)))),
+            ("by-actor", ("actor_id", Attr::N, Some(("id", Attr::S)))),
+            ("by-target", ("target_id", Attr::N, Some(("id", Attr::S)))),
+        ],
+    },
 ];
 
 fn schema(key: Key) -> Vec<Value> {

@@ -13,15 +13,15 @@ use super::{
     backend, from_item, get_n, get_s, key_id, key_meta, n, opt_n, page_of, s, to_item, DynamoStore, Item, Tx, TxEnd,
 };
 
-const NEW: &str = "attribute_not_exists(#pk)";
-const NEW_ID: &str = "attribute_not_exists(#id)";
+pub(super) const NEW: &str = "attribute_not_exists(#pk)";
+pub(super) const NEW_ID: &str = "attribute_not_exists(#id)";
 const EXISTS: &str = "attribute_exists(#id)";
 
-fn guard(kind: &str, value: &str) -> Item {
+pub(super) fn guard(kind: &str, value: &str) -> Item {
     key_meta("unique", &format!("{kind}#{value}"))
 }
 
-fn guard_item(kind: &str, value: &str, id: Id) -> Item {
+pub(super) fn guard_item(kind: &str, value: &str, id: Id) -> Item {
     let mut item = guard(kind, value);
     item.insert("ref".into(), n(id));
     item
@@ -60,6 +60,28 @@ fn not_found(what: String) -> StoreError {
 impl<U: Upstream, C: Clock> DynamoStore<U, C> {
     pub(crate) async fn user_item(&self, id: Id) -> StoreResult<Option<Item>> {
         self.get("users", key_id(id)).await
+    }
+
+    /// A new user's row, its id taken from the `users` sequence.
+    pub(super) async fn new_user(&self, u: NewUser, now_ms: i64) -> StoreResult<User> {
+        Ok(User {
+            id: self.next_id("users").await?,
+            name: u.name,
+            role: u.role,
+            group: u.group,
+            status: UserStatus::Enabled,
+            quota: u.quota,
+            used_quota: 0,
+            unlimited: u.unlimited,
+            created_at: now_ms,
+        })
+    }
+
+    /// Adds a new user's row and its name guard to `tx` (the caller bumps the
+    /// revision); the guard's item index, whose refusal means the name is taken.
+    pub(super) fn put_new_user(&self, tx: &mut Tx, user: &User) -> StoreResult<usize> {
+        tx.put(self.table("users"), to_item(user)?, Some(NEW_ID), vec![]);
+        Ok(tx.put(self.table("meta"), guard_item("user-name", &user.name, user.id), Some(NEW), vec![]))
     }
 
     pub(crate) async fn token_item(&self, id: Id) -> StoreResult<Option<Item>> {
@@ -219,21 +241,9 @@ impl<U: Upstream, C: Clock> Store for DynamoStore<U, C> {
     }
 
     async fn create_user(&self, u: NewUser, now_ms: i64) -> StoreResult<User> {
-        let id = self.next_id("users").await?;
-        let user = User {
-            id,
-            name: u.name,
-            role: u.role,
-            group: u.group,
-            status: UserStatus::Enabled,
-            quota: u.quota,
-            used_quota: 0,
-            unlimited: u.unlimited,
-            created_at: now_ms,
-        };
+        let user = self.new_user(u, now_ms).await?;
         let mut tx = Tx::default();
-        tx.put(self.table("users"), to_item(&user)?, Some(NEW_ID), vec![]);
-        tx.put(self.table("meta"), guard_item("user-name", &user.name, id), Some(NEW), vec![]);
+        self.put_new_user(&mut tx, &user)?;
         self.bump(&mut tx);
         match self.transact(tx).await? {
             TxEnd::Done => Ok(user),
