@@ -24,9 +24,10 @@
 //   - one from the environment: OIDC_CLIENT_ID (default `oblivious-test`),
 //     OIDC_CLIENT_SECRET (default `oblivious-test-secret`), OIDC_REDIRECT_URIS
 //     (comma-separated; default `http://127.0.0.1/api/auth/oidc/test/callback`),
-//     client_secret_basic. It is registered as a *native* client, so (RFC 8252
-//     §7.3) an `http://127.0.0.1` redirect URI matches on any port: register
-//     the path, point it at whatever port the gateway got.
+//     client_secret_basic (oidc-provider takes _post from it too). It is
+//     registered as a *native* client, so (RFC 8252 §7.3) an `http://127.0.0.1`
+//     redirect URI matches on any port: register the path, point it at
+//     whatever port the gateway got.
 //   - any others with POST /admin/clients and client metadata as JSON, e.g.
 //     {"client_id","client_secret","redirect_uris":[…],
 //      "token_endpoint_auth_method":"client_secret_post",
@@ -70,7 +71,7 @@
 import { createHash, generateKeyPairSync, randomBytes } from "node:crypto";
 import http from "node:http";
 
-import Provider from "oidc-provider";
+import Provider, { interactionPolicy } from "oidc-provider";
 
 const [oidcPortArg, githubPortArg] = process.argv.slice(2);
 const port = (s) => {
@@ -121,6 +122,12 @@ const jwk = (type, options, kid, alg) => {
   return { ...privateKey.export({ format: "jwk" }), kid, alg, use: "sig" };
 };
 
+// The default client is native only for the loopback port rule: drop the
+// consent oidc-provider asks of native clients on every sign-in, so a second
+// sign-in within the session shows no page, as a web client's does.
+const policy = interactionPolicy.base();
+policy.get("consent").checks.remove("native_client_prompt");
+
 const provider = new Provider(issuer, {
   clients: [{
     client_id: clientId,
@@ -155,7 +162,7 @@ const provider = new Provider(issuer, {
     devInteractions: { enabled: false },
     userinfo: { enabled: true },
   },
-  interactions: { url: (_ctx, interaction) => `/interaction/${interaction.uid}` },
+  interactions: { policy, url: (_ctx, interaction) => `/interaction/${interaction.uid}` },
   ttl: { Session: 3600, Interaction: 600, Grant: 3600, AccessToken: 600, IdToken: 600, AuthorizationCode: 60 },
 });
 // Cookies are never `Secure` here: the requests are plain http (ctx.secure is false).

@@ -154,6 +154,10 @@ async fn alice_signs_in_and_her_id_token_verifies() {
     // Signing in again in the same browser: the provider's session and grant skip both pages.
     let (again, _, _) = full_sign_in(&idp, &d, &jwks, &browser, "alice", 2).await;
     assert_eq!(again.sub, "alice");
+    // No page at all this time: a walk that would cancel on the first page gets a code.
+    let p = begin(&d.authorization_endpoint, &idp.client_id, 3, true);
+    let callback = browser.decline(&p.url).await;
+    assert!(oidc::parse_callback(&query(&callback), &p.state, Some(&d.issuer)).is_ok(), "{callback}");
 }
 
 #[tokio::test]
