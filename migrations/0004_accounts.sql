@@ -69,7 +69,7 @@ CREATE INDEX refresh_tokens_by_session ON refresh_tokens (session_id);
 CREATE TABLE tickets (
     hash       TEXT PRIMARY KEY,
     purpose    TEXT NOT NULL
-        CHECK (purpose IN ('verify_email', 'reset_password', 'invite', 'oidc_state', 'second_factor')),
+        CHECK (purpose IN ('verify_email', 'reset_password', 'invite', 'oidc_state', 'second_factor', 'setup')),
     user_id    INTEGER NOT NULL,                  -- 0 for OIDC state
     data       TEXT NOT NULL,                     -- JSON
     created_at INTEGER NOT NULL,

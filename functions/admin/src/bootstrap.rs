@@ -1,6 +1,6 @@
 //! What every deployment needs before its first request: the `default` group
-//! and the `admin` user (both runtimes call this at start; it is idempotent
-//! and safe to race).
+//! and the bootstrap user `admin`, whose role is root (both runtimes call
+//! this at start; it is idempotent and safe to race).
 
 use oblivious_ports::{Platform, Ports, Store};
 
@@ -22,11 +22,11 @@ pub async fn ensure_basics<P: Platform>(ports: &Ports<P>) -> Result<oblivious_co
             .map_err(s)?;
     }
     if let Some(u) = store.user_by_name(ADMIN).await.map_err(s)? {
-        return Ok(u);
+        return promote_if_rootless(store, u).await;
     }
     let new = oblivious_ports::NewUser {
         name: ADMIN.into(),
-        role: Role::Admin,
+        role: Role::Root,
         group: oblivious_core::config::DEFAULT_GROUP.into(),
         quota: 0,
         unlimited: true,
@@ -39,4 +39,28 @@ pub async fn ensure_basics<P: Platform>(ports: &Ports<P>) -> Result<oblivious_co
         }
         Err(e) => Err(e.to_string()),
     }
+}
+
+/// A store made before roles had `root` has none: its bootstrap user becomes root.
+async fn promote_if_rootless<S: Store>(
+    store: &S,
+    boot: oblivious_core::model::User,
+) -> Result<oblivious_core::model::User, String> {
+    use oblivious_core::model::Role;
+    if boot.role == Role::Root {
+        return Ok(boot);
+    }
+    let mut offset = 0;
+    loop {
+        let page = store.users(oblivious_ports::Page { offset, limit: 500 }).await.map_err(|e| e.to_string())?;
+        if page.items.iter().any(|u| u.role == Role::Root) {
+            return Ok(boot);
+        }
+        offset += page.items.len() as u64;
+        if page.items.is_empty() || offset >= page.total {
+            break;
+        }
+    }
+    let patch = oblivious_ports::UserPatch { role: Some(Role::Root), ..Default::default() };
+    store.update_user(boot.id, patch).await.map_err(|e| e.to_string())
 }

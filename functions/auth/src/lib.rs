@@ -11,6 +11,7 @@
 mod admin;
 mod mail;
 mod me;
+mod oidc;
 mod password;
 mod reply;
 mod session;
@@ -37,12 +38,19 @@ pub struct Auth<P: Platform> {
     /// Whether `[mail]` is set (answers say whether a link was sent).
     mail_on: AtomicBool,
     signer: session::Signer,
+    oidc: oidc::ProviderCache,
 }
 
 impl<P: Platform> Auth<P> {
     pub fn new(relay: Arc<Relay<P>>, settings: AuthSettings, mail_on: bool) -> Arc<Self> {
         let settings = RwLock::new(Arc::new(settings));
-        Arc::new(Auth { relay, settings, mail_on: AtomicBool::new(mail_on), signer: session::Signer::default() })
+        Arc::new(Auth {
+            relay,
+            settings,
+            mail_on: AtomicBool::new(mail_on),
+            signer: session::Signer::default(),
+            oidc: oidc::ProviderCache::default(),
+        })
     }
 
     fn mail_enabled(&self) -> bool {
@@ -76,11 +84,15 @@ pub fn router<P: Platform>(auth: Arc<Auth<P>>) -> Router {
         .route("/api/auth/options", get(signup::options::<P>))
         .route("/api/auth/signup", post(signup::signup::<P>))
         .route("/api/auth/verify", post(signup::verify::<P>))
+        .route("/api/auth/setup", post(signup::setup::<P>))
         .route("/api/auth/signin", post(signin::signin::<P>))
         .route("/api/auth/signin/second-factor", post(signin::second_factor::<P>))
         .route("/api/auth/signin/enrol", post(signin::enrol::<P>))
         .route("/api/auth/refresh", post(session::refresh::<P>))
         .route("/api/auth/signout", post(session::signout::<P>))
+        .route("/api/auth/oidc/{name}/start", get(oidc::start::<P>))
+        .route("/api/auth/oidc/{name}/callback", get(oidc::callback::<P>))
+        .route("/api/me/identities/{name}", post(oidc::link::<P>).delete(oidc::unlink::<P>))
         .route("/api/auth/password/forgot", post(password::forgot::<P>))
         .route("/api/auth/password/reset", post(password::reset::<P>))
         .route("/api/me", get(me::get::<P>).patch(me::patch::<P>).delete(me::delete::<P>))

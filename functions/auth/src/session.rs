@@ -34,16 +34,19 @@ pub(crate) enum Delivery {
     Body,
 }
 
-/// The signing key in use, cached: (kid, key bytes, created at).
+/// A signing key: kid, key bytes, created at (Unix ms).
+type Key = Arc<(String, Vec<u8>, i64)>;
+
+/// The signing key in use, cached.
 #[derive(Default)]
 pub(crate) struct Signer {
-    current: RwLock<Option<Arc<(String, Vec<u8>, i64)>>>,
+    current: RwLock<Option<Key>>,
 }
 
 impl<P: Platform> Auth<P> {
     /// The key that signs now; makes a new one when the newest is older than
     /// the rotation period (old keys keep verifying until their tokens expire).
-    async fn signing_key(&self) -> Result<Arc<(String, Vec<u8>, i64)>> {
+    async fn signing_key(&self) -> Result<Key> {
         let s = self.settings();
         let now = self.relay.ports.clock.now_ms();
         let rotate_ms = s.signing_key_rotation_hours as i64 * 3_600_000;

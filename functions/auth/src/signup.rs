@@ -88,6 +88,34 @@ impl<P: Platform> Auth<P> {
         Ok(hashed.map_err(|e| ApiError::internal(format!("could not hash the password: {e}")))?)
     }
 
+    /// Credits the configured starting balance through the ledger (so the
+    /// balance has a history from its first unit); the user as it is then.
+    pub(crate) async fn credit_starting_balance(&self, user_id: i64) -> Option<oblivious_core::model::User> {
+        let units = self.settings().starting_balance;
+        if units <= 0 {
+            return None;
+        }
+        let now = oblivious_ports::Clock::now_ms(&self.relay.ports.clock);
+        let store = &self.relay.ports.store;
+        match oblivious_ports::Ledger::adjust_balance(
+            store,
+            user_id,
+            units,
+            "topup",
+            "sign-up",
+            "starting balance",
+            now,
+        )
+        .await
+        {
+            Ok(u) => Some(u),
+            Err(e) => {
+                tracing::error!(user = user_id, "starting balance not credited: {e}");
+                None
+            }
+        }
+    }
+
     /// Mails a fresh verification link, voiding earlier ones.
     pub(crate) async fn send_verification(&self, user_id: i64, email: &str) -> Result<()> {
         let s = self.settings();
@@ -142,23 +170,8 @@ pub async fn signup<P: Platform>(State(a): State<Arc<Auth<P>>>, parts: Parts, ra
             other => other?,
         };
         let session = oblivious_ports::Session { user_id: user.id, ..session };
-        if s.starting_balance > 0 {
-            // Through the ledger, so the balance has a history from its first unit.
-            let by = "sign-up";
-            match oblivious_ports::Ledger::adjust_balance(
-                store,
-                user.id,
-                s.starting_balance,
-                "topup",
-                by,
-                "starting balance",
-                now,
-            )
-            .await
-            {
-                Ok(u) => user = u,
-                Err(e) => tracing::error!(user = user.id, "starting balance not credited: {e}"),
-            }
+        if let Some(u) = a.credit_starting_balance(user.id).await {
+            user = u;
         }
         a.relay.audit_from(origin.clone(), Audit::new("sign_up", Some(user.id), Some(user.id))).await;
         let sent = a.send_verification(user.id, &email).await.is_ok();
@@ -215,6 +228,66 @@ pub async fn resend<P: Platform>(State(a): State<Arc<Auth<P>>>, parts: Parts) ->
         }
         a.send_verification(me.user.id, &account.email).await?;
         Ok(Reply::ok(json!({ "sent": a.mail_enabled() })).status(202))
+    };
+    respond(&parts, reply.await)
+}
+
+/// How long a setup link printed at first start stays good.
+const SETUP_LINK_MS: i64 = 7 * 86_400_000;
+
+impl<P: Platform> Auth<P> {
+    /// A link that lets `user_id` (the bootstrap root) choose an email and
+    /// password once; the shells print it at first start, the CLI on demand.
+    pub async fn setup_link(&self, user_id: i64) -> std::result::Result<String, String> {
+        let store = &self.relay.ports.store;
+        if store.account(user_id).await.map_err(|e| e.to_string())?.is_some() {
+            return Err("this user can already sign in (use `oblivious user passwd`)".into());
+        }
+        let _ = store.drop_tickets(user_id, Purpose::Setup).await;
+        let token = self.ticket(Purpose::Setup, user_id, json!({}), SETUP_LINK_MS).await.map_err(|e| e.0.message)?;
+        Ok(self.link("setup", &token))
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Setup {
+    token: String,
+    email: String,
+    password: String,
+    #[serde(default)]
+    display_name: Option<String>,
+    #[serde(default)]
+    delivery: Delivery,
+}
+
+/// `POST /api/auth/setup {token, email, password}`: the setup link's user
+/// (root, on a new deployment) gets their sign-in account and a session.
+pub async fn setup<P: Platform>(State(a): State<Arc<Auth<P>>>, parts: Parts, raw: Body) -> Response {
+    let reply = async {
+        a.throttle_ip(&parts, "signup").await?;
+        let req: Setup = reply::json(&parts, raw).await?;
+        let email = email(&req.email)?;
+        let name = display_name(req.display_name.as_deref(), &email)?;
+        check_password(&req.password, &email, a.settings().min_password_length)?;
+        let store = &a.relay.ports.store;
+        if store.account_by_email(&email).await?.is_some() {
+            return Err(taken());
+        }
+        let bad = || ApiError::invalid("invalid_token", "This setup link is invalid, used or expired.");
+        let ticket = a.take(Purpose::Setup, &req.token).await?.ok_or_else(bad)?;
+        let hash = a.hash_password(&req.password).await?;
+        let account =
+            NewAccount { email: email.clone(), email_verified: false, password_hash: Some(hash), display_name: name };
+        let now = oblivious_ports::Clock::now_ms(&a.relay.ports.clock);
+        match store.attach_account(ticket.user_id, account, now).await {
+            Err(StoreError::Conflict(_)) => return Err(taken()),
+            other => other?,
+        };
+        let user = oblivious_ports::Store::user(store, ticket.user_id).await?.ok_or_else(bad)?;
+        a.relay.audit(&parts, Audit::new("account_setup", Some(user.id), Some(user.id))).await;
+        let _ = a.send_verification(user.id, &email).await;
+        a.start_session(&parts, &user, req.delivery, "setup", json!({})).await
     };
     respond(&parts, reply.await)
 }

@@ -4,8 +4,8 @@
 use std::path::Path;
 
 use clap::Subcommand;
-use oblivious_core::model::{ChannelStatus, Id, Role, TokenStatus};
-use oblivious_ports::{Clock, Ledger, NewUser, Page, Store, TokenFilter, TokenPatch};
+use oblivious_core::model::{ChannelStatus, Id, TokenStatus};
+use oblivious_ports::{Clock, Page, Store, TokenFilter, TokenPatch};
 use oblivious_relay::Relay;
 
 use crate::platform;
@@ -91,31 +91,6 @@ pub enum ChannelCmd {
 }
 
 #[derive(Subcommand)]
-pub enum UserCmd {
-    Create {
-        name: String,
-        #[arg(long, default_value = oblivious_core::config::DEFAULT_GROUP)]
-        group: String,
-        #[arg(long)]
-        admin: bool,
-        #[arg(long, default_value_t = 0)]
-        quota: i64,
-        /// No balance is enforced for this user.
-        #[arg(long)]
-        unlimited: bool,
-    },
-    List,
-    /// Credit a user's balance (a negative amount takes units back).
-    Topup {
-        name: String,
-        #[arg(allow_negative_numbers = true)]
-        units: i64,
-        #[arg(long, default_value = "")]
-        note: String,
-    },
-}
-
-#[derive(Subcommand)]
 pub enum CodeCmd {
     /// Generate redemption codes and print them, one per line (shown only once).
     Create {
@@ -132,13 +107,13 @@ pub enum CodeCmd {
     },
 }
 
-async fn relay(data: &Path) -> Result<std::sync::Arc<Relay<platform::Local>>, String> {
+pub(crate) async fn relay(data: &Path) -> Result<std::sync::Arc<Relay<platform::Local>>, String> {
     let (ports, _) = platform::open(data, &Default::default()).await?;
     platform::ensure_basics(&ports).await?;
     Relay::new(ports, Default::default()).await.map_err(|e| e.to_string())
 }
 
-fn s(e: impl std::fmt::Display) -> String {
+pub(crate) fn s(e: impl std::fmt::Display) -> String {
     e.to_string()
 }
 
@@ -306,47 +281,6 @@ pub async fn channel(data: &Path, cmd: ChannelCmd) -> Result<(), String> {
             let models = r.upstream_models(&find(id).await?).await?;
             for m in models {
                 println!("{m}");
-            }
-            Ok(())
-        }
-    }
-}
-
-pub async fn user(data: &Path, cmd: UserCmd) -> Result<(), String> {
-    let r = relay(data).await?;
-    let store = &r.ports.store;
-    match cmd {
-        UserCmd::Create { name, group, admin, quota, unlimited } => {
-            if !store.groups().await.map_err(s)?.iter().any(|g| g.name == group) {
-                return Err(format!("there is no group `{group}`"));
-            }
-            oblivious_core::money::check_units(quota)
-                .map_err(|_| format!("--quota must be 0 to {} units", oblivious_core::money::MAX_UNITS))?;
-            let role = if admin { Role::Admin } else { Role::User };
-            let u = store
-                .create_user(NewUser { name, role, group, quota, unlimited }, r.ports.clock.now_ms())
-                .await
-                .map_err(s)?;
-            println!("{}", u.id);
-            Ok(())
-        }
-        UserCmd::Topup { name, units, note } => {
-            let user = store.user_by_name(&name).await.map_err(s)?.ok_or_else(|| format!("no user named `{name}`"))?;
-            oblivious_core::money::check_delta(units)
-                .map_err(|_| format!("UNITS must be within ±{} ($1 billion)", oblivious_core::money::MAX_UNITS))?;
-            let kind = if units >= 0 { "topup" } else { "adjust" };
-            let u =
-                store.adjust_balance(user.id, units, kind, "cli", &note, r.ports.clock.now_ms()).await.map_err(s)?;
-            println!("{}", u.quota);
-            Ok(())
-        }
-        UserCmd::List => {
-            let users = store.users(Page { offset: 0, limit: u64::MAX >> 1 }).await.map_err(s)?;
-            println!("{:<5} {:<20} {:<6} {:<12} {:<9} USED", "ID", "NAME", "ROLE", "GROUP", "STATUS");
-            for u in &users.items {
-                let role = if u.role == Role::Admin { "admin" } else { "user" };
-                let status = format!("{:?}", u.status).to_lowercase();
-                println!("{:<5} {:<20} {:<6} {:<12} {:<9} {}", u.id, u.name, role, u.group, status, u.used_quota);
             }
             Ok(())
         }

@@ -10,6 +10,7 @@ mod secret;
 mod serve;
 mod server;
 mod telemetry;
+mod users;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -47,7 +48,7 @@ enum Command {
     Channel(cli::ChannelCmd),
     /// Manage users and their balances.
     #[command(subcommand)]
-    User(cli::UserCmd),
+    User(users::UserCmd),
     /// Redemption codes.
     #[command(subcommand)]
     Code(cli::CodeCmd),
@@ -94,7 +95,7 @@ fn main() -> ExitCode {
             Command::Serve(a) => serve::run(&args.data, a, loaded.unwrap_or_default()).await,
             Command::Token(c) => cli::token(&args.data, c).await,
             Command::Channel(c) => cli::channel(&args.data, c).await,
-            Command::User(c) => cli::user(&args.data, c).await,
+            Command::User(c) => users::run(&args.data, c).await,
             Command::Code(c) => cli::code(&args.data, c).await,
             Command::Backup(a) => backup::backup(&args.data, a).await,
             Command::Restore(a) => backup::restore(&args.data, a).await,

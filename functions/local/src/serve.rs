@@ -99,7 +99,7 @@ pub async fn run(data: &Path, args: ServeArgs, loaded: Loaded) -> Result<(), Str
     spawn_health(relay.clone());
     let consumer = spawn_consumer(relay.clone(), queue.clone(), alerts.clone());
 
-    let mut app = app(relay.clone(), auth, config_state, &server);
+    let mut app = app(relay.clone(), auth.clone(), config_state, &server);
     let mut metrics_server = None;
     let metrics_addr = match (metrics_listen.as_deref(), &metrics) {
         (Some("main"), Some(m)) => {
@@ -119,6 +119,9 @@ pub async fn run(data: &Path, args: ServeArgs, loaded: Loaded) -> Result<(), Str
     };
     if let Some(key) = first_key {
         println!("Admin API key (shown once, keep it): {key}");
+    }
+    if let Some(link) = first_setup_link(&auth, admin.id).await? {
+        println!("Root sign-in: choose its email and password at {link} (valid 7 days; `oblivious user setup-link` makes another)");
     }
     if let Some(a) = metrics_addr {
         println!("Metrics on http://{a}/metrics");
@@ -243,6 +246,14 @@ async fn issue_first_admin_key(ports: &oblivious_ports::Ports<Local>, admin_id: 
         .await
         .map_err(|e| e.message)?;
     Ok(Some(key))
+}
+
+/// The root user's setup link, made at the first start only.
+async fn first_setup_link(auth: &oblivious_auth::Auth<Local>, root_id: i64) -> Result<Option<String>, String> {
+    if !auth.relay.ports.store.set_meta_once("root_setup_issued", "1").await.map_err(|e| e.to_string())? {
+        return Ok(None);
+    }
+    auth.setup_link(root_id).await.map(Some)
 }
 
 fn spawn_refresh(relay: Arc<Relay<Local>>) {

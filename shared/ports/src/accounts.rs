@@ -106,6 +106,8 @@ pub enum Purpose {
     OidcState,
     /// A password was right and the second factor is still owed.
     SecondFactor,
+    /// The bootstrap root's first sign-in: `user_id` gets an account.
+    Setup,
 }
 
 impl Purpose {
@@ -116,13 +118,21 @@ impl Purpose {
             Purpose::Invite => "invite",
             Purpose::OidcState => "oidc_state",
             Purpose::SecondFactor => "second_factor",
+            Purpose::Setup => "setup",
         }
     }
 
     pub fn parse(s: &str) -> Option<Purpose> {
-        [Purpose::VerifyEmail, Purpose::ResetPassword, Purpose::Invite, Purpose::OidcState, Purpose::SecondFactor]
-            .into_iter()
-            .find(|p| p.as_str() == s)
+        [
+            Purpose::VerifyEmail,
+            Purpose::ResetPassword,
+            Purpose::Invite,
+            Purpose::OidcState,
+            Purpose::SecondFactor,
+            Purpose::Setup,
+        ]
+        .into_iter()
+        .find(|p| p.as_str() == s)
     }
 }
 
@@ -211,6 +221,15 @@ pub trait Accounts: Send + Sync + 'static {
         session: Option<Session>,
         now_ms: i64,
     ) -> impl Future<Output = StoreResult<(User, Account)>> + Send;
+    /// Gives an existing user (the bootstrap root, a user an admin made) a
+    /// sign-in account. `NotFound` without the user; `Conflict` when the user
+    /// already has an account or the email is taken.
+    fn attach_account(
+        &self,
+        user_id: Id,
+        account: NewAccount,
+        now_ms: i64,
+    ) -> impl Future<Output = StoreResult<Account>> + Send;
     fn account(&self, user_id: Id) -> impl Future<Output = StoreResult<Option<Account>>> + Send;
     /// By email, compared lowercased.
     fn account_by_email(&self, email: &str) -> impl Future<Output = StoreResult<Option<Account>>> + Send;

@@ -300,10 +300,23 @@ pub async fn audit_log<S: FullStore>(s: S) {
     assert_eq!(ids(f(filtered_page).await.unwrap()), ["a01"]);
 }
 
-/// Root accounts: creating one with a role keeps the role.
+/// Root accounts: creating one with a role keeps the role; an existing
+/// user (the bootstrap root) can be given an account once.
 pub async fn account_roles<S: FullStore>(s: S) {
     let root = NewUser { name: "root".into(), role: Role::Root, group: "default".into(), quota: 0, unlimited: true };
     let (u, _) = s.create_account(root, new_account("root@example.com"), None, T0).await.unwrap();
     let back = s.user(u.id).await.unwrap().unwrap();
     assert_eq!((back.role, back.unlimited), (Role::Root, true));
+
+    let boot = s.create_user(new_user("boot", 0), T0).await.unwrap();
+    let taken = s.attach_account(boot.id, new_account("ROOT@example.com"), T0).await;
+    assert!(matches!(taken, Err(StoreError::Conflict(_))), "the email is taken: {taken:?}");
+    let acct = s.attach_account(boot.id, new_account("Boot@Example.com"), T0 + 1).await.unwrap();
+    assert_eq!((acct.user_id, acct.email.as_str(), acct.version), (boot.id, "boot@example.com", 1));
+    assert_eq!(s.account_by_email("boot@example.com").await.unwrap().unwrap().user_id, boot.id);
+    let twice = s.attach_account(boot.id, new_account("other@example.com"), T0).await;
+    assert!(matches!(twice, Err(StoreError::Conflict(_))), "one account per user: {twice:?}");
+    assert_eq!(s.account_by_email("other@example.com").await.unwrap(), None, "nothing half-made");
+    let ghost = s.attach_account(boot.id + 999, new_account("ghost@example.com"), T0).await;
+    assert!(matches!(ghost, Err(StoreError::NotFound(_))), "{ghost:?}");
 }

@@ -113,6 +113,31 @@ impl Accounts for SqliteStore {
             .await
     }
 
+    async fn attach_account(&self, user_id: Id, account: NewAccount, now_ms: i64) -> StoreResult<Account> {
+        self.db()
+            .write(move |tx| {
+                let exists = tx.row("SELECT COUNT(*) FROM users WHERE id = ?1", [user_id], |r| r.get::<_, i64>(0))?;
+                if exists == 0 {
+                    return Err(StoreError::NotFound(format!("user {user_id}")).into());
+                }
+                tx.exec(
+                    "INSERT INTO accounts (user_id, email, email_verified, password_hash, display_name, version,
+                        created_at, updated_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, 1, ?6, ?6)",
+                    params![
+                        user_id,
+                        account.email.to_lowercase(),
+                        account.email_verified,
+                        account.password_hash,
+                        account.display_name,
+                        now_ms
+                    ],
+                )?;
+                found(account_by_id(tx, user_id)?, || format!("account {user_id}"))
+            })
+            .await
+    }
+
     async fn account(&self, user_id: Id) -> StoreResult<Option<Account>> {
         self.db().read(move |c| account_by_id(c, user_id)).await
     }

@@ -370,6 +370,36 @@ impl<U: Upstream, C: Clock> Accounts for DynamoStore<U, C> {
         }
     }
 
+    async fn attach_account(&self, user_id: Id, account: NewAccount, now_ms: i64) -> StoreResult<Account> {
+        if oblivious_ports::Store::user(self, user_id).await?.is_none() {
+            return Err(StoreError::NotFound(format!("user {user_id}")));
+        }
+        let acct = Account {
+            user_id,
+            email: account.email.to_lowercase(),
+            email_verified: account.email_verified,
+            password_hash: account.password_hash,
+            display_name: account.display_name,
+            settings: Settings::default(),
+            totp_secret: None,
+            totp_enabled: false,
+            recovery_codes: Vec::new(),
+            failed_signins: 0,
+            locked_until: None,
+            version: 1,
+            created_at: now_ms,
+            updated_at: now_ms,
+        };
+        let mut tx = Tx::default();
+        let email = tx.put(self.table("meta"), guard_item("email", &acct.email, user_id), Some(NEW), vec![]);
+        tx.put(self.table("accounts"), Self::account_item(&acct)?, Some("attribute_not_exists(#user_id)"), vec![]);
+        match self.transact(tx).await? {
+            TxEnd::Done => Ok(acct),
+            TxEnd::Refused(f) if f.contains(&email) => Err(conflict(format!("`{}` has an account", acct.email))),
+            TxEnd::Refused(_) => Err(conflict(format!("user {user_id} already has an account"))),
+        }
+    }
+
     async fn account(&self, user_id: Id) -> StoreResult<Option<Account>> {
         self.get("accounts", key_user(user_id)).await?.map(from_item).transpose()
     }
