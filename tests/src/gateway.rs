@@ -51,6 +51,8 @@ pub fn temp_dir(tag: &str) -> PathBuf {
 pub struct Gateway {
     pub url: String,
     pub admin_key: String,
+    /// The root user's setup link from the first start.
+    pub setup_link: Option<String>,
     pub dir: PathBuf,
     pub config: PathBuf,
     /// `/metrics`, when the config serves it on an address of its own (or `main`).
@@ -100,6 +102,7 @@ struct Spawned {
     child: Child,
     url: String,
     admin_key: Option<String>,
+    setup_link: Option<String>,
     metrics_url: Option<String>,
 }
 
@@ -142,6 +145,7 @@ fn spawn(dir: &Path, config_path: &Path, launch: &Launch) -> Spawned {
         child,
         url: banner.url.expect("gateway did not report its address"),
         admin_key: banner.admin_key,
+        setup_link: banner.setup_link,
         metrics_url: banner.metrics_url,
     }
 }
@@ -168,6 +172,7 @@ impl Gateway {
         note_secret(&admin_key);
         Gateway {
             url: s.url,
+            setup_link: s.setup_link,
             admin_key,
             metrics_url: s.metrics_url,
             dir: dir.clone(),
@@ -185,6 +190,7 @@ impl Gateway {
         let child = s.child;
         Gateway {
             url: s.url,
+            setup_link: None,
             metrics_url: s.metrics_url,
             launch: self.launch.clone(),
             admin_key: self.admin_key.clone(),
@@ -256,6 +262,27 @@ impl Gateway {
     /// Runs the CLI against this gateway's data directory; returns (ok, stdout, stderr).
     pub fn cli(&self, args: &[&str]) -> (bool, String, String) {
         let out = Command::new(binary()).args(args).arg("--data").arg(self.data_dir()).output().expect("run cli");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    /// Runs the CLI with `input` on its stdin.
+    pub fn cli_with_stdin(&self, args: &[&str], input: &str) -> (bool, String, String) {
+        use std::io::Write;
+        let mut child = Command::new(binary())
+            .args(args)
+            .arg("--data")
+            .arg(self.data_dir())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run cli");
+        child.stdin.take().expect("stdin").write_all(input.as_bytes()).expect("write stdin");
+        let out = child.wait_with_output().expect("cli output");
         (
             out.status.success(),
             String::from_utf8_lossy(&out.stdout).into_owned(),

@@ -11,6 +11,8 @@ pub struct Banner {
     pub admin_key: Option<String>,
     /// Printed before the address when `[metrics] listen` is set.
     pub metrics_url: Option<String>,
+    /// The root user's setup link, printed on a data directory's first start.
+    pub setup_link: Option<String>,
 }
 
 /// Reads the gateway's stdout up to its "listening on" line (or until a line
@@ -23,6 +25,9 @@ pub fn read_banner(stdout: impl Read + Send + 'static, deadline: Instant) -> Ban
         let Some(Ok(line)) = lines.next() else { break };
         if let Some(k) = line.split_whitespace().find(|w| w.starts_with("sk-")) {
             banner.admin_key = Some(k.to_string());
+        }
+        if line.starts_with("Root sign-in:") {
+            banner.setup_link = line.split_whitespace().find(|w| w.starts_with("http")).map(str::to_string);
         }
         if let Some(rest) = line.strip_prefix("Metrics on ") {
             banner.metrics_url = rest.split_whitespace().next().map(str::to_string);
