@@ -180,5 +180,16 @@ fn answer_usage(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, selection, key_lookup, stream_convert, answer_usage, counting, pricing);
+/// One Argon2id hash at the production parameters (what a sign-in costs).
+fn password_hash(c: &mut Criterion) {
+    use oblivious_core::auth::password;
+    let mut g = c.benchmark_group("password");
+    g.sample_size(10);
+    g.bench_function("argon2id_hash_m19MiB_t2_p1", |b| b.iter(|| password::hash("violet-harbor-42", [7; 16])));
+    let phc = password::hash("violet-harbor-42", [7; 16]).unwrap_or_default();
+    g.bench_function("argon2id_verify", |b| b.iter(|| password::verify("violet-harbor-42", &phc)));
+    g.finish();
+}
+
+criterion_group!(benches, selection, key_lookup, stream_convert, answer_usage, counting, pricing, password_hash);
 criterion_main!(benches);
