@@ -42,6 +42,28 @@ pub struct Account {
     pub updated_at: i64,
 }
 
+impl Account {
+    /// A new account as a store first writes it (version 1, no second factor).
+    pub fn new(user_id: Id, a: NewAccount, now_ms: i64) -> Account {
+        Account {
+            user_id,
+            email: a.email.to_lowercase(),
+            email_verified: a.email_verified,
+            password_hash: a.password_hash,
+            display_name: a.display_name,
+            settings: Settings::default(),
+            totp_secret: None,
+            totp_enabled: false,
+            recovery_codes: Vec::new(),
+            failed_signins: 0,
+            locked_until: None,
+            version: 1,
+            created_at: now_ms,
+            updated_at: now_ms,
+        }
+    }
+}
+
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Settings {
     #[serde(default, skip_serializing_if = "Option::is_none")]

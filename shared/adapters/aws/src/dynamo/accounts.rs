@@ -62,7 +62,7 @@ use futures_util::future::join_all;
 use oblivious_core::model::{Id, User};
 use oblivious_ports::{
     Account, Accounts, AuditEntry, AuditFilter, Clock, Identity, NewAccount, NewUser, Purpose, RefreshLookup, Session,
-    Settings, SigningKey, StoreError, StoreResult, Ticket, Upstream,
+    SigningKey, StoreError, StoreResult, Ticket, Upstream,
 };
 use serde_dynamo::AttributeValue;
 use serde_json::json;
@@ -338,22 +338,7 @@ impl<U: Upstream, C: Clock> Accounts for DynamoStore<U, C> {
         now_ms: i64,
     ) -> StoreResult<(User, Account)> {
         let user = self.new_user(user, now_ms).await?;
-        let acct = Account {
-            user_id: user.id,
-            email: account.email.to_lowercase(),
-            email_verified: account.email_verified,
-            password_hash: account.password_hash,
-            display_name: account.display_name,
-            settings: Settings::default(),
-            totp_secret: None,
-            totp_enabled: false,
-            recovery_codes: Vec::new(),
-            failed_signins: 0,
-            locked_until: None,
-            version: 1,
-            created_at: now_ms,
-            updated_at: now_ms,
-        };
+        let acct = Account::new(user.id, account, now_ms);
         let mut tx = Tx::default();
         let name = self.put_new_user(&mut tx, &user)?;
         let email = tx.put(self.table("meta"), guard_item("email", &acct.email, user.id), Some(NEW), vec![]);
@@ -374,22 +359,7 @@ impl<U: Upstream, C: Clock> Accounts for DynamoStore<U, C> {
         if oblivious_ports::Store::user(self, user_id).await?.is_none() {
             return Err(StoreError::NotFound(format!("user {user_id}")));
         }
-        let acct = Account {
-            user_id,
-            email: account.email.to_lowercase(),
-            email_verified: account.email_verified,
-            password_hash: account.password_hash,
-            display_name: account.display_name,
-            settings: Settings::default(),
-            totp_secret: None,
-            totp_enabled: false,
-            recovery_codes: Vec::new(),
-            failed_signins: 0,
-            locked_until: None,
-            version: 1,
-            created_at: now_ms,
-            updated_at: now_ms,
-        };
+        let acct = Account::new(user_id, account, now_ms);
         let mut tx = Tx::default();
         let email = tx.put(self.table("meta"), guard_item("email", &acct.email, user_id), Some(NEW), vec![]);
         tx.put(self.table("accounts"), Self::account_item(&acct)?, Some("attribute_not_exists(#user_id)"), vec![]);
