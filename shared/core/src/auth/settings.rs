@@ -269,3 +269,44 @@ pub(crate) fn settings_check(
     }
     Ok((auth, mail))
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::config::parse;
+
+    fn env(k: &str) -> Option<String> {
+        (k == "SECRET").then(|| "s3cret".into())
+    }
+
+    #[test]
+    fn auth_and_mail_are_checked_with_their_keys() {
+        let ok = "[auth]\nregistration = \"invite\"\nrequire_2fa = [\"root\"]\n\n[[auth.oidc]]\nname = \"google\"\n\
+                  issuer = \"https://accounts.google.com\"\nclient_id = \"c\"\nclient_secret = \"${SECRET}\"\n\n\
+                  [mail]\nsmtp_url = \"smtp://u:${SECRET}@mail.example.com:587\"\nfrom = \"O <no-reply@example.com>\"\n";
+        let c = parse("o.toml", ok, env).unwrap();
+        assert_eq!(c.auth.oidc[0].client_secret, "s3cret");
+        assert_eq!(c.auth.oidc[0].scopes(), ["openid", "email", "profile"]);
+        assert_eq!(c.mail.smtp_url.as_deref(), Some("smtp://u:s3cret@mail.example.com:587"));
+        assert!(c.mail.enabled());
+        let bad = |text: &str| parse("o.toml", text, env).unwrap_err().key;
+        assert_eq!(bad("[auth]\nmin_password_length = 4\n"), "auth.min_password_length");
+        assert_eq!(bad("[auth]\ndefault_group = \"vip\"\n"), "auth.default_group");
+        assert_eq!(bad("[auth]\naccess_token_seconds = 0\n"), "auth.access_token_seconds");
+        assert_eq!(bad("[auth]\nbase_url = \"ftp://x\"\n"), "auth.base_url");
+        assert_eq!(
+            bad("[[auth.oidc]]\nname = \"Bad Name\"\nclient_id = \"c\"\nclient_secret = \"s\"\n"),
+            "auth.oidc[0].name"
+        );
+        assert_eq!(
+            bad("[[auth.oidc]]\nname = \"g\"\nclient_id = \"c\"\nclient_secret = \"s\"\n"),
+            "auth.oidc[0].issuer"
+        );
+        assert_eq!(
+            bad("[[auth.oidc]]\nname = \"gh\"\nkind = \"github\"\nclient_id = \"c\"\nclient_secret = \"${NOPE}\"\n"),
+            "auth.oidc[0].client_secret"
+        );
+        assert_eq!(bad("[mail]\nsmtp_url = \"http://x\"\nfrom = \"a@b.c\"\n"), "mail.smtp_url");
+        assert_eq!(bad("[mail]\napi_url = \"https://api.example.com/emails\"\n"), "mail.from");
+        assert!(parse("o.toml", "[auth]\nregistration = \"sometimes\"\n", env).is_err());
+    }
+}
