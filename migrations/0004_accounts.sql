@@ -76,6 +76,7 @@ CREATE TABLE tickets (
     expires_at INTEGER NOT NULL
 ) WITHOUT ROWID;
 CREATE INDEX tickets_by_user ON tickets (user_id, purpose);
+CREATE INDEX tickets_by_expiry ON tickets (expires_at);
 
 CREATE TABLE identities (
     provider   TEXT NOT NULL,

@@ -320,6 +320,12 @@ impl Accounts for SqliteStore {
     async fn put_ticket(&self, t: Ticket) -> StoreResult<()> {
         self.db()
             .write(move |tx| {
+                // Abandoned tickets (an OIDC sign-in never finished, a link never
+                // opened) go as new ones come, a bounded batch at a time.
+                tx.exec(
+                    "DELETE FROM tickets WHERE hash IN (SELECT hash FROM tickets WHERE expires_at < ?1 LIMIT 100)",
+                    [t.created_at],
+                )?;
                 tx.exec(
                     &format!("INSERT INTO tickets ({TICKET_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6)"),
                     params![t.hash, t.purpose.as_str(), t.user_id, t.data, t.created_at, t.expires_at],
