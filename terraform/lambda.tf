@@ -30,6 +30,17 @@ locals {
       concurrency = 20
       dynamodb    = concat(local.read, local.write, ["dynamodb:DeleteItem"])
       sqs         = []
+      # It serves /api/me/keys, and its role gate reads sessions and signing keys.
+      accounts = true
+    }
+    auth = {
+      description = "Sign-up, sign-in, sessions, two-factor and the signed-in user's account (HTTP API)"
+      # Argon2id (19 MiB, t = 2) per sign-up and sign-in: Lambda's CPU grows with its memory.
+      memory      = 512
+      timeout     = 30
+      concurrency = 20
+      dynamodb    = concat(local.read, local.write, ["dynamodb:DeleteItem"])
+      sqs         = []
       accounts    = true
     }
     usage = {
@@ -203,24 +214,63 @@ resource "aws_lambda_function_url" "relay" {
   # (`[relay.cors]`), as it does on every runtime, with the headers SDKs read exposed.
 }
 
-# The admin API behind an HTTP API (JSON answers need no streaming).
+# One HTTP API (JSON answers need no streaming) in front of the admin and
+# auth functions, routed per path to the function that owns it, so a client
+# (the web app) has one base URL for all of /api/* as on the local runtime.
+# The auth function owns /api/auth/* and /api/me*, except the signed-in
+# user's keys (/api/me/keys*), which the admin function serves, and it serves
+# the account parts of the admin API; everything else goes to admin. API
+# Gateway picks the most specific route (an exact path before a greedy
+# {proxy+}, a longer prefix first), so /api/me/keys/7 reaches admin and
+# /api/me/sessions auth. A new auth route under /api/admin/ needs a line here
+# (tests/tests/aws.rs sends its requests by this table). The resources keep
+# their `admin` names (the API, its stage and log group) so an existing
+# deployment keeps its URL.
+locals {
+  api_routes = {
+    "$default"                            = "admin"
+    "ANY /api/me/keys"                    = "admin"
+    "ANY /api/me/keys/{proxy+}"           = "admin"
+    "ANY /api/auth/{proxy+}"              = "auth"
+    "ANY /api/me"                         = "auth"
+    "ANY /api/me/{proxy+}"                = "auth"
+    "ANY /api/admin/audit"                = "auth"
+    "ANY /api/admin/invites"              = "auth"
+    "ANY /api/admin/users/{id}/2fa-reset" = "auth"
+    "ANY /api/admin/users/{id}/sessions"  = "auth"
+  }
+  api_functions = toset(distinct(values(local.api_routes)))
+}
+
 resource "aws_apigatewayv2_api" "admin" {
   name          = "${var.name}-admin"
   protocol_type = "HTTP"
 }
 
-resource "aws_apigatewayv2_integration" "admin" {
+resource "aws_apigatewayv2_integration" "fn" {
+  for_each               = local.api_functions
   api_id                 = aws_apigatewayv2_api.admin.id
   integration_type       = "AWS_PROXY"
-  integration_uri        = aws_lambda_function.fn["admin"].invoke_arn
+  integration_uri        = aws_lambda_function.fn[each.key].invoke_arn
   payload_format_version = "2.0"
 }
 
-resource "aws_apigatewayv2_route" "admin" {
-  # checkov:skip=CKV_AWS_309:Every admin route checks an admin API key itself (403 for other roles); a gateway authorizer would duplicate that check.
+moved {
+  from = aws_apigatewayv2_integration.admin
+  to   = aws_apigatewayv2_integration.fn["admin"]
+}
+
+resource "aws_apigatewayv2_route" "api" {
+  # checkov:skip=CKV_AWS_309:Each function authenticates its callers itself (API keys and session tokens through one role table: admin routes answer 403 to other roles, sign-up and sign-in are public by design); a gateway authorizer would duplicate that check.
+  for_each  = local.api_routes
   api_id    = aws_apigatewayv2_api.admin.id
-  route_key = "$default"
-  target    = "integrations/${aws_apigatewayv2_integration.admin.id}"
+  route_key = each.key
+  target    = "integrations/${aws_apigatewayv2_integration.fn[each.value].id}"
+}
+
+moved {
+  from = aws_apigatewayv2_route.admin
+  to   = aws_apigatewayv2_route.api["$default"]
 }
 
 resource "aws_cloudwatch_log_group" "admin_api" {
@@ -246,12 +296,18 @@ resource "aws_apigatewayv2_stage" "admin" {
   }
 }
 
-resource "aws_lambda_permission" "admin_api" {
+resource "aws_lambda_permission" "api" {
+  for_each      = local.api_functions
   statement_id  = "AllowHttpApi"
   action        = "lambda:InvokeFunction"
-  function_name = aws_lambda_function.fn["admin"].function_name
+  function_name = aws_lambda_function.fn[each.key].function_name
   principal     = "apigateway.amazonaws.com"
   source_arn    = "${aws_apigatewayv2_api.admin.execution_arn}/*/*"
+}
+
+moved {
+  from = aws_lambda_permission.admin_api
+  to   = aws_lambda_permission.api["admin"]
 }
 
 # The usage consumer drains the queue, reporting the messages it could not apply.

@@ -4,7 +4,12 @@ output "relay_url" {
 }
 
 output "admin_url" {
-  description = "The admin API (…/api/admin/…)."
+  description = "The admin API (…/api/admin/…, …/api/account, …/api/usage…, …/api/me/keys…)."
+  value       = aws_apigatewayv2_stage.admin.invoke_url
+}
+
+output "auth_url" {
+  description = "The auth API (…/api/auth/…, …/api/me…): the same HTTP API as admin_url, routed per path (local.api_routes)."
   value       = aws_apigatewayv2_stage.admin.invoke_url
 }
 

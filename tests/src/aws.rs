@@ -97,31 +97,80 @@ pub async fn cold_start(settings: &Settings) -> Init {
 
 /// A Function URL invocation event (payload format 2.0).
 pub fn function_url_event(method: &str, path_and_query: &str, headers: &[(&str, &str)], body: &str) -> String {
+    event_v2(method, path_and_query, headers, body, "$default", "abcdefghij.lambda-url.us-east-1.on.aws")
+}
+
+/// An HTTP API (API Gateway v2) invocation event, payload format 2.0, for
+/// the route `route_key` matched (`ANY /api/me/{proxy+}`, `$default`): the
+/// shape of "Working with AWS Lambda proxy integrations for HTTP APIs", with
+/// the `x-forwarded-*` headers API Gateway adds.
+pub fn http_api_event(
+    method: &str,
+    path_and_query: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+    route_key: &str,
+) -> String {
+    let mut all = vec![("x-forwarded-for", "203.0.113.9"), ("x-forwarded-port", "443")];
+    all.extend_from_slice(headers);
+    event_v2(method, path_and_query, &all, body, route_key, "abcdefghij.execute-api.us-east-1.amazonaws.com")
+}
+
+/// The variables of `route_key` (`{id}`, `{proxy+}`) as `path` binds them.
+fn path_parameters(route_key: &str, path: &str) -> Value {
+    let Some((_, template)) = route_key.split_once(' ') else { return Value::Null };
+    let mut params = serde_json::Map::new();
+    let given: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    for (i, seg) in template.trim_start_matches('/').split('/').enumerate() {
+        if let Some(name) = seg.strip_prefix('{').and_then(|s| s.strip_suffix('}')) {
+            match name.strip_suffix('+') {
+                Some(name) => params.insert(name.into(), json!(given[i.min(given.len())..].join("/"))),
+                None => params.insert(name.into(), json!(given.get(i).copied().unwrap_or_default())),
+            };
+        }
+    }
+    if params.is_empty() {
+        Value::Null
+    } else {
+        Value::Object(params)
+    }
+}
+
+fn event_v2(
+    method: &str,
+    path_and_query: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+    route_key: &str,
+    domain: &str,
+) -> String {
     let (path, query) = path_and_query.split_once('?').unwrap_or((path_and_query, ""));
     let mut h = serde_json::Map::new();
-    h.insert("host".into(), json!("abcdefghij.lambda-url.us-east-1.on.aws"));
+    h.insert("host".into(), json!(domain));
     h.insert("x-forwarded-proto".into(), json!("https"));
     h.insert("user-agent".into(), json!("oblivious-e2e"));
     for (k, v) in headers {
         h.insert(k.to_ascii_lowercase(), json!(v));
     }
+    let prefix = domain.split('.').next().unwrap_or_default();
     json!({
         "version": "2.0",
-        "routeKey": "$default",
+        "routeKey": route_key,
         "rawPath": path,
         "rawQueryString": query,
         "headers": h,
         "queryStringParameters": if query.is_empty() { Value::Null } else {
             Value::Object(query.split('&').filter_map(|p| p.split_once('=')).map(|(k, v)| (k.to_string(), json!(v))).collect())
         },
+        "pathParameters": path_parameters(route_key, path),
         "requestContext": {
             "accountId": "anonymous",
-            "apiId": "abcdefghij",
-            "domainName": "abcdefghij.lambda-url.us-east-1.on.aws",
-            "domainPrefix": "abcdefghij",
+            "apiId": prefix,
+            "domainName": domain,
+            "domainPrefix": prefix,
             "http": { "method": method, "path": path, "protocol": "HTTP/1.1", "sourceIp": "203.0.113.9", "userAgent": "oblivious-e2e" },
             "requestId": format!("req-{}", SEQ.fetch_add(1, Ordering::Relaxed)),
-            "routeKey": "$default",
+            "routeKey": route_key,
             "stage": "$default",
             "time": "24/Nov/2026:10:00:00 +0000",
             "timeEpoch": 1_795_514_400_000i64
@@ -130,6 +179,118 @@ pub fn function_url_event(method: &str, path_and_query: &str, headers: &[(&str, 
         "isBase64Encoded": false
     })
     .to_string()
+}
+
+/// The HTTP API's routes as `terraform/lambda.tf` declares them
+/// (`local.api_routes`: route key → function), parsed with python-hcl2
+/// (`tests/terraform/dump.py`, the venv `.ci/run` fills).
+pub fn terraform_api_routes() -> Vec<(String, String)> {
+    let root = crate::gateway::repo_root();
+    let python = std::env::var("OBLIVIOUS_PYTHON")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|_| root.join(".venv/bin/python"));
+    let out = std::process::Command::new(&python)
+        .arg(root.join("tests/terraform/dump.py"))
+        .arg(root.join("terraform"))
+        .output()
+        .unwrap_or_else(|e| panic!("{}: {e} (python with python-hcl2, see .ci/run)", python.display()));
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let tf: Value = serde_json::from_slice(&out.stdout).expect("dump.py prints JSON");
+    let routes = tf["locals"]["api_routes"].as_object().expect("local.api_routes in terraform/");
+    routes.iter().map(|(k, v)| (k.clone(), v.as_str().expect("a function name").to_string())).collect()
+}
+
+/// The route an HTTP API picks for a request ("Routing API requests" in
+/// the HTTP API guide): a full match of the path before one through a greedy
+/// `{proxy+}`, `$default` when nothing matches; among matches, the one with
+/// more literal segments (`/api/me/keys/{proxy+}` over `/api/me/{proxy+}`),
+/// then fewer path variables, then a named method over `ANY`.
+pub fn pick_route<'a>(routes: &'a [(String, String)], method: &str, path: &str) -> Option<&'a (String, String)> {
+    let given: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    let rank = |route_key: &str| {
+        let (m, template) = route_key.split_once(' ')?;
+        if m != "ANY" && !m.eq_ignore_ascii_case(method) {
+            return None;
+        }
+        let segs: Vec<&str> = template.trim_start_matches('/').split('/').collect();
+        let (mut literal, mut vars, mut greedy) = (0usize, 0usize, false);
+        for (i, seg) in segs.iter().enumerate() {
+            if seg.starts_with('{') && seg.ends_with("+}") {
+                // Greedy: the last segment, one or more of the path's.
+                if i != segs.len() - 1 || given.len() <= i || given[i..].iter().any(|g| g.is_empty()) {
+                    return None;
+                }
+                greedy = true;
+                break;
+            }
+            let g = given.get(i)?;
+            if seg.starts_with('{') {
+                if g.is_empty() {
+                    return None;
+                }
+                vars += 1;
+            } else if seg != g {
+                return None;
+            } else {
+                literal += 1;
+            }
+        }
+        if !greedy && segs.len() != given.len() {
+            return None;
+        }
+        Some((greedy, std::cmp::Reverse(literal), vars, m == "ANY"))
+    };
+    routes
+        .iter()
+        .filter_map(|r| rank(&r.0).map(|k| (k, r)))
+        .min_by_key(|(k, _)| *k)
+        .map(|(_, r)| r)
+        .or_else(|| routes.iter().find(|r| r.0 == "$default"))
+}
+
+/// One HTTP API in front of several functions' apps, routed as Terraform routes it.
+pub struct HttpApi {
+    pub routes: Vec<(String, String)>,
+    pub apps: std::collections::BTreeMap<String, Router>,
+}
+
+/// What the HTTP API answered, and which route and function answered it.
+pub struct Routed {
+    pub status: u16,
+    pub body: Value,
+    pub route_key: String,
+    pub function: String,
+}
+
+impl HttpApi {
+    /// The routes of `terraform/`, each function's app by name.
+    pub fn new(apps: Vec<(&str, Router)>) -> HttpApi {
+        let apps = apps.into_iter().map(|(k, v)| (k.to_string(), v)).collect();
+        HttpApi { routes: terraform_api_routes(), apps }
+    }
+
+    /// Which function a request reaches, by route.
+    pub fn function_for(&self, method: &str, path: &str) -> String {
+        pick_route(&self.routes, method, path).map(|r| r.1.clone()).unwrap_or_default()
+    }
+
+    /// A JSON request (`bearer`: an access token or API key) through the route it matches.
+    pub async fn call(&self, method: &str, path: &str, bearer: Option<&str>, body: Option<Value>) -> Routed {
+        let (route_key, function) = pick_route(&self.routes, method, path.split('?').next().unwrap_or(path))
+            .cloned()
+            .unwrap_or_else(|| panic!("no route for {method} {path} and no $default"));
+        let app = self.apps.get(&function).unwrap_or_else(|| panic!("route {route_key} goes to `{function}`"));
+        let auth = bearer.map(|b| format!("Bearer {b}"));
+        let mut headers = vec![("content-type", "application/json")];
+        if let Some(a) = &auth {
+            headers.push(("authorization", a));
+        }
+        let body = body.map(|b| b.to_string()).unwrap_or_default();
+        let a = invoke(app, &http_api_event(method, path, &headers, &body, &route_key)).await;
+        let text = a.text();
+        let body = if text.is_empty() { Value::Null } else { a.json() };
+        Routed { status: a.status, body, route_key, function }
+    }
 }
 
 /// An answered invocation: status, headers, and the body's frames as they came.

@@ -3,7 +3,9 @@
 //! Redis): the relay answers Function URL events (streamed too), publishes
 //! usage to SQS, the consumer drains it into DynamoDB with exact money; a
 //! poisoned message ends in the dead-letter queue; the health function
-//! disables and revives; the sweeper refunds.
+//! disables and revives; the sweeper refunds; the auth function runs
+//! accounts (sign-up, sign-in, refresh rotation and replay) on DynamoDB behind
+//! the HTTP API, routed as Terraform routes it.
 
 use std::time::Duration;
 
@@ -11,7 +13,7 @@ use futures_util::future::join_all;
 use oblivious_e2e::aws;
 use oblivious_e2e::mock::{Behavior, StreamShape};
 use oblivious_e2e::Mock;
-use oblivious_ports::{Ledger, Page, Reservation, Store, TokenFilter, UsageFilter};
+use oblivious_ports::{Accounts, AuditFilter, Ledger, Page, Reservation, Store, TokenFilter, UsageFilter};
 use serde_json::{json, Value};
 
 /// "m-*" models cost 1000 units a token (input and output).
@@ -265,4 +267,148 @@ async fn the_relay_binary_streams_through_a_lambda_runtime_api() {
         rows.items
     );
     assert!(rows.items.iter().any(|r| r.stream));
+}
+
+/// `[server] trusted_proxies` names API Gateway's peer as a proxy (as a
+/// CloudFront in front would be); `[auth]` as the config file sets it.
+const ACCOUNTS: &str = "[server]\ntrusted_proxies = [\"203.0.113.0/24\"]\n\n[auth]\nstarting_balance = 2000000\nmin_password_length = 12\n\n[prices.\"*\"]\nfree = true\n";
+
+fn code(v: &Value) -> &str {
+    v["error"]["code"].as_str().unwrap_or("")
+}
+
+/// The auth function as its own Lambda (its own cold start; it shares only
+/// DynamoDB and Redis with the admin function) behind the HTTP API: every
+/// request is an HTTP API event (payload 2.0) sent to the function
+/// `terraform/lambda.tf` routes its path to.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_auth_function_signs_up_signs_in_and_rotates_sessions_on_dynamodb() {
+    let st = aws::stack(ACCOUNTS).await;
+    let auth = aws::cold_start(&st.settings).await;
+    let api = aws::HttpApi::new(vec![
+        ("admin", oblivious_lambda::http::admin_app(&st.init)),
+        ("auth", oblivious_lambda::http::auth_app(&auth)),
+    ]);
+    for (method, path, function) in [
+        ("POST", "/api/auth/signup", "auth"),
+        ("POST", "/api/auth/oidc/github/callback", "auth"),
+        ("GET", "/api/me", "auth"),
+        ("DELETE", "/api/me/sessions/ses_1", "auth"),
+        ("POST", "/api/me/2fa/enrol", "auth"),
+        ("GET", "/api/me/keys", "admin"),
+        ("DELETE", "/api/me/keys/7", "admin"),
+        ("POST", "/api/me/keys/7/restore", "admin"),
+        ("GET", "/api/admin/audit", "auth"),
+        ("POST", "/api/admin/invites", "auth"),
+        ("POST", "/api/admin/users/7/2fa-reset", "auth"),
+        ("DELETE", "/api/admin/users/7/sessions", "auth"),
+        ("GET", "/api/admin/users/7", "admin"),
+        ("POST", "/api/admin/users/7/topup", "admin"),
+        ("GET", "/api/account", "admin"),
+        ("GET", "/api/usage", "admin"),
+    ] {
+        assert_eq!(api.function_for(method, path), function, "{method} {path} is routed to its owner");
+    }
+
+    // Sign-up: `[auth]` of the config applies (a longer minimum, a starting balance).
+    let (email, password) = ("Dana@Example.com", "correct horse battery");
+    let weak = json!({ "email": email, "password": "eleven-char", "delivery": "body" });
+    let short = api.call("POST", "/api/auth/signup", None, Some(weak)).await;
+    assert_eq!((short.status, code(&short.body)), (400, "password_too_short"), "{}", short.body);
+    let up = json!({ "email": email, "password": password, "display_name": "Dana", "delivery": "body" });
+    let up = api.call("POST", "/api/auth/signup", None, Some(up)).await;
+    assert_eq!((up.status, up.function.as_str(), up.route_key.as_str()), (201, "auth", "ANY /api/auth/{proxy+}"));
+    let up = up.body;
+    assert_eq!((up["token_type"].as_str(), up["user"]["quota"].as_i64()), (Some("Bearer"), Some(2_000_000)), "{up}");
+    assert_eq!(up["verification_sent"], false, "no [mail]: no link was sent");
+    let first_access = up["access_token"].as_str().unwrap().to_string();
+    assert!(up["refresh_token"].as_str().unwrap().starts_with("ort_"), "{up}");
+    let again = json!({ "email": "dana@example.com", "password": password, "delivery": "body" });
+    let taken = api.call("POST", "/api/auth/signup", None, Some(again)).await;
+    assert_eq!((taken.status, code(&taken.body)), (409, "email_taken"), "one account per address, across cases");
+    let account = st.store.account_by_email("dana@example.com").await.unwrap().expect("the account in DynamoDB");
+    assert!(account.password_hash.as_deref().unwrap_or_default().starts_with("$argon2id$"));
+
+    // Sign-in (the address in any case) from behind the trusted proxy: the session records the caller.
+    let creds = json!({ "email": "DANA@example.com", "password": password, "delivery": "body" });
+    let ev = aws::http_api_event(
+        "POST",
+        "/api/auth/signin",
+        &[("content-type", "application/json"), ("x-forwarded-for", "198.51.100.7")],
+        &creds.to_string(),
+        "ANY /api/auth/{proxy+}",
+    );
+    let signed = aws::invoke(&api.apps["auth"], &ev).await;
+    assert_eq!(signed.status, 200, "{}", signed.text());
+    let signed = signed.json();
+    let bad = json!({ "email": email, "password": "not the password", "delivery": "body" });
+    let refused = api.call("POST", "/api/auth/signin", None, Some(bad)).await;
+    assert_eq!((refused.status, code(&refused.body)), (401, "invalid_credentials"));
+
+    // Refresh: a new refresh token (and access token) each time.
+    let first_refresh = signed["refresh_token"].as_str().unwrap().to_string();
+    let rotated = api.call("POST", "/api/auth/refresh", None, Some(json!({ "refresh_token": first_refresh }))).await;
+    assert_eq!(rotated.status, 200, "{}", rotated.body);
+    let second_refresh = rotated.body["refresh_token"].as_str().unwrap().to_string();
+    assert_ne!(second_refresh, first_refresh, "rotated on use");
+    let rotated_access = rotated.body["access_token"].as_str().unwrap().to_string();
+    assert_eq!(api.call("GET", "/api/me", Some(&rotated_access), None).await.status, 200);
+
+    // A replayed refresh token ends its session (access token included) at once.
+    let replay = api.call("POST", "/api/auth/refresh", None, Some(json!({ "refresh_token": first_refresh }))).await;
+    assert_eq!((replay.status, code(&replay.body)), (401, "refresh_token_reused"), "{}", replay.body);
+    let after = api.call("POST", "/api/auth/refresh", None, Some(json!({ "refresh_token": second_refresh }))).await;
+    assert_eq!((after.status, code(&after.body)), (401, "invalid_refresh_token"), "{}", after.body);
+    let gone = api.call("GET", "/api/me", Some(&rotated_access), None).await;
+    assert_eq!((gone.status, code(&gone.body)), (401, "session_expired"), "{}", gone.body);
+
+    // The sign-up session is untouched: GET /api/me with its access token.
+    let me = api.call("GET", "/api/me", Some(&first_access), None).await;
+    assert_eq!((me.status, me.function.as_str(), me.route_key.as_str()), (200, "auth", "ANY /api/me"), "{}", me.body);
+    assert_eq!(me.body["account"]["email"], "dana@example.com");
+    assert_eq!(me.body["account"]["display_name"], "Dana");
+    assert_eq!(me.body["user"]["id"], up["user"]["id"]);
+    assert!(me.body["account"].get("password_hash").is_none(), "{}", me.body);
+    let sessions = api.call("GET", "/api/me/sessions", Some(&first_access), None).await;
+    assert_eq!(sessions.status, 200, "{}", sessions.body);
+    let list = sessions.body["data"].as_array().unwrap();
+    assert_eq!(list.len(), 1, "the replayed session is gone: {}", sessions.body);
+    assert_eq!(list[0]["ip"], "203.0.113.9", "the last hop API Gateway names: {}", sessions.body);
+    let filter = AuditFilter { action: Some("sign_in".into()), ..Default::default() };
+    let signed_in_from: Vec<_> = st.store.audit(filter, 100).await.unwrap().into_iter().filter_map(|a| a.ip).collect();
+    assert_eq!(signed_in_from, ["198.51.100.7"], "the caller behind the trusted proxy, not the proxy");
+
+    // The admin function (another cold start) takes the same session for the user's keys.
+    let keys = api.call("GET", "/api/me/keys", Some(&first_access), None).await;
+    assert_eq!((keys.status, keys.function.as_str()), (200, "admin"), "{}", keys.body);
+    let made = api.call("POST", "/api/me/keys", Some(&first_access), Some(json!({ "name": "laptop" }))).await;
+    assert_eq!((made.status, made.function.as_str()), (201, "admin"), "{}", made.body);
+    // A path no function has answers in the API's error shape.
+    let nothing = api.call("GET", "/api/auth/nothing-here", None, None).await;
+    assert_eq!((nothing.status, nothing.function.as_str()), (404, "auth"), "{}", nothing.body);
+}
+
+/// The real `auth` binary (buffered, as the HTTP API invokes it) polling a
+/// Lambda runtime API: its cold start and answers through cargo lambda's
+/// Function URL front.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_auth_binary_answers_through_a_lambda_runtime_api() {
+    let st = aws::stack(ACCOUNTS).await;
+    let (_runtime, port) = aws::lambda_runtime_api();
+    let _auth = aws::run_function("auth", port, &st.settings);
+    let url = |path: &str| format!("http://127.0.0.1:{port}/lambda-url/_{path}");
+    let http = reqwest::Client::builder().timeout(Duration::from_secs(30)).build().unwrap();
+
+    let body = json!({ "email": "erin@example.com", "password": "correct horse battery", "delivery": "body" });
+    let up = http.post(url("/api/auth/signup")).json(&body).send().await.unwrap();
+    assert_eq!(up.status(), 201);
+    let up: Value = up.json().await.unwrap();
+    assert_eq!(up["verification_sent"], false, "{up}");
+    let access = up["access_token"].as_str().unwrap();
+    let me = http.get(url("/api/me")).bearer_auth(access).send().await.unwrap();
+    assert_eq!(me.status(), 200);
+    let me: Value = me.json().await.unwrap();
+    assert_eq!(me["account"]["email"], "erin@example.com", "{me}");
+    let anon = http.get(url("/api/me")).send().await.unwrap();
+    assert_eq!(anon.status(), 401, "a refusal keeps its status through the buffered answer");
 }

@@ -298,3 +298,116 @@ async fn the_official_sdks_talk_to_the_worker() {
     assert!(out.contains("mid-stream error ok"), "{out}");
     assert_eq!(out.matches("errors ok").count(), 2, "{out}");
 }
+
+/// The time one request takes, and its status and JSON answer.
+async fn timed(req: reqwest::RequestBuilder) -> (Duration, u16, Value) {
+    let started = std::time::Instant::now();
+    let resp = req.send().await.unwrap();
+    let status = resp.status().as_u16();
+    let v: Value = resp.json().await.unwrap();
+    (started.elapsed(), status, v)
+}
+
+fn median_ms(mut v: Vec<Duration>) -> f64 {
+    v.sort();
+    v[v.len() / 2].as_secs_f64() * 1000.0
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn accounts_at_the_edge_sign_up_sign_in_rotate_and_revoke_on_replay() {
+    use oblivious_e2e::gateway::note_secret;
+    // No `[mail]`: sign-up answers without sending a link.
+    let st = aws::stack("[auth]\nstarting_balance = 1000000\n").await;
+    let w = Worker::start(&st, &[]).await;
+    let url = |p: &str| format!("{}{p}", w.url);
+    let post = |p: &str, body: Value| w.http.post(url(p)).json(&body);
+    let password = "violet-harbor-42";
+
+    // Sign-up, three accounts (the first also makes the signing key): one Argon2 hash each.
+    let mut signups = Vec::new();
+    let mut emails = Vec::new();
+    let mut first = Value::Null;
+    for i in 0..3 {
+        let email = format!("edge-{i}-{}@example.test", st.prefix.trim_end_matches('-'));
+        let body = json!({ "email": email, "password": password, "display_name": "Ada", "delivery": "body" });
+        let (took, status, up) = timed(post("/api/auth/signup", body)).await;
+        assert_eq!(status, 201, "{up}\n{}", w.output());
+        assert_eq!(up["token_type"], "Bearer");
+        assert_eq!(up["verification_sent"], false, "mail is off: {up}");
+        assert_eq!(up["user"]["quota"], 1_000_000, "the starting balance: {up}");
+        note_secret(up["access_token"].as_str().unwrap());
+        note_secret(up["refresh_token"].as_str().unwrap());
+        signups.push(took);
+        emails.push(email);
+        if i == 0 {
+            first = up;
+        }
+    }
+    let access = first["access_token"].as_str().unwrap().to_string();
+    let (_, status, me) = timed(w.http.get(url("/api/me")).bearer_auth(&access)).await;
+    assert_eq!(status, 200, "{me}");
+    assert_eq!(me["account"]["email"], emails[0]);
+    assert!(me["account"].get("password_hash").is_none(), "no hash is shown: {me}");
+
+    // Sign-in (one Argon2 verification each), and a wrong password.
+    let mut signins = Vec::new();
+    let mut signed = Value::Null;
+    for _ in 0..5 {
+        let body = json!({ "email": emails[1].to_uppercase(), "password": password, "delivery": "body" });
+        let (took, status, v) = timed(post("/api/auth/signin", body)).await;
+        assert_eq!(status, 200, "{v}");
+        note_secret(v["access_token"].as_str().unwrap());
+        note_secret(v["refresh_token"].as_str().unwrap());
+        signins.push(took);
+        signed = v;
+    }
+    let wrong = json!({ "email": emails[2], "password": "not-the-password", "delivery": "body" });
+    let (_, status, v) = timed(post("/api/auth/signin", wrong)).await;
+    assert_eq!((status, v["error"]["code"].as_str()), (401, Some("invalid_credentials")), "{v}");
+
+    // Refresh rotates the token (no hash: the store and JWT work alone); a replay revokes the session.
+    let first_refresh = signed["refresh_token"].as_str().unwrap().to_string();
+    let mut token = first_refresh.clone();
+    let mut refreshes = Vec::new();
+    let mut new_access = String::new();
+    for _ in 0..5 {
+        let (took, status, v) = timed(post("/api/auth/refresh", json!({ "refresh_token": token }))).await;
+        assert_eq!(status, 200, "{v}");
+        let next = v["refresh_token"].as_str().unwrap().to_string();
+        assert_ne!(next, token, "rotated on every use");
+        note_secret(&next);
+        token = next;
+        new_access = v["access_token"].as_str().unwrap().to_string();
+        refreshes.push(took);
+    }
+    let (_, status, me) = timed(w.http.get(url("/api/me")).bearer_auth(&new_access)).await;
+    assert_eq!((status, me["account"]["email"].clone()), (200, json!(emails[1])), "{me}");
+    let (_, status, v) = timed(post("/api/auth/refresh", json!({ "refresh_token": first_refresh }))).await;
+    assert_eq!((status, v["error"]["code"].as_str()), (401, Some("refresh_token_reused")), "{v}");
+    let (_, status, v) = timed(post("/api/auth/refresh", json!({ "refresh_token": token }))).await;
+    assert_eq!((status, v["error"]["code"].as_str()), (401, Some("invalid_refresh_token")), "the family: {v}");
+    let (_, status, v) = timed(w.http.get(url("/api/me")).bearer_auth(&new_access)).await;
+    assert_eq!((status, v["error"]["code"].as_str()), (401, Some("session_expired")), "{v}");
+
+    // The admin function's self-service routes: a key of one's own, used on the relay.
+    let (_, status, account) = timed(w.http.get(url("/api/account")).bearer_auth(&access)).await;
+    assert_eq!(status, 200, "{account}");
+    let made = w.http.post(url("/api/me/keys")).bearer_auth(&access).json(&json!({ "name": "edge" }));
+    let (_, status, made) = timed(made).await;
+    assert_eq!(status, 201, "{made}");
+    let key = made["key"].as_str().unwrap();
+    note_secret(key);
+    assert_eq!(w.http.get(url("/v1/models")).bearer_auth(key).send().await.unwrap().status(), 200);
+    // The rest of the admin API stays on the `admin` Lambda or the local binary.
+    let (_, status, v) = timed(w.http.get(url("/api/admin/users")).bearer_auth(&access)).await;
+    assert_eq!((status, v["error"]["code"].as_str()), (404, Some("unknown_url")), "{v}");
+
+    let (up, inn, re) = (median_ms(signups.clone()), median_ms(signins.clone()), median_ms(refreshes));
+    eprintln!(
+        "edge accounts (workerd, wall time per request, ms): sign-up {:?} (median {up:.1}), sign-in median {inn:.1} \
+         (min {:.1}), refresh median {re:.1}; sign-in − refresh = {:.1} (one Argon2 hash and sign-in's extra store calls)",
+        signups.iter().map(|d| (d.as_secs_f64() * 10_000.0).round() / 10.0).collect::<Vec<_>>(),
+        signins.iter().min().unwrap().as_secs_f64() * 1000.0,
+        inn - re,
+    );
+}

@@ -7,6 +7,7 @@
 //! |---|---|---|
 //! | `relay` | Function URL (RESPONSE_STREAM) | the relay router, streamed |
 //! | `admin` | HTTP API | the admin router (and the config sync) |
+//! | `auth` | HTTP API (same API, its own routes) | the auth router: sign-up, sign-in, sessions, `/api/me*` |
 //! | `usage` | SQS (usage queue) | the billing consumer, partial batch failures |
 //! | `health` | EventBridge schedule | channel probes: disable and revive |
 //! | `sweeper` | EventBridge schedule | refunds reservations left open |

@@ -1,5 +1,6 @@
-//! The edge shell: the relay's router behind `#[event(fetch)]`, the health
-//! pass and the reservation sweeper behind `#[event(scheduled)]`. Hot state is
+//! The edge shell: the relay's router, the auth function's and the admin
+//! function's self-service routes behind `#[event(fetch)]`, the health pass
+//! and the reservation sweeper behind `#[event(scheduled)]`. Hot state is
 //! Upstash Redis over REST, durable state DynamoDB over HTTPS, usage events go
 //! to SQS for the same `usage` Lambda that settles the other runtimes' money.
 //! Each request and cron run ends by logging its metrics as CloudWatch EMF

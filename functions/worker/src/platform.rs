@@ -1,6 +1,8 @@
 //! The edge platform and its state, built once per isolate from the Worker's
 //! bindings (`wrangler.toml` vars and `wrangler secret put` secrets) and kept
-//! for the isolate's life: the relay with its key, channel and price caches.
+//! for the isolate's life: the relay with its key, channel and price caches,
+//! the auth function (its signing key cached) and the admin function's
+//! self-service routes, all over the same ports.
 
 use std::sync::{Arc, OnceLock};
 
@@ -40,6 +42,20 @@ pub struct State {
 }
 
 static STATE: OnceLock<Arc<State>> = OnceLock::new();
+
+/// The admin router's self-service routes (the caller's own keys, balance,
+/// usage and redemption); the rest of `/api/admin` stays on the `admin`
+/// Lambda or the local binary.
+const SELF_SERVICE: [&str; 8] = [
+    "/api/me/keys",
+    "/api/me/keys/{id}",
+    "/api/me/keys/{id}/restore",
+    "/api/account",
+    "/api/usage",
+    "/api/usage/stats",
+    "/api/usage.csv",
+    "/api/redeem",
+];
 
 /// The isolate's state, built by its first request.
 pub async fn edge(env: &Env) -> Result<Arc<State>, String> {
@@ -97,7 +113,18 @@ async fn build(env: &Env) -> Result<State, String> {
     };
     let relay = Relay::new_shared(ports, config.relay.clone()).await.map_err(|e| format!("store: {e}"))?;
     relay.set_rate_limits(config.rate_limits.clone());
-    let routes = oblivious_relay::router(relay.clone()).merge(oblivious_relay::probes::router(relay.clone(), None));
+    // `[auth]` and `[mail]` are read once per isolate, as the rest of the config.
+    let auth = oblivious_auth::Auth::new(relay.clone(), config.auth.clone(), config.mail.enabled());
+    let mut routes = oblivious_relay::router(relay.clone())
+        .merge(oblivious_auth::router(auth))
+        .merge(oblivious_relay::probes::router(relay.clone(), None));
+    // Of the admin function, only what a signed-in person calls on their own
+    // account: those paths go to its router whole (a service, as axum refuses
+    // a `Router` in `route_service`), which matches them as it would alone.
+    let admin = oblivious_admin::router(relay.clone()).into_service::<Body>();
+    for path in SELF_SERVICE {
+        routes = routes.route_service(path, admin.clone());
+    }
     let app = oblivious_relay::with_unknown_url(routes, relay.clone());
     Ok(State { relay, app, running: tasks.running, config })
 }

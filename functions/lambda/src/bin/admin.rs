@@ -1,4 +1,4 @@
-//! The admin API as a Lambda (HTTP API). At cold start it makes sure the
+//! The admin API as a Lambda (HTTP API, buffered JSON). At cold start it makes sure the
 //! `default` group and `admin` user exist and syncs the config's channels,
 //! groups and prices into the store.
 
@@ -10,5 +10,5 @@ async fn main() -> Result<(), lambda_http::Error> {
     let init = init(&Settings::from_env()).await?;
     oblivious_admin::bootstrap::ensure_basics(&init.relay.ports).await?;
     scheduled::sync_config(&init).await?;
-    http::run(http::admin_app(&init)).await
+    http::run_buffered(http::admin_app(&init)).await
 }
